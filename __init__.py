@@ -1,0 +1,3 @@
+"""attnbench: attention variants on one harness, measured for speed, memory and accuracy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""Device and dtype names as the CLI and configs spell them."""
+
+from __future__ import annotations
+
+import torch
+
+from attnbench.suite.errors import UserError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float64": torch.float64,
+    "fp64": torch.float64,
+}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """torch dtype from a name such as 'bf16' or 'float32'."""
+    try:
+        return DTYPES[name.strip().lower()]
+    except KeyError:
+        raise UserError(f"unknown dtype {name!r} (one of {', '.join(DTYPES)})") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """Canonical short name: float32, float16, bfloat16, float64."""
+    return str(dtype).removeprefix("torch.")
+
+
+def default_device() -> str:
+    """cuda when a GPU is visible, else cpu."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_device(name: str | None) -> str:
+    """Validate a device name against what this machine has."""
+    device = (name or default_device()).lower()
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r} (cpu or cuda)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no CUDA device here")
+    return device

@@ -1,0 +1,186 @@
+"""The registry of attention variants: built-ins, installed plugins and plugin files, by name.
+
+Three sources, in order: the built-ins listed in ``attnbench.variants.BUILTIN``; classes named by
+the entry-point group ``attnbench.variants`` of installed packages; and ``--plugin path.py`` files.
+Nothing is imported until a variant is asked for, and a source that fails to import makes only
+its own variants unavailable (with the error as the reason); the rest of the registry works.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import torch
+
+from attnbench.suite.errors import UserError
+from attnbench.variants import BUILTIN
+from attnbench.variants.contract import AttentionSpec, Variant, VariantInfo
+
+ENTRY_POINT_GROUP = "attnbench.variants"
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _variant_classes(module: object) -> list[type[Variant]]:
+    """Variant subclasses defined in `module` (not merely imported into it)."""
+    return [
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, Variant)
+        and obj.__module__ == getattr(module, "__name__", None)
+        and isinstance(getattr(obj, "info", None), VariantInfo)
+    ]
+
+
+def load_plugin_file(path: str | Path) -> list[type[Variant]]:
+    """Import a plugin file and return the variant classes it defines."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"plugin file not found: {path}")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    module_name = f"attnbench_plugin_{path.stem}_{digest}"
+    if module_name in sys.modules:
+        module = sys.modules[module_name]
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise UserError(f"plugin {path}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            del sys.modules[module_name]
+            raise UserError(f"plugin {path} failed to import: {_one_line(err)}") from None
+    classes = _variant_classes(module)
+    if not classes:
+        raise UserError(
+            f"plugin {path} defines no variant (a subclass of attnbench.variants.contract.Variant with info)"
+        )
+    return classes
+
+
+@dataclass
+class Entry:
+    """Where a variant comes from; its class is imported on first use."""
+
+    name: str
+    origin: str
+    target: str | type[Variant]
+    error: str | None = None
+    _cls: type[Variant] | None = field(default=None, repr=False)
+
+    def load(self) -> type[Variant]:
+        if self._cls is not None:
+            return self._cls
+        if self.error is not None:
+            raise UserError(f"variant {self.name} ({self.origin}) cannot be loaded: {self.error}")
+        target = self.target
+        if isinstance(target, str):
+            module_name, _, attr = target.partition(":")
+            try:
+                target = getattr(importlib.import_module(module_name), attr)
+            except Exception as err:
+                self.error = _one_line(err)
+                raise UserError(
+                    f"variant {self.name} ({self.origin}) cannot be loaded: {self.error}"
+                ) from None
+        if not (inspect.isclass(target) and issubclass(target, Variant)):
+            self.error = f"{target!r} is not a subclass of attnbench.variants.contract.Variant"
+            raise UserError(f"variant {self.name} ({self.origin}): {self.error}")
+        self._cls = target
+        return target
+
+
+class Registry:
+    """Variants by name, from every source."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {}
+
+    def add(self, entry: Entry) -> None:
+        if entry.name in self._entries:
+            other = self._entries[entry.name]
+            raise UserError(
+                f"variant name {entry.name!r} from {entry.origin} is already taken by {other.origin}"
+            )
+        self._entries[entry.name] = entry
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def plugin_file_names(self) -> list[str]:
+        """Names of the variants that came from --plugin files."""
+        return [n for n, e in self._entries.items() if e.origin.startswith("plugin ")]
+
+    def entry(self, name: str) -> Entry:
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self._entries, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown variant {name!r} (see `attnbench list`){hint}")
+        return self._entries[name]
+
+    def get(self, name: str) -> type[Variant]:
+        """The variant class registered as `name`."""
+        return self.entry(name).load()
+
+    def build(self, name: str, spec: AttentionSpec) -> Variant:
+        """An instance of variant `name` for `spec`."""
+        return self.get(name)(spec)
+
+    def unavailable_reason(self, name: str, device: str, dtype: torch.dtype | None = None) -> str | None:
+        """Why `name` cannot run on device/dtype here, or None."""
+        try:
+            cls = self.get(name)
+        except UserError as err:
+            return str(err)
+        try:
+            return cls.unavailable_reason(device, dtype)
+        except Exception as err:
+            return f"availability check raised {_one_line(err)}"
+
+
+def _entry_point_entries() -> Iterable[Entry]:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        origin = f"entry point {ep.value}" + (f" of {ep.dist.name}" if ep.dist else "")
+        try:
+            obj = ep.load()
+        except Exception as err:
+            yield Entry(ep.name, origin, ep.value, error=_one_line(err))
+            continue
+        classes = [obj] if inspect.isclass(obj) else _variant_classes(obj)
+        if not classes:
+            yield Entry(ep.name, origin, ep.value, error="names no Variant class")
+        for cls in classes:
+            name = getattr(getattr(cls, "info", None), "name", ep.name)
+            yield Entry(name, origin, cls)
+
+
+def load_registry(plugin_files: Iterable[str | Path] = ()) -> Registry:
+    """Built-ins, then installed entry-point plugins, then plugin files."""
+    registry = Registry()
+    for name, target in BUILTIN.items():
+        registry.add(Entry(name, "built-in", target))
+    for entry in _entry_point_entries():
+        try:
+            registry.add(entry)
+        except UserError as err:
+            # An installed package must not break the registry for everyone else.
+            warnings.warn(f"ignored: {err}", stacklevel=2)
+    for path in plugin_files:
+        for cls in load_plugin_file(path):
+            registry.add(Entry(cls.info.name, f"plugin {path}", cls))
+    return registry

@@ -1,0 +1,3 @@
+"""Broken on purpose: fails while being imported."""
+
+import attnbench_no_such_module  # noqa: F401

@@ -1,0 +1,81 @@
+"""The command line: list, check, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT
+
+from attnbench.suite.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return exit_info.value.code or 0, out, err
+
+
+def test_every_command_has_help(capsys):
+    for command in ("list", "check"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "Usage" in out
+
+
+def test_list_json_names_every_builtin_and_why_some_cannot_run_on_cpu(capsys):
+    code, out, _ = run(capsys, "list", "--json", "--device", "cpu")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0
+    assert set(rows) >= {
+        "naive", "sdpa", "sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn",
+        "chunked", "flex", "flash-attn", "xformers",
+    }  # fmt: skip
+    for name in ("flash-attn", "xformers", "sdpa-cudnn", "sdpa-efficient"):
+        assert not rows[name]["available"] and rows[name]["reason"]
+    assert rows["naive"]["available"] and rows["naive"]["family"] == "exact"
+
+
+def test_list_table_shows_reasons(capsys):
+    code, out, _ = run(capsys, "list", "--device", "cpu")
+    assert code == 0 and "EFFICIENT_ATTENTION" in out and "flash-attn" in out
+
+
+@pytest.mark.parametrize(
+    ("plugin", "check"),
+    [("no_scale.py", "scale"), ("leaky_causal.py", "causal-leakage"), ("top_left.py", "causal-alignment"),
+     ("wrong_shape.py", "output")],
+)  # fmt: skip
+def test_check_plugin_exits_1_naming_the_failed_check(capsys, plugins, plugin, check):
+    code, out, _ = run(capsys, "check", "--plugin", str(plugins / plugin))
+    assert code == 1
+    assert any(line.split()[:2] == ["FAIL", check] for line in out.splitlines())
+
+
+def test_check_correct_plugin_passes(capsys):
+    example = ROOT / "examples/query-chunked-plugin/attnbench_query_chunked/__init__.py"
+    code, out, _ = run(capsys, "check", "--plugin", str(example), "--json")
+    results = json.loads(out)
+    assert code == 0
+    assert {r["variant"] for r in results} == {"query-chunked"}
+    assert all(r["status"] in ("pass", "skip") for r in results)
+
+
+def test_check_unavailable_variant_is_skipped_with_reason(capsys):
+    code, out, _ = run(capsys, "check", "flash-attn", "--device", "cpu")
+    assert code == 0 and "skip unavailable: runs on cuda only" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["check", "nope"], "unknown variant 'nope'"),
+        (["check", "naive", "--dtype", "fp8"], "unknown dtype 'fp8'"),
+        (["check", "--plugin", "/no/such.py"], "plugin file not found"),
+        (["list", "--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_2(capsys, argv, message):
+    code, _out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err

@@ -1,0 +1,197 @@
+"""The variant contract: what every attention variant is built from, takes, returns and declares.
+
+A variant is a torch module built from an :class:`AttentionSpec`. ``forward(q, k, v)`` takes
+q ``(B, H, Nq, D)`` and k, v ``(B, H_kv, Nk, D)`` with ``H % H_kv == 0`` (GQA; MQA when H_kv = 1)
+and returns ``(B, H, Nq, D)`` in q's dtype and device. Causal attention with Nq != Nk aligns
+bottom-right: the queries are the LAST Nq positions of the key sequence, so query i sees keys
+``j <= i + (Nk - Nq)`` (as in decoding and in flash-attn; torch SDPA's ``is_causal`` is top-left).
+A query that sees no key (causal with Nq > Nk) outputs zeros.
+
+This module knows nothing of the harness: the suite reads :class:`VariantInfo` and calls the
+module; the variant never imports from ``attnbench.suite``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+FAMILIES = ("exact", "linear", "sparse", "low-rank")
+
+# Relative-norm error ||out - ref|| / ||ref|| allowed against the float64 definition, per input dtype.
+DEFAULT_TOLERANCE: Mapping[torch.dtype, float] = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-5,
+    torch.float16: 5e-3,
+    torch.bfloat16: 3e-2,
+}
+
+
+class Unsupported(ValueError):
+    """Raised by a variant for an input it declares it cannot compute (a limit, not a bug)."""
+
+
+class Options(BaseModel):
+    """Base of a variant's options: typed, defaulted, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """The shape of an attention layer, from which a variant is built."""
+
+    num_heads: int
+    head_dim: int
+    num_kv_heads: int | None = None
+    causal: bool = False
+    max_seq_len: int = 8192
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.num_kv_heads is None:
+            object.__setattr__(self, "num_kv_heads", self.num_heads)
+        for name in ("num_heads", "head_dim", "num_kv_heads", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"spec.{name} must be a positive integer, got {value!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"spec.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+
+    @property
+    def groups(self) -> int:
+        """Query heads per key/value head (1: multi-head, num_heads: multi-query)."""
+        return self.num_heads // self.num_kv_heads
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """What a variant is and what it supports, declared in one place beside its code."""
+
+    name: str
+    family: str
+    exact: bool
+    summary: str = ""
+    paper: str = ""
+    causal: bool = True
+    non_causal: bool = True
+    gqa: bool = True
+    # True when grouped heads are computed without materialising repeated K/V.
+    gqa_native: bool = False
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    # True, False, or the devices on which gradients work.
+    backward: bool | tuple[str, ...] = True
+    packages: tuple[str, ...] = ()
+    # What the variant must equal: exact ones softmax attention, the others their own dense form.
+    definition: str = "softmax attention"
+    # Whether the definition applies the 1/sqrt(D) softmax scale (false for kernelised forms).
+    scaled: bool = True
+    tolerance: Mapping[torch.dtype, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("VariantInfo.name must be a non-empty string")
+        if not (self.causal or self.non_causal):
+            raise ValueError(f"variant {self.name}: supports neither causal nor non-causal attention")
+
+    def has_backward(self, device: str) -> bool:
+        """Whether gradients flow through the variant on `device`."""
+        if isinstance(self.backward, bool):
+            return self.backward
+        return device in self.backward
+
+    def tolerance_for(self, dtype: torch.dtype) -> float:
+        """Allowed relative-norm error against the float64 definition for inputs of `dtype`."""
+        return self.tolerance.get(dtype, DEFAULT_TOLERANCE.get(dtype, 1e-2))
+
+
+def missing_packages(packages: tuple[str, ...]) -> list[str]:
+    """Names among `packages` that cannot be imported here (checked without importing them)."""
+    return [name for name in packages if importlib.util.find_spec(name) is None]
+
+
+class Variant(nn.Module):
+    """Base class of every attention variant; subclasses set `info` and implement `forward`."""
+
+    info: ClassVar[VariantInfo]
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, spec: AttentionSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        try:
+            self.options = self.Options(**dict(spec.options))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            known = ", ".join(self.Options.model_fields) or "none"
+            raise ValueError(
+                f"variant {self.info.name}: option {where}: {first['msg']} (options: {known})"
+            ) from None
+        if spec.causal and not self.info.causal:
+            raise Unsupported(f"{self.info.name} does not support causal attention")
+        if not spec.causal and not self.info.non_causal:
+            raise Unsupported(f"{self.info.name} supports causal attention only")
+        if spec.groups > 1 and not self.info.gqa:
+            raise Unsupported(f"{self.info.name} does not support grouped K/V heads (GQA/MQA)")
+
+    @classmethod
+    def unavailable_reason(cls, device: str, dtype: torch.dtype | None = None) -> str | None:
+        """Why the variant cannot run on `device` with `dtype`, or None when it can."""
+        if device not in cls.info.devices:
+            return f"runs on {'/'.join(cls.info.devices)} only"
+        if dtype is not None and dtype not in cls.info.dtypes:
+            return f"no {str(dtype).removeprefix('torch.')} support"
+        missing = missing_packages(cls.info.packages)
+        if missing:
+            return f"package {', '.join(missing)} not installed"
+        return None
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The dense definition this variant must equal, evaluated on the given (float64) inputs."""
+        # Imported here because naive.py builds on this module.
+        from attnbench.variants.exact.naive import softmax_attention
+
+        return softmax_attention(q, k, v, causal=self.spec.causal)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, int, int, int, int]:
+    """Validate q/k/v shapes against the contract; returns (B, H, H_kv, Nq, Nk, D)."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            f"q, k, v must be 4-D (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    b, h, nq, d = q.shape
+    bk, hkv, nk, dk = k.shape
+    if dk != d:
+        raise ValueError(f"head dim of q ({d}) and k ({dk}) differ")
+    if v.shape != k.shape:
+        raise ValueError(f"v shape {tuple(v.shape)} differs from k shape {tuple(k.shape)}")
+    if bk != b:
+        raise ValueError(f"batch of q ({b}) and k ({bk}) differ")
+    if h % hkv:
+        raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({hkv})")
+    return b, h, hkv, nq, nk, d
+
+
+def softmax_scale(head_dim: int) -> float:
+    """The 1/sqrt(D) temperature of scaled dot-product attention."""
+    return 1.0 / math.sqrt(head_dim)
+
+
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype scores are accumulated in: float32 for half types, else the input's own."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

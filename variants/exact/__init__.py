@@ -1,0 +1,1 @@
+"""Exact attention: every variant here must equal softmax attention (naive.py) within its tolerance."""

@@ -1,0 +1,71 @@
+"""Softmax attention written out: the readable definition every exact variant must equal.
+
+    scores = (q / sqrt(D)) @ k^T          (B, H, Nq, Nk)
+    scores[~mask] = -inf                 causal: bottom-right, key j visible to query i iff j <= i + Nk - Nq
+    probs  = softmax(scores, dim=-1)     a query that sees no key gets zeros, not NaN
+    out    = probs @ v                   (B, H, Nq, D)
+
+It materialises the full score and probability matrices: two (B, H, Nq, Nk) tensors, the O(N^2)
+memory that the other variants exist to avoid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from attnbench.variants.contract import (
+    Variant,
+    VariantInfo,
+    accumulate_dtype,
+    check_qkv,
+    softmax_scale,
+)
+from attnbench.variants.masks import causal_mask
+
+
+def softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Scaled dot-product softmax attention; `mask` (Nq, Nk) bool keeps True pairs."""
+    b, h, hkv, nq, nk, d = check_qkv(q, k, v)
+    g = h // hkv
+    scale = softmax_scale(d) if scale is None else scale
+    if causal:
+        cm = causal_mask(nq, nk, q.device)
+        mask = cm if mask is None else mask & cm
+    # The G query heads of a group share one K/V head: fold them into the query axis so K and V
+    # are used as they are, never repeated.
+    qg = (q * scale).reshape(b, hkv, g * nq, d)  # (B, Hkv, G*Nq, D)
+    scores = qg @ k.transpose(-2, -1)  # (B, Hkv, G*Nq, Nk)
+    if mask is not None:
+        scores.view(b, hkv, g, nq, nk).masked_fill_(~mask, float("-inf"))
+    probs = scores.softmax(dim=-1)  # (B, Hkv, G*Nq, Nk)
+    if mask is not None:
+        empty = ~mask.any(dim=-1)  # (Nq,) queries that see no key
+        if bool(empty.any()):
+            probs = probs.view(b, hkv, g, nq, nk).masked_fill(empty[:, None], 0.0).view(b, hkv, g * nq, nk)
+    out = probs @ v  # (B, Hkv, G*Nq, D)
+    return out.view(b, h, nq, d)
+
+
+class NaiveAttention(Variant):
+    """softmax_attention run as a variant, in float32 for half inputs (float64 stays float64)."""
+
+    info = VariantInfo(
+        name="naive",
+        family="exact",
+        exact=True,
+        gqa_native=True,
+        summary="the readable reference: full scores, softmax, weighted sum",
+    )
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        acc = accumulate_dtype(q.dtype)
+        out = softmax_attention(q.to(acc), k.to(acc), v.to(acc), causal=self.spec.causal)
+        return out.to(q.dtype)

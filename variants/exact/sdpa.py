@@ -1,0 +1,94 @@
+"""torch's scaled_dot_product_attention, with torch choosing the backend.
+
+The adapter aligns causality bottom-right: when Nq == Nk torch's top-left ``is_causal`` is the same
+mask and keeps the fused kernels; when Nq != Nk it passes the bottom-right mask as a bool tensor
+(Nq * Nk bytes), which some fused kernels refuse. Grouped K/V heads go through ``enable_gqa`` where
+the backend has it, so K and V are never repeated there.
+
+The forced-backend variants (sdpa_math.py, sdpa_flash.py, ...) subclass this one and pin the backend
+with ``torch.nn.attention.sdpa_kernel``; where torch refuses that backend for a device, dtype or
+input, the variant is unavailable or the input unsupported, with torch's reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from attnbench.variants.contract import Unsupported, Variant, VariantInfo, check_qkv
+from attnbench.variants.masks import causal_mask
+
+# Fragments of torch's messages when no kernel accepts an input under the pinned backend.
+_REFUSALS = ("No available kernel", "No viable backend")
+
+
+class SdpaAttention(Variant):
+    """F.scaled_dot_product_attention under torch's own dispatch."""
+
+    info = VariantInfo(
+        name="sdpa",
+        family="exact",
+        exact=True,
+        gqa_native=True,
+        summary="torch.nn.functional.scaled_dot_product_attention, torch picks the kernel",
+    )
+    backend: ClassVar[SDPBackend | None] = None
+    # Whether the pinned backend accepts enable_gqa (fewer K/V heads than query heads); where it
+    # does not, the adapter repeats K/V itself and the variant declares gqa_native=False.
+    accepts_enable_gqa: ClassVar[bool] = True
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
+        kwargs: dict = {}
+        if self.spec.causal:
+            if nq == nk:
+                kwargs["is_causal"] = True
+            else:
+                kwargs["attn_mask"] = causal_mask(nq, nk, q.device)
+        if hkv != h:
+            if self.accepts_enable_gqa:
+                kwargs["enable_gqa"] = True
+            else:
+                k = k.repeat_interleave(h // hkv, dim=1)
+                v = v.repeat_interleave(h // hkv, dim=1)
+        pinned = sdpa_kernel(self.backend) if self.backend is not None else contextlib.nullcontext()
+        try:
+            with pinned:
+                return F.scaled_dot_product_attention(q, k, v, **kwargs)
+        except RuntimeError as err:
+            if self.backend is not None and any(r in str(err) for r in _REFUSALS):
+                raise Unsupported(f"torch's {self.backend.name} kernel refuses this input") from err
+            raise
+
+    @classmethod
+    def unavailable_reason(cls, device: str, dtype: torch.dtype | None = None) -> str | None:
+        """Static checks, then (for a pinned backend) whether torch runs it on a tiny input."""
+        reason = super().unavailable_reason(device, dtype)
+        if reason is None and cls.backend is not None:
+            reason = _probe(cls.backend, device, dtype or _default_dtype(device))
+        return reason
+
+
+def _default_dtype(device: str) -> torch.dtype:
+    return torch.float16 if device == "cuda" else torch.float32
+
+
+@functools.cache
+def _probe(backend: SDPBackend, device: str, dtype: torch.dtype) -> str | None:
+    """None if torch runs `backend` on `device`/`dtype` for a plain input, else torch's refusal."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device"
+    q = torch.randn(1, 1, 16, 64, device=device, dtype=dtype)
+    try:
+        with sdpa_kernel(backend):
+            F.scaled_dot_product_attention(q, q, q)
+    except RuntimeError as err:
+        if not any(r in str(err) for r in _REFUSALS):
+            raise
+        return f"torch has no {backend.name} kernel for {device} {str(dtype).removeprefix('torch.')}"
+    return None

@@ -1,0 +1,40 @@
+"""Attention masks as small pure functions, the way FlexAttention takes them.
+
+A mask function ``mask_mod(b, h, q_idx, kv_idx) -> bool tensor`` says whether query ``q_idx`` may
+attend to key ``kv_idx``. The same function is handed to FlexAttention (which compiles it into a
+block-sparse kernel) and, through :func:`dense_mask`, to the readable reference (which materialises
+it): one definition, two uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def causal(num_queries: int, num_keys: int) -> MaskMod:
+    """Bottom-right causal mask: the queries are the last `num_queries` of `num_keys` positions."""
+    offset = num_keys - num_queries
+
+    def causal_bottom_right(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor):
+        return q_idx + offset >= kv_idx
+
+    return causal_bottom_right
+
+
+def dense_mask(
+    mask_mod: MaskMod, num_queries: int, num_keys: int, device: torch.device | str
+) -> torch.Tensor:
+    """Materialise `mask_mod` as a bool tensor (num_queries, num_keys)."""
+    q_idx = torch.arange(num_queries, device=device)[:, None]
+    kv_idx = torch.arange(num_keys, device=device)[None, :]
+    zero = torch.zeros((), dtype=torch.long, device=device)
+    return mask_mod(zero, zero, q_idx, kv_idx).expand(num_queries, num_keys)
+
+
+def causal_mask(num_queries: int, num_keys: int, device: torch.device | str) -> torch.Tensor:
+    """Bottom-right causal mask as a bool tensor (num_queries, num_keys)."""
+    return dense_mask(causal(num_queries, num_keys), num_queries, num_keys, device)
