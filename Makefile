@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-all lint format clean
+.PHONY: setup test test-all lint format bench microbench clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,16 @@ test: lint
 
 test-all: lint
 	$(PY) -m pytest
+
+# The main job: the `gpu` preset where torch sees a CUDA device, the `cpu` preset elsewhere.
+# The run folder is results/<preset>-<device>; rerunning resumes it.
+bench: $(STAMP)
+	@preset=$$($(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')"); \
+	echo "device detected: running the $$preset preset"; \
+	$(PY) -m attnbench bench --preset $$preset
+
+microbench: $(STAMP)
+	$(PY) -m pytest benchmarks --benchmark-autosave
 
 format: $(STAMP)
 	$(PY) -m ruff check --fix .

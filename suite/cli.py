@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -150,11 +151,134 @@ def check(
     if as_json:
         print(json.dumps(records, indent=2))
     else:
-        console.print(
-            ", ".join(f"{n} {word}" for word, n in zip(SUMMARY_WORDS, counts.values(), strict=True))
-        )
+        console.print(", ".join(f"{n} {word}" for word, n in zip(SUMMARY_WORDS, counts.values(), strict=True)))
     if counts["fail"]:
         raise typer.Exit(1)
+
+
+def _csv(text: str | None, cast=str) -> list | None:
+    """'256,512' -> [256, 512]; None stays None."""
+    if text is None:
+        return None
+    try:
+        return [cast(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"cannot read {text!r} as a comma-separated list of {cast.__name__}") from None
+
+
+def _options(pairs: list[str] | None) -> dict[str, dict]:
+    """['chunked.block_size=64'] -> {'chunked': {'block_size': 64}} (values read as YAML scalars)."""
+    import yaml
+
+    options: dict[str, dict] = {}
+    for pair in pairs or []:
+        target, sep, value = pair.partition("=")
+        variant, dot, key = target.partition(".")
+        if not (sep and dot and variant and key):
+            raise UserError(f"--option {pair!r}: expected VARIANT.KEY=VALUE, e.g. chunked.block_size=64")
+        options.setdefault(variant, {})[key] = yaml.safe_load(value)
+    return options
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _device_slug(device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    return "-".join(torch.cuda.get_device_name(0).lower().replace("nvidia", "").split()) or "cuda"
+
+
+@app.command()
+def bench(
+    preset: Annotated[str | None, typer.Option(help="Shipped config: cpu, gpu, gpt2-small, llama2-7b, ...")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML config file.")] = None,
+    variants: Annotated[str | None, typer.Option(help="Comma-separated variant names.")] = None,
+    seq: Annotated[str | None, typer.Option(help="Sequence lengths N, e.g. 256,512,1024.")] = None,
+    q_len: Annotated[str | None, typer.Option(help="Query lengths (default: equal to N).")] = None,
+    batch: Annotated[str | None, typer.Option(help="Batch sizes.")] = None,
+    heads: Annotated[str | None, typer.Option(help="Query heads.")] = None,
+    kv_heads: Annotated[str | None, typer.Option(help="K/V heads (GQA/MQA; default: equal to heads).")] = None,
+    head_dim: Annotated[str | None, typer.Option(help="Head dims D.")] = None,
+    width: Annotated[int | None, typer.Option(help="Model width: head dim = width / heads.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="dtypes: float32, float16, bfloat16.")] = None,
+    causal: Annotated[
+        bool | None, typer.Option("--causal/--no-causal", help="Causal mask (default: config's).")
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="fwd, bwd, fwd_bwd (comma-separated).")] = None,
+    device: DeviceOpt = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warm-up calls before timing.")] = None,
+    repeats: Annotated[int | None, typer.Option(help="Timed calls at most.")] = None,
+    budget: Annotated[float | None, typer.Option(help="Seconds of timed calls per point at most.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds before a point is killed.")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Variant the speedups are against.")] = None,
+    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE (repeatable).")] = None,
+    plugin: PluginOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: results/<config>-<device>).")] = None,
+) -> None:
+    """Measure time, memory, TFLOP/s and error over a grid; one fresh worker per point; resumable."""
+    from attnbench.suite.config import BenchConfig, load_config, load_preset, validate
+    from attnbench.suite.executor import LocalExecutor
+    from attnbench.suite.points import expand
+    from attnbench.suite.records import require_run
+    from attnbench.suite.summary import bench_frame, markdown
+    from attnbench.suite.sweep import run_sweep
+
+    if preset and config:
+        raise UserError("give --preset or --config, not both")
+    base: BenchConfig | None = load_preset(preset) if preset else load_config(config) if config else None
+    grid = {
+        "variants": _csv(variants), "seq": _csv(seq, int), "q_len": _csv(q_len, int), "batch": _csv(batch, int),
+        "heads": _csv(heads, int), "kv_heads": _csv(kv_heads, int), "head_dim": _csv(head_dim, int),
+        "width": width, "dtype": [dtype_name(parse_dtype(d)) for d in _csv(dtype)] if dtype else None,
+        "causal": None if causal is None else [causal], "mode": _csv(mode),
+    }  # fmt: skip
+    grid = {k: v for k, v in grid.items() if v is not None}
+    if "width" in grid:
+        grid["head_dim"] = None
+    elif "head_dim" in grid:
+        grid["width"] = None
+    settings = {"warmup": warmup, "repeats": repeats, "budget_s": budget, "timeout_s": timeout,
+                "threads": threads, "baseline": baseline}  # fmt: skip
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if base is None:
+        if "variants" not in grid or "seq" not in grid:
+            raise UserError("give --preset, --config, or at least --variants and --seq")
+        data: dict = {"sweeps": [grid]}
+    else:
+        data = base.model_dump()
+        data["sweeps"] = [sweep | grid for sweep in data["sweeps"]]
+    data |= settings
+    data["options"] = data.get("options", {}) | _options(option)
+    cfg = validate(data, preset or (config.name if config else "command line"))
+
+    registry = _registry(plugin)
+    for name in {v for sweep in cfg.sweeps for v in sweep.variants}:
+        registry.entry(name)
+    for name, values in cfg.options.items():
+        try:
+            registry.get(name).parse_options(values)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+    device = resolve_device(None if cfg.device == "auto" and device is None else device or cfg.device)
+    run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(device)}"
+    plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
+    points = expand(cfg, device, plugins)
+    console.print(f"{len(points)} points -> {run_dir}")
+    # A polite kill stops like Ctrl-C: the running worker is killed, finished points are kept.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        records = run_sweep(points, run_dir, LocalExecutor(), console, device, cfg.threads)
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished points are kept in {run_dir}; rerun the same command to resume")
+        raise typer.Exit(130) from None
+    text = markdown(bench_frame(records), cfg.baseline)
+    (require_run(run_dir) / "summary.md").write_text(text)
+    console.print(text, markup=False, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -80,9 +80,7 @@ class Checker:
 
     def build(self, shape: Shape, causal: bool) -> Variant:
         _b, h, hkv, nq, nk, d = shape
-        spec = AttentionSpec(
-            num_heads=h, head_dim=d, num_kv_heads=hkv, causal=causal, max_seq_len=max(nq, nk, 256)
-        )
+        spec = AttentionSpec(num_heads=h, head_dim=d, num_kv_heads=hkv, causal=causal, max_seq_len=max(nq, nk, 256))
         return self.cls(spec).to(self.device)
 
     def inputs(self, shape: Shape, salt: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -267,12 +265,8 @@ def check_causal_alignment(c: Checker) -> str:
     if c.info.exact:
         wrong = softmax_attention(q.double(), k.double(), v.double(), mask=top_left)
         if c.error(out, wrong) <= c.tol:
-            raise CheckFailed(
-                "causal mask is aligned top-left (torch is_causal); queries must be the last Nq keys"
-            )
-    raise CheckFailed(
-        f"rel err {_fmt(err)} > tol {_fmt(c.tol)} against the bottom-right definition at Nq=16, Nk=48"
-    )
+            raise CheckFailed("causal mask is aligned top-left (torch is_causal); queries must be the last Nq keys")
+    raise CheckFailed(f"rel err {_fmt(err)} > tol {_fmt(c.tol)} against the bottom-right definition at Nq=16, Nk=48")
 
 
 def check_fully_masked_rows(c: Checker) -> str:
@@ -323,9 +317,7 @@ def check_head_dim_mismatch(c: Checker) -> str:
             with torch.no_grad():
                 out = variant(q, k, v)
         except Exception as err:
-            raised.append(
-                f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-            )
+            raised.append(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}")
             continue
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise CheckFailed(f"q head dim 16 with k head dim {dk} returned {got} instead of raising")
@@ -374,9 +366,7 @@ def check_gqa_native(c: Checker) -> str:
             raise Skipped("runs as a compiled kernel that an op trace cannot look inside") from None
     repeated = [f for f, s in trace.shapes if math.prod(s) == b * h * nk * d]
     if repeated:
-        raise CheckFailed(
-            f"K/V materialised for all {h} query heads by {repeated[0]} though gqa_native is declared"
-        )
+        raise CheckFailed(f"K/V materialised for all {h} query heads by {repeated[0]} though gqa_native is declared")
     return f"no K/V-sized tensor for all {h} heads among {len(trace.shapes)} ops"
 
 

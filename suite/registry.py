@@ -95,9 +95,7 @@ class Entry:
                 target = getattr(importlib.import_module(module_name), attr)
             except Exception as err:
                 self.error = _one_line(err)
-                raise UserError(
-                    f"variant {self.name} ({self.origin}) cannot be loaded: {self.error}"
-                ) from None
+                raise UserError(f"variant {self.name} ({self.origin}) cannot be loaded: {self.error}") from None
         if not (inspect.isclass(target) and issubclass(target, Variant)):
             self.error = f"{target!r} is not a subclass of attnbench.variants.contract.Variant"
             raise UserError(f"variant {self.name} ({self.origin}): {self.error}")
@@ -114,9 +112,7 @@ class Registry:
     def add(self, entry: Entry) -> None:
         if entry.name in self._entries:
             other = self._entries[entry.name]
-            raise UserError(
-                f"variant name {entry.name!r} from {entry.origin} is already taken by {other.origin}"
-            )
+            raise UserError(f"variant name {entry.name!r} from {entry.origin} is already taken by {other.origin}")
         self._entries[entry.name] = entry
 
     def names(self) -> list[str]:

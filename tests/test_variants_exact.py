@@ -15,9 +15,7 @@ from attnbench.variants.exact.naive import softmax_attention
 @pytest.mark.parametrize(("nq", "causal"), [(9, False), (9, True), (15, True)])
 def test_chunked_any_block_size_forward_and_backward(block, nq, causal):
     # Nq = 15 > Nk = 11 under causality: rows with no key must have zero gradient, not NaN.
-    spec = AttentionSpec(
-        num_heads=4, num_kv_heads=2, head_dim=8, causal=causal, options={"block_size": block}
-    )
+    spec = AttentionSpec(num_heads=4, num_kv_heads=2, head_dim=8, causal=causal, options={"block_size": block})
     q = torch.randn(1, 4, nq, 8, dtype=torch.float64, requires_grad=True)
     k = torch.randn(1, 2, 11, 8, dtype=torch.float64, requires_grad=True)
     v = torch.randn(1, 2, 11, 8, dtype=torch.float64, requires_grad=True)

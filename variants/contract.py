@@ -135,15 +135,24 @@ class Variant(nn.Module):
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "options"
             known = ", ".join(self.Options.model_fields) or "none"
-            raise ValueError(
-                f"variant {self.info.name}: option {where}: {first['msg']} (options: {known})"
-            ) from None
+            raise ValueError(f"variant {self.info.name}: option {where}: {first['msg']} (options: {known})") from None
         if spec.causal and not self.info.causal:
             raise Unsupported(f"{self.info.name} does not support causal attention")
         if not spec.causal and not self.info.non_causal:
             raise Unsupported(f"{self.info.name} supports causal attention only")
         if spec.groups > 1 and not self.info.gqa:
             raise Unsupported(f"{self.info.name} does not support grouped K/V heads (GQA/MQA)")
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any]) -> Options:
+        """The variant's typed options; a bad or unknown key raises ValueError naming it."""
+        try:
+            return cls.Options(**dict(options))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "options"
+            known = ", ".join(cls.Options.model_fields) or "none"
+            raise ValueError(f"variant {cls.info.name}: option {where}: {first['msg']} (options: {known})") from None
 
     @classmethod
     def unavailable_reason(cls, device: str, dtype: torch.dtype | None = None) -> str | None:
@@ -171,9 +180,7 @@ class Variant(nn.Module):
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, int, int, int, int]:
     """Validate q/k/v shapes against the contract; returns (B, H, H_kv, Nq, Nk, D)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(
-            f"q, k, v must be 4-D (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
+        raise ValueError(f"q, k, v must be 4-D (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     b, h, nq, d = q.shape
     bk, hkv, nk, dk = k.shape
     if dk != d:

@@ -25,9 +25,7 @@ def causal(num_queries: int, num_keys: int) -> MaskMod:
     return causal_bottom_right
 
 
-def dense_mask(
-    mask_mod: MaskMod, num_queries: int, num_keys: int, device: torch.device | str
-) -> torch.Tensor:
+def dense_mask(mask_mod: MaskMod, num_queries: int, num_keys: int, device: torch.device | str) -> torch.Tensor:
     """Materialise `mask_mod` as a bool tensor (num_queries, num_keys)."""
     q_idx = torch.arange(num_queries, device=device)[:, None]
     kv_idx = torch.arange(num_keys, device=device)[None, :]

@@ -32,9 +32,7 @@ def _visible_until(nq: int, nk: int, groups: int, device: torch.device) -> torch
     return (torch.arange(nq, device=device) + (nk - nq)).repeat(groups)[:, None]
 
 
-def _block_scores(
-    qg: torch.Tensor, kj: torch.Tensor, start: int, last_visible: torch.Tensor | None
-) -> torch.Tensor:
+def _block_scores(qg: torch.Tensor, kj: torch.Tensor, start: int, last_visible: torch.Tensor | None) -> torch.Tensor:
     """Scaled scores of all query rows against one key block, causally masked: (B, Hkv, G*Nq, blk)."""
     scores = qg @ kj.transpose(-2, -1)
     if last_visible is not None:

@@ -1,0 +1,127 @@
+"""Bench configurations: YAML or TOML files (and the shipped presets), validated at load.
+
+A config holds run-wide settings and one or more sweeps; each sweep is a grid whose cartesian
+product is the list of points. A field that is wrong is named in one line:
+``config cpu.yaml: sweeps.0.seq.1: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from attnbench.suite.errors import UserError
+
+Mode = Literal["fwd", "bwd", "fwd_bwd"]
+
+
+class Sweep(BaseModel):
+    """A grid of points: every combination of the listed values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    variants: list[str] = Field(min_length=1)
+    seq: list[int] = Field(min_length=1, description="key/value lengths N")
+    q_len: list[int] | None = Field(None, description="query lengths (default: equal to seq)")
+    batch: list[int] = [1]
+    heads: list[int] = [8]
+    kv_heads: list[int] | None = Field(None, description="K/V heads (default: equal to heads)")
+    head_dim: list[int] | None = Field(None, description="head dim D (or give width)")
+    width: int | None = Field(None, gt=0, description="model width: head_dim = width / heads")
+    # "auto": bfloat16 on a GPU, float32 on a CPU (the dtype each would train in).
+    dtype: list[Literal["auto", "float32", "float16", "bfloat16", "float64"]] = ["float32"]
+    causal: list[bool] = [False]
+    mode: list[Mode] = ["fwd"]
+
+    @model_validator(mode="after")
+    def _check(self) -> Sweep:
+        for name in ("seq", "q_len", "batch", "heads", "kv_heads", "head_dim"):
+            values = getattr(self, name) or []
+            bad = [v for v in values if v <= 0]
+            if bad:
+                raise ValueError(f"{name} must be positive, got {bad[0]}")
+        if self.head_dim is None and self.width is None:
+            self.head_dim = [64]
+        if self.head_dim is not None and self.width is not None:
+            raise ValueError("give head_dim or width, not both")
+        if self.width is not None:
+            odd = [h for h in self.heads if self.width % h]
+            if odd:
+                raise ValueError(f"width {self.width} is not divisible by {odd[0]} heads")
+        for h in self.heads:
+            for kv in self.kv_heads or []:
+                if h % kv:
+                    raise ValueError(f"heads {h} is not a multiple of kv_heads {kv}")
+        return self
+
+
+class BenchConfig(BaseModel):
+    """A whole bench run: its sweeps and how each point is measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "custom"
+    description: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, gt=0, description="CPU threads (default: all cores)")
+    warmup: int = Field(2, ge=1, description="calls before timing; the first is recorded apart")
+    repeats: int = Field(20, gt=0, description="timed calls at most")
+    budget_s: float = Field(2.0, gt=0, description="time budget for the timed calls of one point")
+    timeout_s: float = Field(300.0, gt=0, description="a point running longer is killed")
+    baseline: str | None = Field("sdpa", description="variant the summary's speedups are against")
+    reference_max_bytes: int = Field(4 * 2**30, ge=0, description="skip the float64 error above this")
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-variant options")
+    sweeps: list[Sweep] = Field(min_length=1)
+
+
+PRESETS = resources.files("attnbench.suite") / "presets"
+
+
+def preset_names() -> list[str]:
+    """The shipped presets."""
+    return sorted(p.name.removesuffix(".yaml") for p in PRESETS.iterdir() if p.name.endswith(".yaml"))
+
+
+def _parse(text: str, source: str) -> Any:
+    try:
+        if source.endswith(".toml"):
+            return tomllib.loads(text)
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        first = " ".join(str(err).split())
+        kind = "TOML" if source.endswith(".toml") else "YAML"
+        raise UserError(f"config {source}: not valid {kind}: {first}") from None
+
+
+def validate(data: Any, source: str) -> BenchConfig:
+    """A BenchConfig from parsed data, or a one-line error naming the first bad field."""
+    if not isinstance(data, dict):
+        raise UserError(f"config {source}: expected a mapping of fields, got {type(data).__name__}")
+    try:
+        return BenchConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        msg = first["msg"].removeprefix("Value error, ")
+        raise UserError(f"config {source}: {where}: {msg}") from None
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    """Load and validate a YAML or TOML config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    return validate(_parse(path.read_text(), str(path)), path.name)
+
+
+def load_preset(name: str) -> BenchConfig:
+    """Load a shipped preset by name (cpu, gpu, gpt2-small, ...)."""
+    resource = PRESETS / f"{name}.yaml"
+    if not resource.is_file():
+        raise UserError(f"unknown preset {name!r} (one of {', '.join(preset_names())})")
+    return validate(_parse(resource.read_text(), resource.name), resource.name)

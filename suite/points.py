@@ -1,0 +1,151 @@
+"""A point: one variant at one shape, dtype, mask and mode, as plain serialisable data.
+
+Points are what the sweep hands to an executor. They hold only JSON-able values, so the same
+point can run in a local worker process today and on a cluster engine (Ray, SLURM via submitit)
+later, and every record can carry the command that reproduces its point alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from attnbench.suite.config import BenchConfig
+
+# The fields that say which measurement a point is; the rest say how it is measured.
+IDENTITY = (
+    "variant",
+    "batch",
+    "heads",
+    "kv_heads",
+    "q_len",
+    "seq",
+    "head_dim",
+    "dtype",
+    "causal",
+    "mode",
+    "device",
+    "options",
+)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement to make."""
+
+    variant: str
+    batch: int
+    heads: int
+    kv_heads: int
+    q_len: int
+    seq: int
+    head_dim: int
+    dtype: str
+    causal: bool
+    mode: str
+    device: str
+    options: dict[str, Any] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+    threads: int | None = None
+    warmup: int = 2
+    repeats: int = 20
+    budget_s: float = 2.0
+    timeout_s: float = 300.0
+    reference_max_bytes: int = 4 * 2**30
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Point:
+        data = dict(data)
+        data["plugins"] = tuple(data.get("plugins", ()))
+        return cls(**data)
+
+    def key(self) -> str:
+        """Identity of the measurement, for resuming: equal keys are the same point."""
+        return json.dumps({f: getattr(self, f) for f in IDENTITY}, sort_keys=True)
+
+    def label(self) -> str:
+        """Short human-readable description."""
+        heads = f"H={self.heads}" if self.kv_heads == self.heads else f"H={self.heads}/{self.kv_heads}"
+        n = f"N={self.seq}" if self.q_len == self.seq else f"Nq={self.q_len},N={self.seq}"
+        return (
+            f"{self.variant} {n} B={self.batch} {heads} D={self.head_dim} {self.dtype}"
+            f"{' causal' if self.causal else ''} {self.mode}"
+        )
+
+    def command(self, out: str) -> str:
+        """The `attnbench bench` command that measures this point alone into run folder `out`."""
+        args = [
+            "attnbench", "bench",
+            "--variants", self.variant,
+            "--seq", str(self.seq),
+            "--q-len", str(self.q_len),
+            "--batch", str(self.batch),
+            "--heads", str(self.heads),
+            "--kv-heads", str(self.kv_heads),
+            "--head-dim", str(self.head_dim),
+            "--dtype", self.dtype,
+            "--causal" if self.causal else "--no-causal",
+            "--mode", self.mode,
+            "--device", self.device,
+            "--warmup", str(self.warmup),
+            "--repeats", str(self.repeats),
+            "--budget", str(self.budget_s),
+            "--timeout", str(self.timeout_s),
+        ]  # fmt: skip
+        if self.threads is not None:
+            args += ["--threads", str(self.threads)]
+        for key, value in sorted(self.options.items()):
+            args += ["--option", f"{self.variant}.{key}={json.dumps(value)}"]
+        for plugin in self.plugins:
+            args += ["--plugin", plugin]
+        args += ["--out", out]
+        return shlex.join(args)
+
+
+def expand(config: BenchConfig, device: str, plugins: tuple[str, ...] = ()) -> list[Point]:
+    """Every point of every sweep in `config`, in order, without duplicates."""
+    points: dict[str, Point] = {}
+    for sweep in config.sweeps:
+        head_dims = sweep.head_dim or [None]
+        grid = itertools.product(
+            sweep.variants,
+            sweep.mode,
+            sweep.dtype,
+            sweep.causal,
+            sweep.batch,
+            sweep.heads,
+            sweep.kv_heads or [None],
+            head_dims,
+            sweep.q_len or [None],
+            sweep.seq,
+        )
+        for variant, mode, dtype, causal, batch, heads, kv_heads, head_dim, q_len, seq in grid:
+            point = Point(
+                variant=variant,
+                batch=batch,
+                heads=heads,
+                kv_heads=kv_heads or heads,
+                q_len=q_len or seq,
+                seq=seq,
+                head_dim=head_dim or sweep.width // heads,
+                dtype=("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype,
+                causal=causal,
+                mode=mode,
+                device=device,
+                options=dict(config.options.get(variant, {})),
+                plugins=plugins,
+                threads=config.threads,
+                warmup=config.warmup,
+                repeats=config.repeats,
+                budget_s=config.budget_s,
+                timeout_s=config.timeout_s,
+                reference_max_bytes=config.reference_max_bytes,
+            )
+            points.setdefault(point.key(), point)
+    return list(points.values())

@@ -1,0 +1,173 @@
+"""Tables from bench records (pandas): time and memory per N, speedups, fitted growth exponents.
+
+The growth exponent is the slope of log(y) against log(N) fitted over the largest measured
+points (three by default): ~2 for the memory of exact attention that materialises its scores,
+~1 for kernels that do not. Points that failed show their status in place of a number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Columns that define a comparable series; N (seq) varies inside it.
+SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "q_len_is_seq"]
+FIT_POINTS = 3
+NUMERIC = (
+    "time_ms",
+    "time_p20_ms",
+    "time_p80_ms",
+    "peak_bytes",
+    "tflops",
+    "peak_fraction",
+    "error",
+    "error_vs_softmax",
+)
+
+
+def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per bench record, with the columns the tables need."""
+    rows = [r for r in records if r.get("kind", "bench") == "bench" and "variant" in r and "seq" in r]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    for col in NUMERIC:
+        if col not in df:
+            df[col] = np.nan
+    df["q_len_is_seq"] = df["q_len"] == df["seq"]
+    return df
+
+
+def fit_exponent(n: Iterable[float], y: Iterable[float], last: int = FIT_POINTS) -> float:
+    """Log-log slope of y against n over the `last` largest n (NaN with fewer than two points)."""
+    pairs = sorted((a, b) for a, b in zip(n, y, strict=True) if b is not None and b > 0 and not math.isnan(b))
+    pairs = pairs[-last:]
+    if len(pairs) < 2:
+        return math.nan
+    x, v = np.log([p[0] for p in pairs]), np.log([p[1] for p in pairs])
+    return float(np.polyfit(x, v, 1)[0])
+
+
+def series_title(key: tuple) -> str:
+    """Readable name of one series (the SERIES values)."""
+    values = dict(zip(SERIES, key, strict=True))
+    heads = values["heads"] if values["kv_heads"] == values["heads"] else f"{values['heads']}/{values['kv_heads']}"
+    return (
+        f"{values['device']} {values['dtype']} {values['mode']}{' causal' if values['causal'] else ''} "
+        f"B={values['batch']} H={heads} D={values['head_dim']}" + ("" if values["q_len_is_seq"] else " (Nq != N)")
+    )
+
+
+def _cell(row: pd.Series, column: str, scale: float, digits: int) -> str:
+    if row["status"] != "ok":
+        return row["status"]
+    value = row[column]
+    return "" if pd.isna(value) else f"{value / scale:.{digits}f}"
+
+
+def series_tables(df: pd.DataFrame, baseline: str | None) -> list[tuple[str, dict[str, pd.DataFrame]]]:
+    """Per series: time (ms), peak memory (MiB), TFLOP/s, speedup vs baseline, and exponents."""
+    out = []
+    for key, group in df.groupby(SERIES, sort=True, dropna=False):
+        group = group.drop_duplicates(["variant", "seq"], keep="last")
+        if group["seq"].nunique() < 2:
+            continue  # nothing grows in N here (a heads sweep, a single shape)
+        order = list(dict.fromkeys(group["variant"]))
+        tables: dict[str, pd.DataFrame] = {}
+        for name, column, scale, digits in (
+            ("time (ms)", "time_ms", 1.0, 3),
+            ("peak memory (MiB)", "peak_bytes", 2**20, 1),
+            ("TFLOP/s", "tflops", 1.0, 3),
+        ):
+            cells = group.assign(cell=group.apply(_cell, axis=1, args=(column, scale, digits)))
+            tables[name] = cells.pivot(index="variant", columns="seq", values="cell").reindex(order).fillna("")
+        ok = group[group["status"] == "ok"]
+        if baseline and baseline in set(ok["variant"]):
+            base = ok[ok["variant"] == baseline].set_index("seq")["time_ms"]
+            speed = ok.assign(speedup=ok["seq"].map(base) / ok["time_ms"])  # > 1: faster than baseline
+            tables[f"speedup vs {baseline}"] = (
+                speed.pivot(index="variant", columns="seq", values="speedup").reindex(order).round(2)
+            )
+        exps = []
+        for variant in order:
+            rows = ok[ok["variant"] == variant]
+            exps.append(
+                {
+                    "variant": variant,
+                    "time exponent": round(fit_exponent(rows["seq"], rows["time_ms"]), 2),
+                    "memory exponent": round(fit_exponent(rows["seq"], rows["peak_bytes"]), 2),
+                    "fitted over N": ",".join(str(n) for n in sorted(rows["seq"])[-FIT_POINTS:]),
+                }
+            )
+        tables["growth in N (log-log slope)"] = pd.DataFrame(exps).set_index("variant")
+        out.append((series_title(key), tables))
+    return out
+
+
+HEADS_GROUP = ["device", "dtype", "mode", "causal", "batch", "seq", "q_len_is_seq", "width"]
+
+
+def heads_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """At fixed width (heads x head dim) and N: time per head count, and each relative to 12 heads."""
+    ok = df[df["status"] == "ok"].assign(width=df["heads"] * df["head_dim"])
+    out = []
+    for key, group in ok.groupby(HEADS_GROUP, sort=True, dropna=False):
+        if group["heads"].nunique() < 2:
+            continue
+        values = dict(zip(HEADS_GROUP, key, strict=True))
+        title = (
+            f"{values['device']} {values['dtype']} {values['mode']}{' causal' if values['causal'] else ''} "
+            f"B={values['batch']} N={values['seq']} width={values['width']}: time (ms) by head count"
+        )
+        table = group.pivot_table(index="variant", columns="heads", values="time_ms", aggfunc="last", sort=False)
+        table.columns = [f"{h} x {values['width'] // h}" for h in table.columns]
+        if "12 x 64" in table and "16 x 48" in table:
+            table["16 vs 12 heads"] = (table["16 x 48"] / table["12 x 64"] - 1).map(lambda r: f"{r:+.1%}")
+        out.append((title, table.round(3)))
+    return out
+
+
+def exponents(df: pd.DataFrame) -> pd.DataFrame:
+    """Fitted time and memory exponents per variant and series, as one flat table."""
+    rows = []
+    for key, group in df[df["status"] == "ok"].groupby(SERIES, sort=True, dropna=False):
+        for variant, rows_v in group.groupby("variant", sort=False):
+            rows.append(
+                {
+                    "series": series_title(key),
+                    "variant": variant,
+                    "time_exponent": fit_exponent(rows_v["seq"], rows_v["time_ms"]),
+                    "memory_exponent": fit_exponent(rows_v["seq"], rows_v["peak_bytes"]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def markdown(df: pd.DataFrame, baseline: str | None) -> str:
+    """The summary as Markdown: one section per series."""
+    if df.empty:
+        return "No bench records.\n"
+    parts = []
+    for title, tables in series_tables(df, baseline):
+        parts.append(f"### {title}\n")
+        for name, table in tables.items():
+            parts.append(f"**{name}**\n\n{table.to_markdown()}\n")
+    for title, table in heads_tables(df):
+        parts.append(f"### {title}\n\n{table.to_markdown()}\n")
+    failed = df[df["status"] != "ok"]
+    if not failed.empty:
+        rows = failed.assign(point=failed.apply(_point_label, axis=1))[["point", "status", "reason"]]
+        parts.append(f"### points without a measurement\n\n{rows.to_markdown(index=False)}\n")
+    return "\n".join(parts)
+
+
+def _point_label(row: pd.Series) -> str:
+    heads = row["heads"] if row["kv_heads"] == row["heads"] else f"{row['heads']}/{row['kv_heads']}"
+    return (
+        f"{row['variant']} N={row['seq']} B={row['batch']} H={heads} D={row['head_dim']} {row['dtype']} "
+        f"{'causal ' if row['causal'] else ''}{row['mode']}"
+    )

@@ -1,0 +1,91 @@
+"""The bench sweep: hand every point to an executor, append each record as it ends, resume on rerun.
+
+A run folder is append-only. Rerunning the same command skips every point that already has a
+record (whatever its status), so a sweep stopped by Ctrl-C, a crash or a reboot continues where it
+stopped. The matmul peak of each dtype is measured once per run and kept in env.json.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from attnbench.suite import env as environment
+from attnbench.suite.errors import UserError
+from attnbench.suite.executor import Executor
+from attnbench.suite.points import Point
+from attnbench.suite.records import FINAL, append_record, read_env, read_records, write_env
+
+
+def prepare_env(run_dir: Path, points: list[Point], executor: Executor, device: str, threads: int | None) -> dict:
+    """Create or extend env.json: environment, command, and the matmul peak per dtype in the sweep."""
+    env = read_env(run_dir)
+    now = environment.capture(device, threads)
+    if not env:
+        env = now | {"matmul_tflops": {}}
+    elif env.get("device") != device:
+        raise UserError(f"{run_dir} holds a {env.get('device')} run; this is {device}: choose another --out")
+    else:
+        env.setdefault("resumed", []).append({"date": now["date"], "command": now["command"], "commit": now["commit"]})
+    for dtype in sorted({p.dtype for p in points}):
+        if env["matmul_tflops"].get(dtype) is None and hasattr(executor, "calibrate"):
+            env["matmul_tflops"][dtype] = executor.calibrate(device, dtype, threads)
+    write_env(run_dir, env)
+    return env
+
+
+def make_record(point: Point, result: dict[str, Any], run_dir: Path, env: dict) -> dict[str, Any]:
+    """The JSON line for one point: the point, its result, its reproduction command."""
+    record = {
+        "kind": "bench",
+        "run_id": run_dir.name,
+        **point.to_dict(),
+        **result,
+        "key": point.key(),
+        "command": point.command(str(run_dir)),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    peak = env.get("matmul_tflops", {}).get(point.dtype)
+    if record.get("tflops") and peak:
+        record["peak_fraction"] = record["tflops"] / peak
+    return record
+
+
+def _describe(record: dict[str, Any]) -> str:
+    if record["status"] != "ok":
+        return f"[yellow]{record['status']}[/]: {record.get('reason', '')}"
+    return f"{record['time_ms']:.3f} ms, {record['peak_bytes'] / 2**20:.1f} MiB, {record['tflops']:.3f} TFLOP/s"
+
+
+def run_sweep(
+    points: list[Point], run_dir: Path, executor: Executor, console: Console, device: str, threads: int | None
+) -> list[dict[str, Any]]:
+    """Measure every point not yet recorded in `run_dir`; returns all of the run's records."""
+    done = {r.get("key") for r in read_records(run_dir) if r.get("status") in FINAL}
+    todo = [p for p in points if p.key() not in done]
+    if len(todo) < len(points):
+        console.print(f"resuming {run_dir}: {len(points) - len(todo)} of {len(points)} points already recorded")
+    if todo:
+        env = prepare_env(run_dir, points, executor, device, threads)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("bench", total=len(todo))
+            for point in todo:
+                progress.update(task, description=point.label())
+                record = make_record(point, executor.run(point), run_dir, env)
+                append_record(run_dir, record)
+                progress.console.print(f"{point.label():<60} {_describe(record)}", highlight=False)
+                progress.advance(task)
+    return read_records(run_dir)
