@@ -104,6 +104,7 @@ def check(
         list[str] | None, typer.Option(help="dtype(s) to check: float32, float16, bfloat16, float64.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
 ) -> None:
     """Run the conformance checks; exit 1 if any check fails."""
@@ -112,6 +113,7 @@ def check(
     registry = _registry(plugin)
     device = resolve_device(device)
     dtypes = [parse_dtype(d) for d in (dtype or ["float32"])]
+    options = _options(option)
     # With --plugin and no names, the plugin's own variants are the ones to check.
     names = names or registry.plugin_file_names() or registry.names()
     for name in names:
@@ -139,7 +141,12 @@ def check(
                 continue
             if not as_json:
                 console.print(f"[bold]{header}[/]")
-            for result in Checker(registry.get(name), device, dt, seed).results():
+            cls = registry.get(name)
+            try:
+                cls.parse_options(options.get(name, {}))
+            except ValueError as err:
+                raise UserError(str(err)) from None
+            for result in Checker(cls, device, dt, seed, options.get(name)).results():
                 counts[result.status] += 1
                 records.append({"variant": name, "dtype": dtype_name(dt), **result.__dict__})
                 if not as_json:

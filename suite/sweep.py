@@ -65,7 +65,8 @@ def make_record(point: Point, result: dict[str, Any], run_dir: Path, env: dict) 
 def _describe(record: dict[str, Any]) -> str:
     if record["status"] != "ok":
         return f"[yellow]{record['status']}[/]: {record.get('reason', '')}"
-    return f"{record['time_ms']:.3f} ms, {record['peak_bytes'] / 2**20:.1f} MiB, {record['tflops']:.3f} TFLOP/s"
+    text = f"{record['time_ms']:.3f} ms, {record['peak_bytes'] / 2**20:.1f} MiB"
+    return text + (f", {record['tflops']:.3f} TFLOP/s" if record.get("tflops") else "")
 
 
 def run_sweep(

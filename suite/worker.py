@@ -155,22 +155,23 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
     timing = time_calls(fn, setup, point.device, point.repeats, point.budget_s)
     memory = peak_bytes(functools.partial(fn, setup()), point.device)  # after timing: see memory.py
 
-    pairs_fn = getattr(variant, "kept_pairs", None)
-    pairs = pairs_fn(point.q_len, point.seq) if pairs_fn is not None else None
-    flops = attention_flops(
-        point.batch, point.heads, point.q_len, point.seq, point.head_dim,
-        causal=point.causal, mode=point.mode, pairs=pairs,
-    )  # fmt: skip
     record: dict[str, Any] = {
         "status": "ok",
         "first_call_s": first_call_s,
         **timing.as_record(),
         "peak_bytes": memory,
-        "flops": flops,
-        "tflops": flops / (timing.median_ms * 1e-3) / 1e12,
         "family": cls.info.family,
         "exact": cls.info.exact,
     }
+    # FLOPs are softmax attention's count over the pairs computed: every pair for exact variants,
+    # the kept pairs for sparse ones. Linear and low-rank forms do other work; no count is given.
+    pairs_fn = getattr(variant, "kept_pairs", None)
+    if cls.info.exact or pairs_fn is not None:
+        flops = attention_flops(
+            point.batch, point.heads, point.q_len, point.seq, point.head_dim,
+            causal=point.causal, mode=point.mode, pairs=pairs_fn(point.q_len, point.seq) if pairs_fn else None,
+        )  # fmt: skip
+        record |= {"flops": flops, "tflops": flops / (timing.median_ms * 1e-3) / 1e12}
     return record, lambda: reference_error(variant, point, q, k, v)
 
 

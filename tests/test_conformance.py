@@ -42,17 +42,38 @@ def test_a_correct_variant_fails_nothing(plugins):
     assert [r.check for r in results.values()] == [name for name, _ in CHECKS]
 
 
-CPU_BUILTINS = ["naive", "sdpa", "sdpa-math", "sdpa-flash", "chunked", "flex"]
+EXACT_CPU = ["naive", "sdpa", "sdpa-math", "sdpa-flash", "chunked", "flex"]
+EFFICIENT_CPU = ["linear-elu", "performer", "linformer", "nystrom"]
+SPARSE = ["sliding-window", "strided", "fixed", "longformer", "bigbird"]
+CPU_BUILTINS = EXACT_CPU + EFFICIENT_CPU + SPARSE
 
 
-@pytest.mark.parametrize("name", CPU_BUILTINS)
+def _failures(name, device, dtype, options=None):
+    registry = load_registry()
+    reason = registry.unavailable_reason(name, device, dtype)
+    if reason:
+        pytest.skip(reason)
+    return [r for r in Checker(registry.get(name), device, dtype, options=options).results() if r.status == "fail"]
+
+
+@pytest.mark.parametrize("name", EXACT_CPU + EFFICIENT_CPU)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_every_cpu_builtin_passes(name, dtype):
-    registry = load_registry()
-    if registry.unavailable_reason(name, "cpu", dtype):
-        pytest.skip(registry.unavailable_reason(name, "cpu", dtype))
-    failed = [r for r in Checker(registry.get(name), "cpu", dtype).results() if r.status == "fail"]
-    assert not failed
+    assert not _failures(name, "cpu", dtype)
+
+
+@pytest.mark.parametrize("name", SPARSE)
+def test_sparse_builtins_pass(name):
+    # Eager FlexAttention: the same masks and math as the compiled kernel (which the sparse
+    # variant tests and the slow test below run), without a compile per checked shape.
+    assert not _failures(name, "cpu", torch.float32, {"compile": False})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPARSE)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sparse_builtins_pass_compiled(name, dtype):
+    assert not _failures(name, "cpu", dtype)
 
 
 def test_every_builtin_that_runs_on_cpu_is_in_the_list():
@@ -80,15 +101,7 @@ def test_unsupported_inputs_are_skipped_not_failed():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(
-    "name",
-    ["sdpa", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "chunked", "flex", "flash-attn", "xformers"],
-)
+@pytest.mark.parametrize("name", [n for n in load_registry().names() if n != "naive"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_builtins_pass(name, dtype):
-    registry = load_registry()
-    reason = registry.unavailable_reason(name, "cuda", dtype)
-    if reason:
-        pytest.skip(reason)
-    failed = [r for r in Checker(registry.get(name), "cuda", dtype).results() if r.status == "fail"]
-    assert not failed
+    assert not _failures(name, "cuda", dtype)

@@ -54,14 +54,14 @@ class FlexAttention(Variant):
         super().__init__(spec)
         self._block_masks: dict[tuple, object] = {}
 
-    def mask_mod(self, num_queries: int, num_keys: int) -> MaskMod | None:
-        """The mask as a function, or None for full attention."""
+    def mask_mod(self, num_queries: int, num_keys: int, device: torch.device | str = "cpu") -> MaskMod | None:
+        """The mask as a function (its tensors on `device`), or None for full attention."""
         return causal(num_queries, num_keys) if self.spec.causal else None
 
     def _block_mask(self, nq: int, nk: int, device: torch.device):
         from torch.nn.attention.flex_attention import create_block_mask
 
-        mod = self.mask_mod(nq, nk)
+        mod = self.mask_mod(nq, nk, device)
         if mod is None:
             return None
         key = (nq, nk, str(device))

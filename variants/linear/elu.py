@@ -1,0 +1,56 @@
+"""linear-elu: linear attention with the feature map phi(x) = elu(x) + 1.
+
+Katharopoulos, Vyas, Pappas & Fleuret 2020, "Transformers are RNNs: Fast Autoregressive
+Transformers with Linear Attention". The definition is the quadratic form of prefix.py with
+phi = elu + 1 (strictly positive, so every visible row has a positive denominator).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from attnbench.variants.contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv
+from attnbench.variants.linear.prefix import linear_attention, quadratic_form
+
+
+def elu_features(x: torch.Tensor) -> torch.Tensor:
+    """phi(x) = elu(x) + 1 > 0."""
+    return F.elu(x) + 1
+
+
+class LinearEluOptions(Options):
+    chunk_size: int = Field(64, gt=0, description="queries per chunk of the causal prefix scan")
+
+
+class LinearEluAttention(Variant):
+    """Katharopoulos et al. linear attention, O(N) in time and memory, causal by chunked prefix sums."""
+
+    info = VariantInfo(
+        name="linear-elu",
+        family="linear",
+        exact=False,
+        gqa_native=True,
+        scaled=False,
+        definition="quadratic form phi(q) phi(k)^T v / rowsum, phi = elu + 1",
+        summary="linear attention, phi = elu + 1 (chunked causal scan)",
+        paper="Katharopoulos et al. 2020, Transformers are RNNs",
+    )
+    Options = LinearEluOptions
+
+    def _features(self, q, k, v):
+        b, h, hkv, nq, _, d = check_qkv(q, k, v)
+        acc = accumulate_dtype(q.dtype)
+        fq = elu_features(q.to(acc)).reshape(b, hkv, h // hkv, nq, d)  # (B, Hkv, G, Nq, D)
+        return fq, elu_features(k.to(acc)), v.to(acc)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        fq, fk, vv = self._features(q, k, v)
+        out = linear_attention(fq, fk, vv, self.spec.causal, self.options.chunk_size)
+        return out.reshape(q.shape).to(q.dtype)
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The quadratic form with phi = elu + 1."""
+        fq, fk, vv = self._features(q, k, v)
+        return quadratic_form(fq, fk, vv, self.spec.causal).reshape(q.shape)

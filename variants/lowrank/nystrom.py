@@ -1,0 +1,87 @@
+"""nystrom: Nystromformer, softmax attention through m landmarks (Xiong et al. 2021).
+
+Landmarks are segment means of the queries and keys (m segments of the sequence). With
+s = 1/sqrt(D),
+
+    F = softmax(q K~^T s)   (Nq x m)     A = softmax(Q~ K~^T s)   (m x m)     B = softmax(Q~ k^T s)   (m x Nk)
+    out = F A^+ (B v)
+
+A^+ is the Moore-Penrose pseudoinverse, computed as in the paper by Newton-Schulz iterations (6 by
+default; 0 uses torch.linalg.pinv). The iteration is part of the published method and of the
+definition `reference` evaluates in float64: on untrained inputs A is close to uniform and nearly
+singular, where an exact pseudoinverse is itself unstable and would not be a fair yardstick.
+Landmarks mix all positions: not causal. With N <= m the landmarks are the tokens themselves
+(m is capped at N) and the method degenerates to a pseudoinverse detour around full attention.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from attnbench.variants.contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv, softmax_scale
+
+
+def landmarks(x: torch.Tensor, m: int) -> torch.Tensor:
+    """Means of m (near-)equal segments along the sequence: (..., N, D) -> (..., m, D)."""
+    lead, n, d = x.shape[:-2], x.shape[-2], x.shape[-1]
+    pooled = F.adaptive_avg_pool1d(x.reshape(-1, n, d).transpose(1, 2), m)  # (prod(lead), D, m)
+    return pooled.transpose(1, 2).reshape(*lead, m, d)
+
+
+def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Newton-Schulz approximation of the pseudoinverse of row-stochastic a (Xiong et al., eq. 14)."""
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    # Initialisation from the paper: a^T / (max column sum * max row sum).
+    z = a.transpose(-2, -1) / (a.abs().sum(-2).amax(-1) * a.abs().sum(-1).amax(-1))[..., None, None]
+    for _ in range(iterations):
+        az = a @ z
+        z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+    return z
+
+
+class NystromOptions(Options):
+    landmarks: int = Field(64, gt=0, description="landmarks m")
+    pinv_iterations: int = Field(6, ge=0, description="Newton-Schulz steps for A^+ (0: exact pinv)")
+
+
+class NystromAttention(Variant):
+    """Nystromformer attention with segment-mean landmarks, O(N m)."""
+
+    info = VariantInfo(
+        name="nystrom",
+        family="low-rank",
+        exact=False,
+        causal=False,
+        gqa_native=True,
+        definition="softmax(q K~^T s) pinv(softmax(Q~ K~^T s)) softmax(Q~ k^T s) v, landmarks = segment means",
+        summary="Nystromformer: m segment-mean landmarks (non-causal)",
+        paper="Xiong et al. 2021, Nystromformer",
+    )
+    Options = NystromOptions
+
+    def _attend(self, q, k, v, exact_pinv: bool) -> torch.Tensor:
+        b, h, hkv, nq, nk, d = check_qkv(q, k, v)
+        g, acc = h // hkv, accumulate_dtype(q.dtype)
+        s = softmax_scale(d)
+        m = min(self.options.landmarks, nq, nk)  # more landmarks than tokens would only repeat tokens
+        qg, kk, vv = q.to(acc).reshape(b, hkv, g * nq, d), k.to(acc), v.to(acc)  # G folded into rows
+        q_land = landmarks(qg.view(b, hkv, g, nq, d), m).view(b, hkv, g * m, d)  # (B, Hkv, G*m, D)
+        k_land = landmarks(kk, m)  # (B, Hkv, m, D)
+        kernel_f = torch.softmax(qg @ k_land.transpose(-2, -1) * s, dim=-1)  # (B, Hkv, G*Nq, m)
+        kernel_a = torch.softmax(q_land @ k_land.transpose(-2, -1) * s, dim=-1)  # (B, Hkv, G*m, m)
+        kernel_b = torch.softmax(q_land @ kk.transpose(-2, -1) * s, dim=-1)  # (B, Hkv, G*m, Nk)
+        a = kernel_a.view(b, hkv, g, m, m)
+        iterations = self.options.pinv_iterations
+        a_pinv = torch.linalg.pinv(a) if exact_pinv else iterative_pinv(a, iterations)  # (B, Hkv, G, m, m)
+        bv = (kernel_b @ vv).view(b, hkv, g, m, d)  # (B, Hkv, G, m, D)
+        out = kernel_f.view(b, hkv, g, nq, m) @ (a_pinv @ bv)  # (B, Hkv, G, Nq, D)
+        return out.reshape(q.shape)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return self._attend(q, k, v, exact_pinv=not self.options.pinv_iterations).to(q.dtype)
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The same formula and pseudoinverse, evaluated on the (float64) inputs as given."""
+        return self._attend(q, k, v, exact_pinv=not self.options.pinv_iterations)

@@ -1,0 +1,67 @@
+"""What every sparse variant shares: its pattern becomes a FlexAttention block mask (fully masked
+blocks are skipped, so sparsity is real speed), its definition is softmax attention under the dense
+form of the same mask, and its FLOPs count only the (query, key) pairs the mask keeps.
+
+A pattern is written in key positions: a query's position is ``q_idx + (Nk - Nq)`` (bottom-right,
+the same alignment as causality), so a pattern means the same thing for decoding (Nq < Nk) as for
+a full sequence. Under ``causal`` the pattern is intersected with the causal mask.
+
+Where torch.compile cannot build the kernel, FlexAttention runs eagerly: the same mask applied to
+dense scores (correct, but with the memory of dense attention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from attnbench.variants.exact.flex import FlexAttention, FlexOptions
+from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.masks import MaskMod, dense_mask
+
+Pattern = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Rows of the dense mask materialised at once when counting kept pairs.
+_COUNT_ROWS = 1024
+
+
+class SparseOptions(FlexOptions):
+    """Options every sparse variant has: whether its FlexAttention kernel is compiled."""
+
+
+class SparseAttention(FlexAttention):
+    """Base of the sparse variants: subclasses define `pattern`."""
+
+    def pattern(self, num_keys: int, device: torch.device | str) -> Pattern:
+        """keep(q_pos, kv_idx): whether the query at key position q_pos may attend to key kv_idx."""
+        raise NotImplementedError
+
+    def mask_mod(self, num_queries: int, num_keys: int, device: torch.device | str = "cpu") -> MaskMod:
+        """The pattern, aligned bottom-right and intersected with causality when asked for."""
+        offset = num_keys - num_queries
+        causal = self.spec.causal
+        pattern = self.pattern(num_keys, device)
+
+        def sparse_mask(b, h, q_idx, kv_idx):
+            q_pos = q_idx + offset
+            keep = pattern(q_pos, kv_idx)
+            return keep & (kv_idx <= q_pos) if causal else keep
+
+        return sparse_mask
+
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Softmax attention under the dense form of the mask."""
+        nq, nk = q.shape[-2], k.shape[-2]
+        mask = dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device)
+        return softmax_attention(q, k, v, mask=mask)
+
+    def kept_pairs(self, num_queries: int, num_keys: int) -> int:
+        """(query, key) pairs the mask keeps: the work a sparse kernel needs to do."""
+        mod = self.mask_mod(num_queries, num_keys)
+        kv_idx = torch.arange(num_keys)[None, :]
+        zero = torch.zeros((), dtype=torch.long)
+        total = 0
+        for start in range(0, num_queries, _COUNT_ROWS):
+            q_idx = torch.arange(start, min(start + _COUNT_ROWS, num_queries))[:, None]
+            total += int(mod(zero, zero, q_idx, kv_idx).sum())
+        return total

@@ -1,0 +1,44 @@
+"""fixed: the Sparse Transformer's fixed pattern (Child, Gray, Radford & Sutskever 2019).
+
+Positions are cut into blocks of `stride`. A query sees its own block (i // stride == j // stride)
+and the last `summary` positions of every block (j mod stride >= stride - summary), which carry
+information between blocks. Suited to data without a period (text).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from attnbench.variants.contract import VariantInfo
+from attnbench.variants.sparse.base import SparseAttention, SparseOptions
+
+
+class FixedOptions(SparseOptions):
+    stride: int = Field(64, gt=0, description="block length")
+    summary: int = Field(8, gt=0, description="summary positions at the end of each block (c)")
+
+    @model_validator(mode="after")
+    def _summary_fits(self) -> FixedOptions:
+        if self.summary > self.stride:
+            raise ValueError(f"summary ({self.summary}) must not exceed stride ({self.stride})")
+        return self
+
+
+class FixedAttention(SparseAttention):
+    """Sparse Transformer fixed attention: own block plus every block's summary positions."""
+
+    info = VariantInfo(
+        name="fixed",
+        family="sparse",
+        exact=False,
+        gqa_native=True,
+        backward=("cuda",),
+        definition="masked softmax, keep i // l == j // l or j mod l >= l - c",
+        summary="Sparse Transformer fixed pattern (FlexAttention)",
+        paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",
+    )
+    Options = FixedOptions
+
+    def pattern(self, num_keys, device):
+        stride, summary = self.options.stride, self.options.summary
+        return lambda q_pos, kv_idx: (q_pos // stride == kv_idx // stride) | (kv_idx % stride >= stride - summary)

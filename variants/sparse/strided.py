@@ -1,0 +1,37 @@
+"""strided: the Sparse Transformer's strided pattern (Child, Gray, Radford & Sutskever 2019).
+
+Two components merged into one mask: the previous `stride` positions (|i - j| < stride) and every
+stride-th position ((i - j) mod stride == 0). Each query sees O(N / stride + stride) keys, so
+stride ~ sqrt(N) gives O(N sqrt(N)) work. Suited to data with a period (images, audio).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from attnbench.variants.contract import VariantInfo
+from attnbench.variants.sparse.base import SparseAttention, SparseOptions
+
+
+class StridedOptions(SparseOptions):
+    stride: int = Field(64, gt=0, description="local span and step of the strided columns")
+
+
+class StridedAttention(SparseAttention):
+    """Sparse Transformer strided attention: a local band plus every stride-th key."""
+
+    info = VariantInfo(
+        name="strided",
+        family="sparse",
+        exact=False,
+        gqa_native=True,
+        backward=("cuda",),
+        definition="masked softmax, keep |i - j| < stride or (i - j) mod stride == 0",
+        summary="Sparse Transformer strided pattern (FlexAttention)",
+        paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",
+    )
+    Options = StridedOptions
+
+    def pattern(self, num_keys, device):
+        stride = self.options.stride
+        return lambda q_pos, kv_idx: ((q_pos - kv_idx).abs() < stride) | ((q_pos - kv_idx) % stride == 0)
