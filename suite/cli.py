@@ -226,12 +226,15 @@ def bench(
     option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE (repeatable).")] = None,
     plugin: PluginOpt = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: results/<config>-<device>).")] = None,
+    write_charts: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write the charts and README.md at the end.")
+    ] = True,
 ) -> None:
     """Measure time, memory, TFLOP/s and error over a grid; one fresh worker per point; resumable."""
     from attnbench.suite.config import BenchConfig, load_config, load_preset, validate
     from attnbench.suite.executor import LocalExecutor
     from attnbench.suite.points import expand
-    from attnbench.suite.records import require_run
+    from attnbench.suite.records import read_env, require_run, write_env
     from attnbench.suite.summary import bench_frame, markdown
     from attnbench.suite.sweep import run_sweep
 
@@ -283,9 +286,238 @@ def bench(
     except KeyboardInterrupt:
         console.print(f"interrupted: finished points are kept in {run_dir}; rerun the same command to resume")
         raise typer.Exit(130) from None
+    env = read_env(run_dir)
+    write_env(run_dir, env | {"baseline": cfg.baseline, "config": cfg.name})
     text = markdown(bench_frame(records), cfg.baseline)
     (require_run(run_dir) / "summary.md").write_text(text)
     console.print(text, markup=False, highlight=False)
+    if write_charts:
+        from attnbench.suite.report import write_report
+
+        console.print(f"charts and report: {write_report(run_dir)}")
+
+
+TaskOpt = Annotated[str, typer.Option(help="listops, pathfinder, mqar, text, retrieval.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Read the task from files: the unpacked LRA release (lra_release/...) or aclImdb."),
+]
+
+
+def _train_setup(preset: str, option: list[str] | None):
+    from attnbench.suite.train import load_train_preset
+
+    loaded = load_train_preset(preset)
+    extra = _options(option)
+    for setup in loaded.tasks.values():
+        for variant, values in extra.items():
+            setup.options[variant] = setup.options.get(variant, {}) | values
+    return loaded
+
+
+def _check_options(registry: Registry, options: dict[str, dict]) -> None:
+    for name, values in options.items():
+        try:
+            registry.get(name).parse_options(values)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+
+
+@app.command()
+def train(
+    task: TaskOpt,
+    variant: Annotated[str, typer.Option(help="Attention variant for every layer.")],
+    preset: Annotated[str, typer.Option(help="tiny, cpu, lra, or a YAML file.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: results/tasks-<preset>-<device>).")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
+    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE.")] = None,
+    plugin: PluginOpt = None,
+) -> None:
+    """Train the task model with one variant; record accuracy, speed and memory (resumable)."""
+    from attnbench.suite.train import run_training
+    from attnbench.tasks import DataFormatError
+
+    registry = _registry(plugin)
+    setups = _train_setup(preset, option)
+    _check_options(registry, {variant: setups.tasks[task].options.get(variant, {})} if task in setups.tasks else {})
+    device = resolve_device(device)
+    out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
+    plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
+    try:
+        record = run_training(task, variant, setups, seed, registry, device, out, data_dir, plugins, console)
+    except DataFormatError as err:
+        raise UserError(str(err)) from None
+    if record["status"] != "ok":
+        console.print(f"{task} / {variant} / seed {seed}: {record['status']}: {record.get('reason', '')}")
+        raise typer.Exit(1)
+    console.print(
+        f"{task} / {variant} / seed {seed}: test accuracy {record['test_acc']:.4f} "
+        f"(best val {record['best_val_acc']:.4f} at step {record['best_step']}, "
+        f"final val {record['final_val_acc']:.4f}; "
+        f"majority baseline {record['majority_test_acc']:.4f}); {record['steps_per_s']:.1f} steps/s, "
+        f"{record['train_s']:.0f} s -> {out}",
+        highlight=False,
+    )
+
+
+@app.command("suite")
+def suite_command(
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks.")] = "mqar,listops",
+    variants: Annotated[
+        str, typer.Option(help="Comma-separated variants.")
+    ] = "sdpa,linear-elu,performer,sliding-window",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1",
+    preset: Annotated[str, typer.Option(help="tiny, cpu, lra, or a YAML file.")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: results/tasks-<preset>-<device>).")] = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
+    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE.")] = None,
+    plugin: PluginOpt = None,
+) -> None:
+    """Train every task x variant x seed, each run in its own process; write the accuracy table."""
+    import subprocess
+
+    from attnbench.suite.records import read_records
+    from attnbench.suite.summary import accuracy_markdown
+
+    registry = _registry(plugin)
+    setups = _train_setup(preset, option)
+    task_list, variant_list, seed_list = _csv(tasks), _csv(variants), _csv(seeds, int)
+    for name in variant_list:
+        registry.entry(name)
+    missing = [t for t in task_list if t not in setups.tasks]
+    if missing:
+        raise UserError(f"preset {setups.name} has no setup for task {missing[0]!r} (it has {', '.join(setups.tasks)})")
+    device = resolve_device(device)
+    out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
+    signal.signal(signal.SIGTERM, _interrupt)
+    runs = [(t, v, s) for t in task_list for v in variant_list for s in seed_list]
+    for i, (task, variant, seed) in enumerate(runs, start=1):
+        console.print(f"[{i}/{len(runs)}] {task} / {variant} / seed {seed}")
+        argv = [sys.executable, "-m", "attnbench", "train", "--task", task, "--variant", variant, "--preset", preset,
+                "--seed", str(seed), "--device", device, "--out", str(out)]  # fmt: skip
+        argv += [a for p in plugin or [] for a in ("--plugin", str(p))]
+        argv += [a for o in option or [] for a in ("--option", o)]
+        argv += ["--data-dir", str(data_dir)] if data_dir else []
+        try:
+            done = subprocess.run(argv)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to resume")
+            raise typer.Exit(130) from None
+        if done.returncode not in (0, 1):  # 1: the run ended with a recorded failure
+            console.print(f"  run exited with {done.returncode} (killed: out of memory?); see above")
+    text = accuracy_markdown(read_records(out))
+    (out / "accuracy.md").write_text(text)
+    console.print(text, markup=False, highlight=False)
+
+
+RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]
+
+
+@app.command()
+def plot(
+    run: RunArg,
+    baseline: Annotated[str | None, typer.Option(help="Variant the speedup chart is against.")] = None,
+) -> None:
+    """Draw every chart of a run from its records alone (PNG and SVG, into the run folder)."""
+    from attnbench.suite.plots import plot_run
+    from attnbench.suite.records import require_run
+
+    paths = plot_run(require_run(run), baseline)
+    console.print(f"{len(paths)} files written to {run}")
+
+
+@app.command()
+def report(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> None:
+    """Write README.md (environment, tables, charts) into each run folder."""
+    from attnbench.suite.report import write_report
+
+    for run in runs:
+        console.print(f"wrote {write_report(run)}")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="Reference run folder.")],
+    run_b: Annotated[Path, typer.Argument(help="Run folder to judge against it.")],
+    threshold: Annotated[float, typer.Option(help="Relative slow-down that counts (beyond the spread).")] = 0.05,
+    memory_threshold: Annotated[float, typer.Option(help="Relative memory growth that counts.")] = 0.10,
+) -> None:
+    """Per-point time and memory ratios of B over A; exit 1 if anything regressed."""
+    from attnbench.suite.compare import compare_runs
+
+    result = compare_runs(run_a, run_b, threshold, memory_threshold)
+    if result.table.empty:
+        raise UserError(f"no points in common between {run_a} and {run_b}")
+    shown = result.table[["variant", "seq", "time_ms_a", "time_ms_b", "time_ratio", "memory_ratio", "verdict"]]
+    console.print(shown.round(3).to_markdown(index=False), markup=False, highlight=False)
+    if result.only_a or result.only_b:
+        console.print(f"unmatched points: {result.only_a} only in {run_a}, {result.only_b} only in {run_b}")
+    bad = result.regressions
+    if not bad.empty:
+        names = ", ".join(sorted(set(bad["variant"])))
+        console.print(f"REGRESSION in {len(bad)} of {len(result.table)} points ({names})", markup=False)
+        raise typer.Exit(1)
+    console.print(f"no regression over {len(result.table)} points")
+
+
+@app.command()
+def heatmap(
+    task: TaskOpt,
+    variant: Annotated[str, typer.Option(help="Attention variant.")],
+    preset: Annotated[str, typer.Option(help="Training preset the model shape comes from.")] = "tiny",
+    seed: Annotated[int, typer.Option(help="Seed (of the trained run, or of a fresh model).")] = 0,
+    run: Annotated[Path | None, typer.Option(help="Run folder of a trained model (`attnbench train`).")] = None,
+    example: Annotated[int, typer.Option(help="Index of the test example shown.")] = 0,
+    data_dir: DataDirOpt = None,
+    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE.")] = None,
+    plugin: PluginOpt = None,
+    out: Annotated[Path, typer.Option(help="PNG file to write (an SVG is written beside it).")] = Path("heatmap.png"),
+) -> None:
+    """Draw the attention weights of every head, per layer, for one input."""
+    import hashlib
+
+    import torch
+
+    from attnbench.suite.heatmap import save_heatmap
+    from attnbench.suite.model import TaskModel
+    from attnbench.suite.train import run_key
+    from attnbench.tasks import DataFormatError, load_task
+
+    registry = _registry(plugin)
+    setups = _train_setup(preset, option)
+    if task not in setups.tasks:
+        raise UserError(f"preset {setups.name} has no setup for task {task!r}")
+    setup = setups.tasks[task]
+    registry.entry(variant)
+    try:
+        data = load_task(task, setup.params, data_dir)
+    except DataFormatError as err:
+        raise UserError(str(err)) from None
+    if not 0 <= example < len(data.test):
+        raise UserError(f"--example must be in 0..{len(data.test) - 1}")
+    torch.manual_seed(seed)
+    model = TaskModel(data.kind, data.vocab_size, data.num_classes, data.max_len, setup.model, registry, variant,
+                      setup.options.get(variant))  # fmt: skip
+    state = "untrained"
+    if run is not None:
+        digest = hashlib.sha1(run_key(task, variant, seed, setups.name, setup, data_dir).encode()).hexdigest()[:16]
+        weights = run / "models" / f"{digest}.pt"
+        if not weights.exists():
+            raise UserError(f"no trained weights for {task} / {variant} / seed {seed} / {setups.name} in {run}/models")
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        state = f"trained ({run.name})"
+    split = data.test
+    tokens = split.tokens[example : example + 1]
+    tokens2 = split.tokens2[example : example + 1] if split.tokens2 is not None else None
+    title = f"{variant} on {task} test example {example} (label {split.labels[example].tolist()}), {state} model"
+    try:
+        path = save_heatmap(model, tokens, tokens2, title[:200], out)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    console.print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

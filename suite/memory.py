@@ -50,6 +50,35 @@ def release_freed_memory() -> None:
     libc.malloc_trim(0)
 
 
+class PeakTracker:
+    """Peak memory of a longer stretch (a training run) above its start, without pinning malloc.
+
+    Freed blocks that malloc keeps for reuse are not counted again, which is right for a run:
+    it reports the most the process held at once beyond what it held when the run began.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        elif cpu_peak_supported():
+            self.base = _status_kib("VmRSS") * 1024
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+
+    def peak(self) -> int | None:
+        """Bytes above the start (None where the OS gives no peak)."""
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - self.base
+        if not cpu_peak_supported():
+            return None
+        return max(0, _status_kib("VmHWM") * 1024 - self.base)
+
+
 def peak_bytes(fn: Callable[[], Any], device: str) -> int:
     """Peak bytes allocated by `fn()` above the memory in use just before it."""
     gc.collect()

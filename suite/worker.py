@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from attnbench.suite import failures
 from attnbench.suite.devices import parse_dtype
 from attnbench.suite.flops import attention_flops
 from attnbench.suite.memory import peak_bytes
@@ -26,8 +27,6 @@ from attnbench.suite.points import Point
 from attnbench.suite.registry import load_registry
 from attnbench.suite.timing import time_calls
 from attnbench.variants.contract import AttentionSpec, Unsupported, Variant
-
-OOM_MARKERS = ("out of memory", "can't allocate memory", "CUDA error: out of memory")
 
 
 class PointFailed(Exception):
@@ -38,20 +37,11 @@ class PointFailed(Exception):
         self.status = status
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}"[:400] if text else type(err).__name__
-
-
 def classify(err: BaseException) -> tuple[str, str]:
     """Status and one-line reason for an exception raised while measuring."""
     if isinstance(err, PointFailed):
         return err.status, str(err)
-    if isinstance(err, Unsupported):
-        return "unsupported", str(err)
-    if isinstance(err, torch.OutOfMemoryError | MemoryError) or any(m in str(err) for m in OOM_MARKERS):
-        return "oom", _one_line(err)
-    return "error", _one_line(err)
+    return failures.classify(err)
 
 
 def make_inputs(point: Point, requires_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -173,6 +173,14 @@ class Variant(nn.Module):
 
         return softmax_attention(q, k, v, causal=self.spec.causal)
 
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+        """The (B, H, Nq, Nk) weights the variant applies to v (for heatmaps), or None if it has none."""
+        if not self.info.exact:
+            return None
+        from attnbench.variants.exact.naive import softmax_weights
+
+        return softmax_weights(q, k, causal=self.spec.causal)
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -23,17 +23,16 @@ from attnbench.variants.contract import (
 from attnbench.variants.masks import causal_mask
 
 
-def softmax_attention(
+def softmax_weights(
     q: torch.Tensor,
     k: torch.Tensor,
-    v: torch.Tensor,
     *,
     causal: bool = False,
     mask: torch.Tensor | None = None,
     scale: float | None = None,
 ) -> torch.Tensor:
-    """Scaled dot-product softmax attention; `mask` (Nq, Nk) bool keeps True pairs."""
-    b, h, hkv, nq, nk, d = check_qkv(q, k, v)
+    """The attention weights softmax(q k^T * scale) under the mask, (B, H, Nq, Nk); empty rows are 0."""
+    b, h, hkv, nq, nk, d = check_qkv(q, k, k)
     g = h // hkv
     scale = softmax_scale(d) if scale is None else scale
     if causal:
@@ -49,8 +48,23 @@ def softmax_attention(
     if mask is not None:
         empty = ~mask.any(dim=-1)  # (Nq,) queries that see no key
         if bool(empty.any()):
-            probs = probs.view(b, hkv, g, nq, nk).masked_fill(empty[:, None], 0.0).view(b, hkv, g * nq, nk)
-    out = probs @ v  # (B, Hkv, G*Nq, D)
+            probs = probs.view(b, hkv, g, nq, nk).masked_fill(empty[:, None], 0.0)
+    return probs.view(b, h, nq, nk)
+
+
+def softmax_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = False,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Scaled dot-product softmax attention; `mask` (Nq, Nk) bool keeps True pairs."""
+    b, h, hkv, nq, nk, d = check_qkv(q, k, v)
+    probs = softmax_weights(q, k, causal=causal, mask=mask, scale=scale)  # (B, H, Nq, Nk)
+    out = probs.view(b, hkv, (h // hkv) * nq, nk) @ v  # (B, Hkv, G*Nq, D)
     return out.view(b, h, nq, d)
 
 

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from attnbench.variants.contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv
 from attnbench.variants.linear.prefix import linear_attention, quadratic_form
+from attnbench.variants.masks import causal_mask
 
 
 def elu_features(x: torch.Tensor) -> torch.Tensor:
@@ -49,6 +50,14 @@ class LinearEluAttention(Variant):
         fq, fk, vv = self._features(q, k, v)
         out = linear_attention(fq, fk, vv, self.spec.causal, self.options.chunk_size)
         return out.reshape(q.shape).to(q.dtype)
+
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """phi(q) phi(k)^T normalised per row (causally masked): what the quadratic form applies to v."""
+        fq, fk, _ = self._features(q, k, k)
+        scores = fq @ fk[:, :, None].transpose(-2, -1)  # (B, Hkv, G, Nq, Nk)
+        if self.spec.causal:
+            scores = scores * causal_mask(q.shape[-2], k.shape[-2], q.device)
+        return (scores / scores.sum(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)).flatten(1, 2)
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The quadratic form with phi = elu + 1."""

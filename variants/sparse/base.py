@@ -7,7 +7,9 @@ the same alignment as causality), so a pattern means the same thing for decoding
 a full sequence. Under ``causal`` the pattern is intersected with the causal mask.
 
 Where torch.compile cannot build the kernel, FlexAttention runs eagerly: the same mask applied to
-dense scores (correct, but with the memory of dense attention).
+dense scores (correct, but with the memory of dense attention). torch has no FlexAttention
+backward on CPU, so gradients there go through the masked softmax itself (dense memory too): CPU
+training works, and CPU fwd_bwd numbers measure that fallback, not the kernel.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from collections.abc import Callable
 
 import torch
 
+from attnbench.variants.contract import accumulate_dtype
 from attnbench.variants.exact.flex import FlexAttention, FlexOptions
-from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.exact.naive import softmax_attention, softmax_weights
 from attnbench.variants.masks import MaskMod, dense_mask
 
 Pattern = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,11 +52,23 @@ class SparseAttention(FlexAttention):
 
         return sparse_mask
 
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        if needs_grad and q.device.type == "cpu":
+            acc = accumulate_dtype(q.dtype)
+            return self.reference(q.to(acc), k.to(acc), v.to(acc)).to(q.dtype)
+        return super().forward(q, k, v)
+
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Softmax attention under the dense form of the mask."""
         nq, nk = q.shape[-2], k.shape[-2]
         mask = dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device)
         return softmax_attention(q, k, v, mask=mask)
+
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Softmax weights under the dense mask."""
+        nq, nk = q.shape[-2], k.shape[-2]
+        return softmax_weights(q, k, mask=dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device))
 
     def kept_pairs(self, num_queries: int, num_keys: int) -> int:
         """(query, key) pairs the mask keeps: the work a sparse kernel needs to do."""

@@ -43,7 +43,6 @@ class BigBirdAttention(SparseAttention):
         family="sparse",
         exact=False,
         gqa_native=True,
-        backward=("cuda",),
         definition="masked softmax over window, global and seeded random blocks",
         summary="BigBird window + global + random blocks (FlexAttention)",
         paper="Zaheer et al. 2020, Big Bird: Transformers for Longer Sequences",

@@ -32,7 +32,6 @@ class FixedAttention(SparseAttention):
         family="sparse",
         exact=False,
         gqa_native=True,
-        backward=("cuda",),
         definition="masked softmax, keep i // l == j // l or j mod l >= l - c",
         summary="Sparse Transformer fixed pattern (FlexAttention)",
         paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",

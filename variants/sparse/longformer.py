@@ -25,7 +25,6 @@ class LongformerAttention(SparseAttention):
         family="sparse",
         exact=False,
         gqa_native=True,
-        backward=("cuda",),
         definition="masked softmax, keep |i - j| <= w/2 or i < g or j < g",
         summary="Longformer window + global tokens (FlexAttention)",
         paper="Beltagy et al. 2020, Longformer: The Long-Document Transformer",

@@ -25,7 +25,6 @@ class SlidingWindowAttention(SparseAttention):
         family="sparse",
         exact=False,
         gqa_native=True,
-        backward=("cuda",),
         definition="masked softmax, keep |i - j| < window",
         summary="local attention, band |i - j| < window (FlexAttention)",
         paper="Parmar et al. 2018; Beltagy et al. 2020 (local part)",

@@ -25,7 +25,6 @@ class StridedAttention(SparseAttention):
         family="sparse",
         exact=False,
         gqa_native=True,
-        backward=("cuda",),
         definition="masked softmax, keep |i - j| < stride or (i - j) mod stride == 0",
         summary="Sparse Transformer strided pattern (FlexAttention)",
         paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",

@@ -1,0 +1,74 @@
+"""`attnbench heatmap`: every head's attention weights for one input, a row of heads per layer.
+
+The weights are captured at each layer's attention core: a forward hook reads the (q, k) the
+variant receives and asks the variant for the weights it applies to v (exact: the softmax; sparse:
+the masked softmax; linear-elu: its normalised kernel). Variants that have no such matrix
+(Performer's random features, the low-rank ones) say so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import torch
+
+from attnbench.suite.model import TaskModel
+from attnbench.tasks.base import PAD
+
+
+def attention_maps(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Per layer, the (H, Nq, Nk) weights of the first sequence in `tokens`."""
+    maps: list[torch.Tensor] = []
+
+    def capture(core, inputs, output):
+        q, k, _ = inputs
+        weights = core.attention_weights(q[:1].float(), k[:1].float())
+        if weights is None:
+            raise ValueError(f"variant {core.info.name} has no attention-weight matrix to show")
+        maps.append(weights[0].detach().cpu())
+
+    hooks = [block.attn.core.register_forward_hook(capture) for block in model.encoder.blocks]
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(tokens, tokens2)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return maps[: len(model.encoder.blocks)]  # a pair model runs the encoder twice: the first document
+
+
+def heatmap_figure(maps: list[torch.Tensor], title: str, length: int | None = None) -> plt.Figure:
+    """A grid: rows are layers, columns heads; each cell the query x key weights."""
+    layers, heads = len(maps), maps[0].shape[0]
+    fig, axes = plt.subplots(layers, heads, figsize=(2.6 * heads, 2.6 * layers + 0.6), squeeze=False)
+    for layer, weights in enumerate(maps):
+        for head in range(heads):
+            ax = axes[layer][head]
+            w = weights[head] if length is None else weights[head, :length, :length]
+            ax.imshow(w.numpy(), cmap="viridis", interpolation="nearest", aspect="auto")
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[layer][0].set_ylabel("query")
+    for ax in axes[-1]:
+        ax.set_xlabel("key")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_heatmap(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor | None, title: str, out: Path) -> Path:
+    """Capture, draw and save (PNG, and SVG beside it)."""
+    length = int((tokens[0] != PAD).sum()) + int(model.prepend_cls)
+    fig = heatmap_figure(attention_maps(model, tokens, tokens2), title, length)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    fig.savefig(out.with_suffix(".svg"))
+    plt.close(fig)
+    return out

@@ -1,0 +1,143 @@
+"""One small Transformer for every task, with any registered variant as its attention core.
+
+Pre-LayerNorm blocks, learned positions, and a head per task kind: a classifier on the CLS token
+(or the mean of the non-padding positions), a two-tower classifier for document pairs (LRA's
+[u, v, u*v, u-v] combination), and a causal language-model head for MQAR. Everything but the
+attention core is identical across variants, and is initialised from the same seed.
+
+The attention core sees every position, padding included: the variant contract has no key mask.
+Padding is one learned embedding, the same for every variant; pooling ignores it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from attnbench.suite.registry import Registry
+from attnbench.tasks.base import CLS, PAD
+from attnbench.variants.contract import AttentionSpec, Variant
+
+
+class ModelConfig(BaseModel):
+    """Size and shape of the task model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dim: int = Field(64, gt=0)
+    depth: int = Field(2, gt=0)
+    heads: int = Field(4, gt=0)
+    kv_heads: int | None = Field(None, gt=0)
+    mlp_ratio: float = Field(2.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    pooling: Literal["cls", "mean"] = "cls"
+
+
+class SelfAttention(nn.Module):
+    """Projections around an attention variant: (B, N, dim) -> (B, N, dim)."""
+
+    def __init__(self, cfg: ModelConfig, core: Variant) -> None:
+        super().__init__()
+        self.heads, self.kv_heads = cfg.heads, cfg.kv_heads or cfg.heads
+        self.head_dim = cfg.dim // cfg.heads
+        self.q = nn.Linear(cfg.dim, self.heads * self.head_dim)
+        self.kv = nn.Linear(cfg.dim, 2 * self.kv_heads * self.head_dim)
+        self.out = nn.Linear(self.heads * self.head_dim, cfg.dim)
+        self.core = core
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
+        k, v = self.kv(x).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, Hkv, N, hd)
+        o = self.core(q, k, v)  # (B, H, N, hd)
+        return self.out(o.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block."""
+
+    def __init__(self, cfg: ModelConfig, core: Variant) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
+        self.attn = SelfAttention(cfg, core)
+        hidden = int(cfg.dim * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.dim))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class Encoder(nn.Module):
+    """Token and position embeddings, blocks, final LayerNorm: (B, N) ids -> (B, N, dim)."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int, make_core) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, cfg.dim)
+        self.pos = nn.Parameter(torch.randn(max_len, cfg.dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(cfg, make_core()) for _ in range(cfg.depth))
+        self.ln = nn.LayerNorm(cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.embed(tokens) + self.pos[: tokens.shape[1]])
+        for block in self.blocks:
+            x = block(x)
+        return self.ln(x)
+
+
+class TaskModel(nn.Module):
+    """Encoder plus the head for the task's kind: classify, pair or lm."""
+
+    def __init__(
+        self,
+        kind: str,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        cfg: ModelConfig,
+        registry: Registry,
+        variant: str,
+        options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if cfg.dim % cfg.heads:
+            raise ValueError(f"model dim {cfg.dim} is not divisible by {cfg.heads} heads")
+        self.kind, self.cfg = kind, cfg
+        self.prepend_cls = kind != "lm" and cfg.pooling == "cls"
+        seq_len = max_len + int(self.prepend_cls)
+        spec = AttentionSpec(
+            num_heads=cfg.heads,
+            head_dim=cfg.dim // cfg.heads,
+            num_kv_heads=cfg.kv_heads,
+            causal=kind == "lm",
+            max_seq_len=seq_len,
+            options=options or {},
+        )
+        self.encoder = Encoder(cfg, vocab_size, seq_len, lambda: registry.build(variant, spec))
+        width = 4 * cfg.dim if kind == "pair" else cfg.dim
+        self.head = nn.Sequential(nn.Linear(width, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, num_classes))
+        if kind == "lm":
+            self.head = nn.Linear(cfg.dim, num_classes)
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One vector per sequence: the CLS position, or the mean over non-padding positions."""
+        if self.prepend_cls:
+            tokens = torch.cat([torch.full_like(tokens[:, :1], CLS), tokens], dim=1)
+            return self.encoder(tokens)[:, 0]
+        h = self.encoder(tokens)  # (B, N, dim)
+        keep = (tokens != PAD).unsqueeze(-1).to(h.dtype)
+        return (h * keep).sum(1) / keep.sum(1).clamp_min(1)
+
+    def forward(self, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits: (B, classes), or (B, N, vocab) for the language-model kind."""
+        if self.kind == "lm":
+            return self.head(self.encoder(tokens))
+        if self.kind == "pair":
+            u, v = self.pooled(tokens), self.pooled(tokens2)
+            return self.head(torch.cat([u, v, u * v, u - v], dim=-1))
+        return self.head(self.pooled(tokens))

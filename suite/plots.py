@@ -1,0 +1,259 @@
+"""Charts rebuilt from a run's records alone (matplotlib, headless): PNG and SVG.
+
+Bench runs, per series (device, dtype, mode, mask, shape): time and peak memory against N on
+log-log axes with O(N) and O(N^2) guide slopes and each variant's fitted exponent in the legend,
+points that failed (oom, timeout, ...) marked where the line stops; TFLOP/s against N with the
+device's measured matmul peak; speedup against the baseline. Heads sweeps: time by head count at a
+fixed width. Task runs: accuracy per task and variant with the spread over seeds, and the Long
+Range Arena chart (speed relative to exact attention, accuracy, memory as bubble area).
+Every chart gives a variant the same colour, and its title names device, dtype and shape.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from attnbench.suite.records import read_env, read_records
+from attnbench.suite.summary import (
+    FIT_POINTS,
+    HEADS_GROUP,
+    SERIES,
+    accuracy_table,
+    bench_frame,
+    fit_exponent,
+    series_title,
+    train_frame,
+)
+from attnbench.variants import BUILTIN
+
+FAILED_STYLE = {"marker": "x", "s": 60, "linewidths": 2, "zorder": 5}
+
+
+# Twenty distinguishable colours: tab10 for the first ten built-ins (the exact family), then Dark2
+# and two of Set1 for the rest; plugins get Set2 by name hash.
+_PALETTE = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors, *plt.get_cmap("Set1").colors[:2]]
+
+
+def variant_color(name: str) -> Any:
+    """The same colour for a variant in every chart: built-ins by position, plugins by name hash."""
+    names = list(BUILTIN)
+    if name in names:
+        return _PALETTE[names.index(name) % len(_PALETTE)]
+    return plt.get_cmap("Set2")(zlib.crc32(name.encode()) % 8)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=130)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def _guides(ax, ns: np.ndarray, anchor: float) -> None:
+    """Dashed O(N) and O(N^2) lines through `anchor` at the smallest N."""
+    n0 = ns.min()
+    for power, label in ((1, "O(N)"), (2, "O(N²)")):
+        ax.plot(ns, anchor * (ns / n0) ** power, ls="--", lw=1, color="0.6" if power == 1 else "0.35", label=label)
+
+
+def _growth_chart(group: pd.DataFrame, column: str, scale: float, ylabel: str, title: str) -> plt.Figure:
+    """Log-log y against N, a line per variant, failures marked where the line stops."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ok = group[(group["status"] == "ok") & group[column].notna()]
+    for index, (variant, rows) in enumerate(group.groupby("variant", sort=False)):
+        good = ok[ok["variant"] == variant].sort_values("seq")
+        failed = rows[rows["status"] != "ok"].sort_values("seq")
+        color = variant_color(variant)
+        slope = fit_exponent(good["seq"], good[column])
+        label = variant + (f" (N^{slope:.2f})" if not np.isnan(slope) else "")
+        if not failed.empty:
+            label += "; " + ", ".join(f"{st} at N={n}" for st, n in failed.groupby("status")["seq"].min().items())
+        if not good.empty:
+            ax.plot(good["seq"], good[column] / scale, marker="o", ms=4, color=color, label=label)
+        if not failed.empty:
+            # Where the line stops: at the last measured height (the axis bottom if nothing was measured),
+            # joined to it by a dotted line; a label per variant, offset so that labels do not collide.
+            y = good[column].iloc[-1] / scale if not good.empty else ok[column].min() / scale
+            if not good.empty:
+                ax.plot([good["seq"].iloc[-1], failed["seq"].iloc[-1]], [y, y], ls=":", color=color)
+            ax.scatter(failed["seq"], [y] * len(failed), color=color, label=None if not good.empty else label,
+                       **FAILED_STYLE)  # fmt: skip
+            for n, status in zip(failed["seq"], failed["status"], strict=True):
+                ax.annotate(status, (n, y), textcoords="offset points", xytext=(5, 4 + 9 * index), fontsize=7,
+                            color=color)  # fmt: skip
+    if not ok.empty:
+        ns = np.array(sorted(ok["seq"].unique()), dtype=float)
+        first = ok[ok["seq"] == ns.min()][column]
+        _guides(ax, ns, float(np.exp(np.log(first / scale).mean())))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length N")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, title=f"exponent fitted over the largest {FIT_POINTS} N", title_fontsize=8)
+    return fig
+
+
+def _tflops_chart(group: pd.DataFrame, peak: float | None, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    ok = group[(group["status"] == "ok") & group["tflops"].notna()]
+    for variant, rows in ok.groupby("variant", sort=False):
+        rows = rows.sort_values("seq")
+        ax.plot(rows["seq"], rows["tflops"], marker="o", ms=4, color=variant_color(variant), label=variant)
+    if peak:
+        ax.axhline(peak, color="k", ls=":", label=f"measured dense matmul peak ({peak:.2f} TFLOP/s)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("sequence length N")
+    ax.set_ylabel("TFLOP/s (one FLOP count for all; sparse: kept pairs)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _speedup_chart(group: pd.DataFrame, baseline: str, title: str) -> plt.Figure | None:
+    ok = group[group["status"] == "ok"]
+    base = ok[ok["variant"] == baseline].set_index("seq")["time_ms"]
+    if base.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for variant, rows in ok.groupby("variant", sort=False):
+        rows = rows.sort_values("seq")
+        speed = rows["seq"].map(base) / rows["time_ms"]
+        ax.plot(rows["seq"], speed, marker="o", ms=4, color=variant_color(variant), label=variant)
+    ax.axhline(1.0, color="k", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length N")
+    ax.set_ylabel(f"speedup over {baseline} (> 1: faster)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _heads_chart(group: pd.DataFrame, title: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    width = int(group["heads"].iloc[0] * group["head_dim"].iloc[0])
+    heads = sorted(group["heads"].unique())
+    for variant, rows in group.groupby("variant", sort=False):
+        rows = rows.set_index("heads").reindex(heads)
+        ax.plot(range(len(heads)), rows["time_ms"], marker="o", color=variant_color(variant), label=variant)
+    ax.set_xticks(range(len(heads)), [f"{h} x {width // h}" for h in heads])
+    ax.set_xlabel(f"heads x head dim (width {width}: same FLOPs)")
+    ax.set_ylabel("time per call (ms)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline: str | None) -> list[Path]:
+    """Every bench chart of a run."""
+    paths: list[Path] = []
+    device = env.get("device_name", "")
+    for key, group in df.groupby(SERIES, sort=True, dropna=False):
+        group = group.drop_duplicates(["variant", "seq"], keep="last")
+        if group["seq"].nunique() < 2:
+            continue
+        title = f"{device}\n{series_title(key)}"
+        slug = _slug(series_title(key))
+        paths += _save(_growth_chart(group, "time_ms", 1.0, "time per call (ms)", title), out_dir, f"{slug}-time")
+        paths += _save(_growth_chart(group, "peak_bytes", 2**20, "peak memory (MiB)", title), out_dir, f"{slug}-memory")
+        if group["tflops"].notna().any():
+            peak = env.get("matmul_tflops", {}).get(dict(zip(SERIES, key, strict=True))["dtype"])
+            paths += _save(_tflops_chart(group, peak, title), out_dir, f"{slug}-tflops")
+        if baseline and (fig := _speedup_chart(group, baseline, title)) is not None:
+            paths += _save(fig, out_dir, f"{slug}-speedup")
+    ok = df[df["status"] == "ok"].assign(width=df["heads"] * df["head_dim"])
+    for key, group in ok.groupby(HEADS_GROUP, sort=True, dropna=False):
+        if group["heads"].nunique() < 2:
+            continue
+        v = dict(zip(HEADS_GROUP, key, strict=True))
+        title = (f"{device}\n{v['device']} {v['dtype']} {v['mode']}{' causal' if v['causal'] else ''} "
+                 f"B={v['batch']} N={v['seq']} width={v['width']}")  # fmt: skip
+        paths += _save(_heads_chart(group, title), out_dir, _slug(f"heads {title.splitlines()[1]}"))
+    return paths
+
+
+def train_charts(df: pd.DataFrame, env_device: str, out_dir: Path, reference: str = "sdpa") -> list[Path]:
+    """Accuracy bars with spread, and the LRA-style speed / accuracy / memory chart."""
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        return []
+    paths: list[Path] = []
+    table = accuracy_table(df).reset_index()
+    tasks, variants = list(dict.fromkeys(table["task"])), list(dict.fromkeys(table["variant"]))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks) * len(variants) / 2), 5))
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        rows = table[table["variant"] == variant].set_index("task").reindex(tasks)
+        xs = np.arange(len(tasks)) + (i - (len(variants) - 1) / 2) * width
+        ax.bar(xs, rows["mean"], width, yerr=rows["std"].fillna(0), capsize=3, color=variant_color(variant),
+               label=variant)  # fmt: skip
+    for j, task in enumerate(tasks):
+        majority = table[table["task"] == task]["majority"].iloc[0]
+        ax.hlines(majority, j - 0.45, j + 0.45, colors="k", linestyles=":", label="majority class" if j == 0 else None)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    seeds = int(table["seeds"].max())
+    ax.set_title(
+        f"{env_device}: accuracy per task, same model and data, attention swapped ({seeds} seeds)", fontsize=10
+    )
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    paths += _save(fig, out_dir, "accuracy")
+
+    per_variant = ok.groupby("variant", sort=False).agg(
+        acc=("test_acc", lambda s: 100 * s.mean()), speed=("steps_per_s", "mean"), memory=("peak_bytes", "mean")
+    )
+    if reference in per_variant.index:
+        # Speed relative to exact attention within each task, then averaged over tasks.
+        by_task = ok.groupby(["task", "variant"])["steps_per_s"].mean().unstack("variant")
+        relative = by_task.div(by_task[reference], axis=0).mean()
+        fig, ax = plt.subplots(figsize=(7, 5))
+        area = 2000 * per_variant["memory"] / per_variant["memory"].max()
+        for variant in per_variant.index:
+            ax.scatter(relative[variant], per_variant.loc[variant, "acc"], s=area[variant], alpha=0.6,
+                       color=variant_color(variant), edgecolors="k")  # fmt: skip
+            ax.annotate(f"{variant}\n{per_variant.loc[variant, 'memory'] / 2**20:.0f} MiB",
+                        (relative[variant], per_variant.loc[variant, "acc"]), ha="center", fontsize=8)  # fmt: skip
+        ax.set_xlabel(f"training speed relative to {reference} (steps/s ratio, mean over tasks)")
+        ax.set_ylabel("test accuracy (%), mean over tasks and seeds")
+        ax.set_title(f"{env_device}: speed, accuracy and memory (bubble area: peak training memory)", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.margins(0.25)
+        paths += _save(fig, out_dir, "lra-speed-accuracy-memory")
+    return paths
+
+
+def plot_run(run_dir: Path, baseline: str | None = None) -> list[Path]:
+    """All charts of a run folder, written into it; returns their paths."""
+    run_dir = Path(run_dir)
+    records, env = read_records(run_dir), read_env(run_dir)
+    paths = []
+    bench = bench_frame(records)
+    if not bench.empty:
+        paths += bench_charts(bench, env, run_dir, baseline or env.get("baseline") or "sdpa")
+    trained = train_frame(records)
+    if not trained.empty:
+        paths += train_charts(trained, env.get("device_name") or str(trained["device"].iloc[0]), run_dir)
+    return paths

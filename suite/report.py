@@ -1,0 +1,63 @@
+"""`attnbench report`: a run folder's README.md, readable on GitHub as it is: environment, tables, charts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from attnbench.suite.plots import plot_run
+from attnbench.suite.records import read_env, read_records, require_run
+from attnbench.suite.summary import accuracy_markdown, bench_frame, markdown, train_frame
+
+ENV_ROWS = (
+    ("device", "device_name"), ("driver", "driver"), ("CPU", "cpu"), ("threads", "threads"), ("CUDA", "cuda"),
+    ("python", "python"), ("platform", "platform"), ("attnbench commit", "commit"), ("date", "date"),
+    ("command", "command"),
+)  # fmt: skip
+
+
+def environment_table(env: dict) -> str:
+    """The environment as a two-column Markdown table."""
+    rows = [(label, env.get(key)) for label, key in ENV_ROWS if env.get(key) is not None]
+    if env.get("dirty"):
+        rows.append(("working tree", "had uncommitted changes"))
+    rows += [(f"{name} version", version) for name, version in env.get("versions", {}).items() if version]
+    rows += [
+        (f"measured matmul peak, {dtype}", f"{v:.3f} TFLOP/s") for dtype, v in env.get("matmul_tflops", {}).items() if v
+    ]
+    return pd.DataFrame(rows, columns=["", "value"]).to_markdown(index=False)
+
+
+def _images(paths: list[Path], run_dir: Path, suffix: str) -> list[str]:
+    return [f"![{p.stem}]({p.relative_to(run_dir)})" for p in paths if p.suffix == ".png" and p.stem.endswith(suffix)]
+
+
+def write_report(run_dir: Path) -> Path:
+    """Charts, then README.md, in `run_dir`; returns the README's path."""
+    run_dir = require_run(Path(run_dir))
+    records, env = read_records(run_dir), read_env(run_dir)
+    charts = plot_run(run_dir)
+    parts = [f"# attnbench run `{run_dir.name}`\n"]
+    if env:
+        parts += ["## Environment\n", environment_table(env), ""]
+    bench, trained = bench_frame(records), train_frame(records)
+    if not bench.empty:
+        statuses = bench["status"].value_counts().to_dict()
+        parts += [
+            "## Speed and memory\n",
+            f"{len(bench)} points: " + ", ".join(f"{n} {status}" for status, n in statuses.items()) + ". "
+            "Each record in `records.jsonl` carries the command that measures its point alone.\n",
+        ]
+        for suffix in ("-time", "-memory", "-tflops", "-speedup"):
+            parts += _images(charts, run_dir, suffix)
+        heads = [p for p in charts if p.suffix == ".png" and p.stem.startswith("heads-")]
+        parts += [f"![{p.stem}]({p.relative_to(run_dir)})" for p in heads]
+        parts += ["", markdown(bench, env.get("baseline") or "sdpa")]
+    if not trained.empty:
+        parts += ["## Accuracy on long-range tasks\n"]
+        parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "memory")
+        parts += ["", accuracy_markdown(records)]
+    path = run_dir / "README.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path

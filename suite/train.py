@@ -1,0 +1,322 @@
+"""Training a task model with one attention variant: `attnbench train` and the runs of `attnbench suite`.
+
+Same seed, same everything but the attention core: the model is initialised from the seed, the
+data (generated from the task's own `data_seed`) is the same for every variant and seed, and the
+batch order is a function of the seed alone. On one device with one thread count the same command
+gives the same numbers. A run evaluates on validation every `eval_every` steps, keeps the best
+weights, stops early after `patience` evaluations without improvement, and reports validation
+accuracy (final and best) and test accuracy of the best weights, with the loss curve, throughput
+and peak memory, as one record in the same records.jsonl format as bench runs. A checkpoint at
+every evaluation lets a stopped run continue where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from attnbench.suite import env as environment
+from attnbench.suite.errors import UserError
+from attnbench.suite.failures import classify
+from attnbench.suite.memory import PeakTracker
+from attnbench.suite.model import ModelConfig, TaskModel
+from attnbench.suite.records import FINAL, append_record, read_records, write_env
+from attnbench.suite.registry import Registry
+from attnbench.tasks import TASKS, load_task
+from attnbench.tasks.base import IGNORE, Split, TaskData
+
+TRAIN_PRESETS = Path(__file__).parent / "presets" / "train"
+
+
+class TrainSettings(BaseModel):
+    """Optimisation and evaluation schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(1000, gt=0, description="optimizer steps at most")
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    eval_every: int = Field(200, gt=0)
+    eval_size: int = Field(1000, gt=0, description="validation examples scored during training (all at the end)")
+    patience: int = Field(5, ge=0, description="evaluations without improvement before stopping; 0 never stops")
+    grad_clip: float = Field(1.0, gt=0)
+    threads: int | None = Field(None, gt=0)
+
+
+class TaskSetup(BaseModel):
+    """How one task is trained under a preset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params: dict[str, Any] = Field(default_factory=dict, description="task parameters (generator or loader)")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-variant options")
+
+
+class TrainPreset(BaseModel):
+    """A named set of task setups: tiny (tests), cpu (minutes on 2 cores), lra (LRA sizes, GPU)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    tasks: dict[str, TaskSetup]
+
+
+def load_train_preset(name: str) -> TrainPreset:
+    """A shipped training preset by name, or a YAML file by path."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else TRAIN_PRESETS / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in TRAIN_PRESETS.glob("*.yaml")))
+        raise UserError(f"unknown training preset {name!r} (one of {known}, or a .yaml file)")
+    try:
+        return TrainPreset.model_validate(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise UserError(f"{path.name}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+
+
+def run_key(task: str, variant: str, seed: int, preset: str, setup: TaskSetup, data_dir: Path | None) -> str:
+    """Identity of a training run, for resuming."""
+    return json.dumps(
+        {"task": task, "variant": variant, "seed": seed, "preset": preset, "setup": setup.model_dump(),
+         "data": str(data_dir) if data_dir else None},
+        sort_keys=True,
+    )  # fmt: skip
+
+
+def _batches(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of the batch at `step`: epochs are seeded permutations, so any step can be recomputed."""
+    per_epoch = max(1, n // batch_size)
+    epoch, offset = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return order[offset * batch_size : (offset + 1) * batch_size]
+
+
+def _loss_and_hits(model: TaskModel, split: Split, idx: torch.Tensor, device: str) -> tuple[torch.Tensor, int, int]:
+    """Loss, correct predictions and scored positions for the examples `idx`."""
+    tokens = split.tokens[idx].to(device)
+    tokens2 = split.tokens2[idx].to(device) if split.tokens2 is not None else None
+    labels = split.labels[idx].to(device)
+    logits = model(tokens, tokens2)
+    if model.kind == "lm":
+        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+    loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)
+    scored = labels != IGNORE
+    hits = int((logits.argmax(-1) == labels)[scored].sum())
+    return loss, hits, int(scored.sum())
+
+
+@torch.no_grad()
+def evaluate(model: TaskModel, split: Split, batch_size: int, device: str, limit: int | None = None) -> float:
+    """Accuracy on (the first `limit` examples of) a split."""
+    model.eval()
+    n = len(split) if limit is None else min(limit, len(split))
+    hits = total = 0
+    for start in range(0, n, batch_size):
+        _, h, t = _loss_and_hits(model, split, torch.arange(start, min(start + batch_size, n)), device)
+        hits, total = hits + h, total + t
+    model.train()
+    return hits / max(total, 1)
+
+
+def _schedule(settings: TrainSettings):
+    """Linear warm-up, then cosine decay to zero at the last step."""
+
+    def factor(step: int) -> float:
+        if step < settings.warmup_steps:
+            return (step + 1) / settings.warmup_steps
+        progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train(
+    data: TaskData,
+    variant: str,
+    setup: TaskSetup,
+    seed: int,
+    registry: Registry,
+    device: str,
+    checkpoint: Path | None = None,
+    console: Console | None = None,
+    model_path: Path | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one model; returns the measurements (the record's body).
+
+    The best weights are saved to `model_path` when given (for heatmaps of the trained model).
+    """
+    settings = setup.train
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(seed)
+    model = TaskModel(
+        data.kind, data.vocab_size, data.num_classes, data.max_len, setup.model, registry, variant,
+        setup.options.get(variant),
+    ).to(device)  # fmt: skip
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "pos" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "pos" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=settings.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
+    state = {"step": 0, "best_val": -1.0, "best_step": 0, "since_best": 0, "curve": [], "train_s": 0.0,
+             "best_model": None, "losses": []}  # fmt: skip
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["state"]
+
+    tracker = PeakTracker(device)
+    tokens_per_step = settings.batch_size * data.train.tokens.shape[1] * (2 if data.kind == "pair" else 1)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True, disable=console is None) as progress:
+        bar = progress.add_task(f"{data.name} / {variant}", total=settings.steps, completed=state["step"])
+        while state["step"] < settings.steps:
+            started = time.perf_counter()
+            idx = _batches(len(data.train), settings.batch_size, seed, state["step"])
+            loss, _, _ = _loss_and_hits(model, data.train, idx, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state["train_s"] += time.perf_counter() - started
+            state["step"] += 1
+            state["losses"].append(loss.item())
+            progress.advance(bar)
+            if state["step"] % settings.eval_every == 0 or state["step"] == settings.steps:
+                val = evaluate(model, data.val, settings.batch_size, device, settings.eval_size)
+                recent = state["losses"][-settings.eval_every :]
+                state["curve"].append({"step": state["step"], "loss": sum(recent) / len(recent), "val_acc": val})
+                progress.update(bar, description=f"{data.name} / {variant}: loss {state['curve'][-1]['loss']:.3f}, "
+                                f"val {val:.3f}")  # fmt: skip
+                if val > state["best_val"]:
+                    state.update(best_val=val, best_step=state["step"], since_best=0)
+                    state["best_model"] = copy.deepcopy(model.state_dict())
+                else:
+                    state["since_best"] += 1
+                if checkpoint is not None:
+                    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "state": state},
+                               checkpoint)  # fmt: skip
+                if settings.patience and state["since_best"] >= settings.patience:
+                    break
+    peak = tracker.peak()
+    final_val = evaluate(model, data.val, settings.batch_size, device)
+    model.load_state_dict(state["best_model"])
+    if model_path is not None:
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state["best_model"], model_path)
+    steps = state["step"]
+    return {
+        "status": "ok",
+        "steps": steps,
+        "stopped_early": steps < settings.steps,
+        "best_step": state["best_step"],
+        "final_val_acc": final_val,
+        "best_val_acc": evaluate(model, data.val, settings.batch_size, device),
+        "test_acc": evaluate(model, data.test, settings.batch_size, device),
+        "majority_test_acc": data.majority_accuracy("test"),
+        "train_s": state["train_s"],
+        "steps_per_s": steps / state["train_s"],
+        "tokens_per_s": steps * tokens_per_step / state["train_s"],
+        "peak_bytes": peak,
+        "curve": state["curve"],
+        "threads": torch.get_num_threads(),
+    }
+
+
+def train_command(task: str, variant: str, preset: str, seed: int, out: Path, data_dir: Path | None,
+                  device: str, plugins: tuple[str, ...]) -> str:  # fmt: skip
+    """The `attnbench train` command that reruns one training run alone."""
+    import shlex
+
+    args = ["attnbench", "train", "--task", task, "--variant", variant, "--preset", preset, "--seed", str(seed),
+            "--device", device, "--out", str(out)]  # fmt: skip
+    if data_dir is not None:
+        args += ["--data-dir", str(data_dir)]
+    for plugin in plugins:
+        args += ["--plugin", plugin]
+    return shlex.join(args)
+
+
+def run_training(
+    task: str,
+    variant: str,
+    preset: TrainPreset,
+    seed: int,
+    registry: Registry,
+    device: str,
+    out: Path,
+    data_dir: Path | None,
+    plugins: tuple[str, ...],
+    console: Console,
+) -> dict[str, Any]:
+    """One recorded, resumable training run; an existing record for the same run is returned as is."""
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r} (one of {', '.join(TASKS)})")
+    if task not in preset.tasks:
+        raise UserError(f"preset {preset.name} has no setup for task {task!r} (it has {', '.join(preset.tasks)})")
+    setup = preset.tasks[task]
+    registry.entry(variant)
+    key = run_key(task, variant, seed, preset.name, setup, data_dir)
+    for record in read_records(out):
+        if record.get("key") == key and record.get("status") in FINAL:
+            console.print(f"already recorded in {out}: {task} / {variant} / seed {seed}")
+            return record
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    checkpoint, model_path = out / "checkpoints" / f"{digest}.pt", out / "models" / f"{digest}.pt"
+    data = load_task(task, setup.params, data_dir)
+    record: dict[str, Any] = {
+        "kind": "train", "run_id": out.name, "task": task, "variant": variant, "seed": seed, "preset": preset.name,
+        "device": device, "data": data.description, "task_params": data.params, "model": setup.model.model_dump(),
+        "train": setup.train.model_dump(), "options": setup.options.get(variant, {}), "key": key,
+        "command": train_command(task, variant, preset.name, seed, out, data_dir, device, plugins),
+    }  # fmt: skip
+    if not (out / "env.json").exists():
+        write_env(out, environment.capture(device, setup.train.threads))
+    reason = registry.unavailable_reason(variant, device)
+    started = time.perf_counter()
+    if reason is not None:
+        record |= {"status": "unavailable", "reason": reason}
+    else:
+        try:
+            record |= train(data, variant, setup, seed, registry, device, checkpoint, console, model_path)
+            record["model_path"] = str(model_path.relative_to(out))
+        except UserError:
+            raise
+        except Exception as err:  # recorded: a variant that fails must not stop a suite
+            status, why = classify(err)
+            record |= {"status": status, "reason": why}
+    record["wall_s"] = time.perf_counter() - started
+    record["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    append_record(out, record)
+    checkpoint.unlink(missing_ok=True)
+    return record

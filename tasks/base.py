@@ -1,0 +1,80 @@
+"""What a task is: tokenized splits, and what the model needs to know about them.
+
+Every task shares one token convention: 0 is padding, 1 is the classification token (CLS), and a
+task's own symbols start at 2. Classification tasks have one label per sequence; the language
+modelling task (MQAR) has one label per position, -100 where nothing is asked; the pair task
+(retrieval) has two sequences per example. Tasks know nothing of timing or of attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+PAD, CLS, FIRST_SYMBOL = 0, 1, 2
+IGNORE = -100
+
+Kind = Literal["classify", "lm", "pair"]
+
+
+class DataFormatError(ValueError):
+    """A data file is missing or not in the format its loader reads; the message names it."""
+
+
+@dataclass
+class Split:
+    """One split: tokens (n, L) padded with PAD, labels (n,) or (n, L), and a second tower for pairs."""
+
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    tokens2: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def __post_init__(self) -> None:
+        if self.tokens.shape[0] != self.labels.shape[0]:
+            raise ValueError(f"{self.tokens.shape[0]} sequences but {self.labels.shape[0]} labels")
+
+
+@dataclass
+class TaskData:
+    """A task's splits and shape."""
+
+    name: str
+    kind: Kind
+    train: Split
+    val: Split
+    test: Split
+    vocab_size: int
+    num_classes: int
+    max_len: int
+    metric: str = "accuracy"
+    description: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def majority_accuracy(self, split: str = "test") -> float:
+        """Accuracy of always answering the most common label of the training split."""
+        train, other = self.train.labels, getattr(self, split).labels
+        train, other = train[train != IGNORE], other[other != IGNORE]
+        majority = torch.bincount(train).argmax()
+        return (other == majority).float().mean().item()
+
+
+def pad_sequences(sequences: list[list[int]], max_len: int) -> torch.Tensor:
+    """(n, max_len) int64, each sequence truncated to max_len and right-padded with PAD."""
+    out = torch.full((len(sequences), max_len), PAD, dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        seq = seq[:max_len]
+        out[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    return out
+
+
+def split_train_val(tokens: torch.Tensor, labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[Split, Split]:
+    """A seeded split of one set into train and validation."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(len(labels) * val_fraction))
+    val, train = order[:n_val], order[n_val:]
+    return Split(tokens[train], labels[train]), Split(tokens[val], labels[val])

@@ -1,0 +1,180 @@
+"""ListOps: evaluate a nested list expression; 10 classes (its value, 0-9).
+
+Nangia & Bowman 2018; the long version is Long Range Arena's (Tay et al. 2020): operators
+``[MIN``, ``[MAX``, ``[MED`` (median, rounded down) and ``[SM`` (sum mod 10) over digits, nested up to
+depth 10 with up to 10 arguments, 500 to 2000 symbols, e.g.
+
+    [MAX 4 3 [MIN 2 3 ] 1 0 [MED 1 5 8 9 2 ] ]   ->   5
+
+The release files (``basic_{train,val,test}.tsv``) are tab-separated with a ``Source`` / ``Target``
+header, sources in LRA's parenthesised tree syntax: ``( ( ( [MAX 4 ) 3 ) ] )``. Tokens are the
+symbols; parentheses carry no information and are dropped. The closing bracket ``]`` is kept: the
+original LRA pipeline's tokenizer removed every non-alphanumeric character, brackets included,
+which makes the nesting unrecoverable and is a known cause of low ListOps scores.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import statistics
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from attnbench.tasks.base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences
+
+OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
+# [FIRST and [LAST exist in the original generator (disabled in LRA's); the loader accepts them.
+SYMBOLS = (*OPERATORS, "[FIRST", "[LAST", "]", *(str(d) for d in range(10)))
+VOCAB = {symbol: FIRST_SYMBOL + i for i, symbol in enumerate(SYMBOLS)}
+OPERATOR_PROBABILITY = 0.25  # chance that a node above max depth is an operator, as in LRA's generator
+
+
+class ListOpsParams(BaseModel):
+    """Generator parameters; the defaults are LRA's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_depth: int = Field(10, gt=0)
+    max_args: int = Field(10, ge=2)
+    min_length: int = Field(500, ge=1, description="symbols, parentheses excluded")
+    max_length: int = Field(2000, ge=1)
+    train_size: int = Field(96000, gt=0)
+    val_size: int = Field(2000, gt=0)
+    test_size: int = Field(2000, gt=0)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> ListOpsParams:
+        if self.min_length >= self.max_length:
+            raise ValueError(f"min_length ({self.min_length}) must be below max_length ({self.max_length})")
+        return self
+
+
+def evaluate(op: str, args: list[int]) -> int:
+    """The value of one operator applied to its (already evaluated) arguments."""
+    if op == "[MIN":
+        return min(args)
+    if op == "[MAX":
+        return max(args)
+    if op == "[MED":
+        return int(statistics.median(args))
+    if op == "[SM":
+        return sum(args) % 10
+    if op == "[FIRST":
+        return args[0]
+    if op == "[LAST":
+        return args[-1]
+    raise ValueError(f"unknown operator {op}")
+
+
+def random_tree(rng: random.Random, depth: int, params: ListOpsParams) -> tuple[list[str], int]:
+    """A random expression as (symbols, value): LRA's recursive generator."""
+    if depth >= params.max_depth or rng.random() >= OPERATOR_PROBABILITY:
+        digit = rng.randrange(10)
+        return [str(digit)], digit
+    op = rng.choice(OPERATORS)
+    symbols, values = [op], []
+    for _ in range(rng.randint(2, params.max_args)):
+        sub_symbols, sub_value = random_tree(rng, depth + 1, params)
+        symbols += sub_symbols
+        values.append(sub_value)
+    return [*symbols, "]"], evaluate(op, values)
+
+
+def parse(symbols: list[str]) -> int:
+    """Evaluate a symbol sequence (the inverse check of the generator and of the files)."""
+    stack: list[list] = []
+    value = None
+    for symbol in symbols:
+        if symbol in OPERATORS or symbol in ("[FIRST", "[LAST"):
+            stack.append([symbol])
+        elif symbol == "]":
+            op, *args = stack.pop()
+            value = evaluate(op, args)
+            if stack:
+                stack[-1].append(value)
+        else:
+            value = int(symbol)
+            if stack:
+                stack[-1].append(value)
+    if stack or value is None:
+        raise ValueError("unbalanced expression")
+    return value
+
+
+def tokenize(source: str) -> list[int]:
+    """Symbol ids of an LRA source string; parentheses dropped, brackets kept."""
+    return [VOCAB[s] for s in source.replace("(", " ").replace(")", " ").split()]
+
+
+def generate(params: ListOpsParams, seed: int) -> TaskData:
+    """Distinct random expressions with min_length < length < max_length, split train/val/test."""
+    rng = random.Random(seed)
+    total = params.train_size + params.val_size + params.test_size
+    seen: dict[tuple[str, ...], int] = {}
+    while len(seen) < total:
+        symbols, value = random_tree(rng, 1, params)
+        if params.min_length < len(symbols) < params.max_length:
+            seen.setdefault(tuple(symbols), value)
+    items = list(seen.items())
+    rng.shuffle(items)
+    tokens = pad_sequences([[VOCAB[s] for s in symbols] for symbols, _ in items], params.max_length)
+    labels = torch.tensor([value for _, value in items])
+    a, b = params.train_size, params.train_size + params.val_size
+    return TaskData(
+        name="listops",
+        kind="classify",
+        train=Split(tokens[:a], labels[:a]),
+        val=Split(tokens[a:b], labels[a:b]),
+        test=Split(tokens[b:], labels[b:]),
+        vocab_size=FIRST_SYMBOL + len(SYMBOLS),
+        num_classes=10,
+        max_len=params.max_length,
+        description=f"ListOps, depth <= {params.max_depth}, {params.min_length}-{params.max_length} symbols",
+        params=params.model_dump(),
+    )
+
+
+def read_tsv(path: Path, max_len: int) -> Split:
+    """One LRA ListOps release file: header Source<TAB>Target, then one expression per line."""
+    if not path.is_file():
+        raise DataFormatError(f"missing ListOps file {path}")
+    sequences, labels = [], []
+    with open(path, newline="") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header != ["Source", "Target"]:
+            raise DataFormatError(f"{path}:1: expected the header 'Source<TAB>Target', got {header!r}")
+        for row in reader:
+            line = reader.line_num
+            if len(row) != 2:
+                raise DataFormatError(f"{path}:{line}: expected 2 tab-separated fields, got {len(row)}")
+            source, target = row
+            unknown = {s for s in source.replace("(", " ").replace(")", " ").split() if s not in VOCAB}
+            if unknown:
+                raise DataFormatError(f"{path}:{line}: unknown ListOps symbol {sorted(unknown)[0]!r}")
+            if not target.strip().isdigit() or not 0 <= int(target) <= 9:
+                raise DataFormatError(f"{path}:{line}: target must be a digit 0-9, got {target!r}")
+            sequences.append(tokenize(source))
+            labels.append(int(target))
+    if not labels:
+        raise DataFormatError(f"{path}: no examples")
+    return Split(pad_sequences(sequences, max_len), torch.tensor(labels))
+
+
+def load_release(root: Path, max_len: int = 2000) -> TaskData:
+    """The LRA release's listops-1000 folder: basic_train.tsv, basic_val.tsv, basic_test.tsv."""
+    folder = root / "listops-1000"
+    splits = {name: read_tsv(folder / f"basic_{name}.tsv", max_len) for name in ("train", "val", "test")}
+    return TaskData(
+        name="listops",
+        kind="classify",
+        **splits,
+        vocab_size=FIRST_SYMBOL + len(SYMBOLS),
+        num_classes=10,
+        max_len=max_len,
+        description=f"ListOps, LRA release ({folder})",
+        params={"data": str(folder), "max_len": max_len},
+    )

@@ -1,0 +1,150 @@
+"""Charts, README report, run comparison and heatmaps, from records alone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import matplotlib.image
+import pytest
+
+from attnbench.suite.cli import main
+from attnbench.suite.heatmap import attention_maps
+from attnbench.suite.model import ModelConfig, TaskModel
+from attnbench.suite.registry import load_registry
+
+FAST = ["--budget", "0.05", "--repeats", "3", "--warmup", "1"]
+
+
+def cli(capsys, *argv):
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return info.value.code or 0, out, err
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    with pytest.raises(SystemExit):
+        main(["bench", "--variants", "naive,sdpa,chunked", "--seq", "128,256,512", *FAST, "--out", str(out)])
+    return out
+
+
+def test_plot_and_report_from_records_alone(bench_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(bench_run, run)
+    (run / "summary.md").unlink()
+    code, _, _ = cli(capsys, "plot", str(run))
+    assert code == 0
+    for chart in ("time", "memory", "tflops", "speedup"):
+        (png,) = run.glob(f"*-{chart}.png")
+        assert matplotlib.image.imread(png).shape[0] > 300  # a real image
+        assert png.with_suffix(".svg").read_text().startswith("<?xml")
+    code, _, _ = cli(capsys, "report", str(run))
+    readme = (run / "README.md").read_text()
+    assert code == 0 and "## Environment" in readme and "| torch version" in readme
+    assert "-time.png)" in readme and "growth in N" in readme
+
+
+def test_failed_points_are_marked_on_the_chart(tmp_path, plugins, capsys):
+    cli(capsys, "bench", "--variants", "fails-long,sdpa", "--seq", "256,512,1024", *FAST,
+        "--plugin", str(plugins / "fails_long.py"), "--out", str(tmp_path))  # fmt: skip
+    import matplotlib.pyplot as plt
+
+    from attnbench.suite.plots import bench_charts
+    from attnbench.suite.records import read_env, read_records
+    from attnbench.suite.summary import bench_frame
+
+    saved = []
+    real_save = plt.Figure.savefig
+
+    def keep(fig, path, *args, **kwargs):
+        saved.append(fig)
+        return real_save(fig, path, *args, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        bench_charts(bench_frame(read_records(tmp_path)), read_env(tmp_path), tmp_path, "sdpa")
+    finally:
+        plt.Figure.savefig = real_save
+    time_fig = saved[0]
+    texts = [t.get_text() for t in time_fig.axes[0].texts]
+    labels = [t.get_text() for t in time_fig.axes[0].get_legend().get_texts()]
+    assert "error" in texts and any("error at N=1024" in label for label in labels)
+
+
+def test_compare_a_run_with_itself_is_clean(bench_run, capsys):
+    code, out, _ = cli(capsys, "compare", str(bench_run), str(bench_run))
+    assert code == 0 and "no regression over 9 points" in out
+
+
+def test_compare_flags_a_variant_whose_times_doubled(bench_run, tmp_path, capsys):
+    slower = tmp_path / "slower"
+    slower.mkdir()
+    lines = []
+    for line in (bench_run / "records.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["variant"] == "chunked":
+            for field in ("time_ms", "time_p20_ms", "time_p80_ms"):
+                record[field] *= 2
+        lines.append(json.dumps(record))
+    (slower / "records.jsonl").write_text("\n".join(lines) + "\n")
+    code, out, _ = cli(capsys, "compare", str(bench_run), str(slower))
+    assert code == 1 and "REGRESSION in 3 of 9 points (chunked)" in out
+
+
+def test_corrupt_record_line_is_skipped_and_the_rest_plotted(bench_run, tmp_path, capsys):
+    run = tmp_path / "corrupt"
+    shutil.copytree(bench_run, run)
+    lines = (run / "records.jsonl").read_text().splitlines()
+    lines[4] = lines[4][: len(lines[4]) // 2]  # a line cut in half, as by a crash mid-write
+    (run / "records.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.warns(UserWarning, match=r"records.jsonl:5: skipped corrupt record"):
+        code, _, _ = cli(capsys, "plot", str(run))
+    assert code == 0 and list(run.glob("*-time.png"))
+
+
+def test_plot_of_a_folder_without_records_is_one_line(tmp_path, capsys):
+    code, _, err = cli(capsys, "plot", str(tmp_path))
+    assert code == 2 and "no records.jsonl here" in err
+
+
+def test_task_run_charts_and_report(capsys, tmp_path):
+    cli(capsys, "suite", "--tasks", "mqar,listops", "--variants", "sdpa,sliding-window", "--seeds", "0,1",
+        "--preset", "tiny", "--out", str(tmp_path))  # fmt: skip
+    code, _, _ = cli(capsys, "report", str(tmp_path))
+    readme = (tmp_path / "README.md").read_text()
+    assert code == 0 and "accuracy.png" in readme and "lra-speed-accuracy-memory.png" in readme
+    assert (tmp_path / "accuracy.svg").exists()
+
+
+@pytest.mark.parametrize("variant", ["sdpa", "naive", "sliding-window", "linear-elu"])
+def test_heatmap_weights_are_rows_that_sum_to_one(variant):
+    registry = load_registry()
+    cfg = ModelConfig(dim=16, depth=2, heads=2)
+    model = TaskModel("lm", 20, 20, 24, cfg, registry, variant, {"window": 4} if variant == "sliding-window" else None)
+    tokens = __import__("torch").randint(2, 20, (1, 24))
+    maps = attention_maps(model, tokens)
+    assert len(maps) == 2 and maps[0].shape == (2, 24, 24)
+    sums = maps[0].sum(-1)
+    assert (abs(sums - 1) < 1e-4).all()
+    assert (maps[0].triu(1) == 0).all()  # causal: no weight on the future
+    if variant == "sliding-window":
+        assert (maps[0].tril(-4) == 0).all()  # nothing beyond the window
+
+
+def test_heatmap_command_for_a_trained_model(capsys, tmp_path):
+    cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--out", str(tmp_path))
+    out = tmp_path / "heat.png"
+    code, _, _ = cli(
+        capsys, "heatmap", "--task", "mqar", "--variant", "sdpa", "--run", str(tmp_path), "--out", str(out)
+    )
+    assert code == 0 and matplotlib.image.imread(out).shape[1] > 200
+
+
+def test_heatmap_of_a_variant_without_weights_is_one_line(capsys, tmp_path):
+    code, _, err = cli(
+        capsys, "heatmap", "--task", "listops", "--variant", "performer", "--out", str(tmp_path / "h.png")
+    )
+    assert code == 2 and "performer has no attention-weight matrix" in err
