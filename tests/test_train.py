@@ -127,3 +127,13 @@ def test_suite_writes_the_accuracy_table(capsys, tmp_path):
     table = (tmp_path / "accuracy.md").read_text()
     assert "linear-elu" in table and "points lost against sdpa" in table and "5.8" in table
     assert json.loads(json.dumps(records))  # plain JSON throughout
+
+
+def test_training_presets_cover_every_task():
+    from attnbench.tasks import TASKS
+
+    for name in ("tiny", "cpu", "lra"):
+        assert set(training.load_train_preset(name).tasks) == set(TASKS)
+    lra = training.load_train_preset("lra").tasks
+    assert lra["listops"].params["max_length"] == 2000 and lra["text"].params["max_len"] == 4096
+    assert lra["retrieval"].params["max_len"] == 4000 and lra["pathfinder"].params["resolution"] == 32
