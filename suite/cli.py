@@ -31,6 +31,9 @@ PluginOpt = Annotated[
     typer.Option("--plugin", help="Python file defining extra variants (repeatable)."),
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")]
+OptionOpt = Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE (repeatable).")]
+TrainPresetOpt = Annotated[str, typer.Option(help="Training preset: tiny, cpu, lra, or a YAML file.")]
+TaskOutOpt = Annotated[Path | None, typer.Option(help="Run folder (default: results/tasks-<preset>-<device>).")]
 
 
 SUMMARY_WORDS = ("passed", "failed", "skipped", "reported")
@@ -104,7 +107,7 @@ def check(
         list[str] | None, typer.Option(help="dtype(s) to check: float32, float16, bfloat16, float64.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
-    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE (repeatable).")] = None,
+    option: OptionOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
 ) -> None:
     """Run the conformance checks; exit 1 if any check fails."""
@@ -118,6 +121,7 @@ def check(
     names = names or registry.plugin_file_names() or registry.names()
     for name in names:
         registry.entry(name)  # unknown names fail before any work
+    _check_options(registry, options)
     counts = dict.fromkeys(("pass", "fail", "skip", "report"), 0)
     records = []
     styles = {"pass": "green", "fail": "bold red", "skip": "yellow", "report": "cyan"}
@@ -141,12 +145,7 @@ def check(
                 continue
             if not as_json:
                 console.print(f"[bold]{header}[/]")
-            cls = registry.get(name)
-            try:
-                cls.parse_options(options.get(name, {}))
-            except ValueError as err:
-                raise UserError(str(err)) from None
-            for result in Checker(cls, device, dt, seed, options.get(name)).results():
+            for result in Checker(registry.get(name), device, dt, seed, options.get(name)).results():
                 counts[result.status] += 1
                 records.append({"variant": name, "dtype": dtype_name(dt), **result.__dict__})
                 if not as_json:
@@ -161,6 +160,14 @@ def check(
         console.print(", ".join(f"{n} {word}" for word, n in zip(SUMMARY_WORDS, counts.values(), strict=True)))
     if counts["fail"]:
         raise typer.Exit(1)
+
+
+def _check_options(registry: Registry, options: dict[str, dict]) -> None:
+    for name, values in options.items():
+        try:
+            registry.get(name).parse_options(values)
+        except ValueError as err:
+            raise UserError(str(err)) from None
 
 
 def _csv(text: str | None, cast=str) -> list | None:
@@ -223,7 +230,7 @@ def bench(
     budget: Annotated[float | None, typer.Option(help="Seconds of timed calls per point at most.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Seconds before a point is killed.")] = None,
     baseline: Annotated[str | None, typer.Option(help="Variant the speedups are against.")] = None,
-    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE (repeatable).")] = None,
+    option: OptionOpt = None,
     plugin: PluginOpt = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: results/<config>-<device>).")] = None,
     write_charts: Annotated[
@@ -269,11 +276,7 @@ def bench(
     registry = _registry(plugin)
     for name in {v for sweep in cfg.sweeps for v in sweep.variants}:
         registry.entry(name)
-    for name, values in cfg.options.items():
-        try:
-            registry.get(name).parse_options(values)
-        except ValueError as err:
-            raise UserError(str(err)) from None
+    _check_options(registry, cfg.options)
     device = resolve_device(None if cfg.device == "auto" and device is None else device or cfg.device)
     run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(device)}"
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
@@ -315,24 +318,16 @@ def _train_setup(preset: str, option: list[str] | None):
     return loaded
 
 
-def _check_options(registry: Registry, options: dict[str, dict]) -> None:
-    for name, values in options.items():
-        try:
-            registry.get(name).parse_options(values)
-        except ValueError as err:
-            raise UserError(str(err)) from None
-
-
 @app.command()
 def train(
     task: TaskOpt,
     variant: Annotated[str, typer.Option(help="Attention variant for every layer.")],
-    preset: Annotated[str, typer.Option(help="tiny, cpu, lra, or a YAML file.")] = "cpu",
+    preset: TrainPresetOpt = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
-    out: Annotated[Path | None, typer.Option(help="Run folder (default: results/tasks-<preset>-<device>).")] = None,
+    out: TaskOutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
-    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE.")] = None,
+    option: OptionOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Train the task model with one variant; record accuracy, speed and memory (resumable)."""
@@ -369,11 +364,11 @@ def suite_command(
         str, typer.Option(help="Comma-separated variants.")
     ] = "sdpa,linear-elu,performer,sliding-window",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1",
-    preset: Annotated[str, typer.Option(help="tiny, cpu, lra, or a YAML file.")] = "cpu",
-    out: Annotated[Path | None, typer.Option(help="Run folder (default: results/tasks-<preset>-<device>).")] = None,
+    preset: TrainPresetOpt = "cpu",
+    out: TaskOutOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
-    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE.")] = None,
+    option: OptionOpt = None,
     plugin: PluginOpt = None,
 ) -> None:
     """Train every task x variant x seed, each run in its own process; write the accuracy table."""
@@ -467,12 +462,12 @@ def compare(
 def heatmap(
     task: TaskOpt,
     variant: Annotated[str, typer.Option(help="Attention variant.")],
-    preset: Annotated[str, typer.Option(help="Training preset the model shape comes from.")] = "tiny",
+    preset: TrainPresetOpt = "tiny",
     seed: Annotated[int, typer.Option(help="Seed (of the trained run, or of a fresh model).")] = 0,
     run: Annotated[Path | None, typer.Option(help="Run folder of a trained model (`attnbench train`).")] = None,
     example: Annotated[int, typer.Option(help="Index of the test example shown.")] = 0,
     data_dir: DataDirOpt = None,
-    option: Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE.")] = None,
+    option: OptionOpt = None,
     plugin: PluginOpt = None,
     out: Annotated[Path, typer.Option(help="PNG file to write (an SVG is written beside it).")] = Path("heatmap.png"),
 ) -> None:

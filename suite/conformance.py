@@ -35,6 +35,16 @@ class CheckResult:
     detail: str
 
 
+@dataclass(frozen=True)
+class Case:
+    """One run of a variant: the instance, its inputs, its output, its error against the definition."""
+
+    variant: Variant
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    out: torch.Tensor
+    err: float
+
+
 class CheckFailed(Exception):
     """Raised inside a check with the one-line reason it failed."""
 
@@ -129,13 +139,14 @@ class Checker:
         diff = (out - ref).norm().item()
         return diff / denom if denom > 0 else diff
 
-    def compare(self, shape: Shape, causal: bool, salt: int = 0, layout: Callable | None = None) -> float:
-        """Error of the variant against its definition on one random input of `shape`."""
+    def case(self, shape: Shape, causal: bool, salt: int = 0, layout: Callable | None = None) -> Case:
+        """Build the variant, run it on one random input of `shape`, and measure its error."""
         variant = self.build(shape, causal)
         q, k, v = self.inputs(shape, salt)
         if layout is not None:
             q, k, v = (layout(t) for t in (q, k, v))
-        return self.error(self.run(variant, q, k, v), self.reference(variant, q, k, v))
+        out = self.run(variant, q, k, v)
+        return Case(variant, (q, k, v), out, self.error(out, self.reference(variant, q, k, v)))
 
     def within(self, errors: dict[str, float], what: str) -> str:
         """Pass/fail over labelled errors against the tolerance."""
@@ -152,7 +163,7 @@ class Checker:
         for causal in modes:
             for shape in shapes:
                 try:
-                    errors[_label(shape, causal)] = self.compare(shape, causal, **kw)
+                    errors[_label(shape, causal)] = self.case(shape, causal, **kw).err
                 except Unsupported:
                     continue
         return errors
@@ -209,19 +220,17 @@ def check_scale(c: Checker) -> str:
     if not c.info.scaled:
         raise Skipped(f"definition is not softmax-scaled ({c.info.definition})")
     shape = (1, 2, 2, 48, 48, 64)
-    variant = c.build(shape, causal=c.modes()[0])
-    q, k, v = c.inputs(shape, salt=1)
-    out = c.run(variant, q, k, v)
-    err = c.error(out, c.reference(variant, q, k, v))
-    if err <= c.tol:
-        return f"matches 1/sqrt({shape[-1]}) (rel err {_fmt(err)})"
+    case = c.case(shape, causal=c.modes()[0], salt=1)
+    if case.err <= c.tol:
+        return f"matches 1/sqrt({shape[-1]}) (rel err {_fmt(case.err)})"
+    variant, (q, k, v), out = case.variant, case.qkv, case.out
     # A softmax scale s is the reference applied to q * s * sqrt(D).
     d = shape[-1]
     wrong = {"1 (no scaling)": 1.0, "1/D": 1.0 / d, "sqrt(D) (multiplied, not divided)": math.sqrt(d)}
     for label, s in wrong.items():
         if c.error(out, c.reference(variant, q * (s * math.sqrt(d)), k, v)) <= c.tol:
             raise CheckFailed(f"output matches softmax scale {label}, not 1/sqrt(D)")
-    raise CheckFailed(f"rel err {_fmt(err)} > tol {_fmt(c.tol)} against the 1/sqrt(D) definition")
+    raise CheckFailed(f"rel err {_fmt(case.err)} > tol {_fmt(c.tol)} against the 1/sqrt(D) definition")
 
 
 def check_causal_leakage(c: Checker) -> str:
@@ -258,39 +267,31 @@ def check_causal_alignment(c: Checker) -> str:
     """With Nq < Nk the queries are the last Nq positions (bottom-right), not the first."""
     if not c.info.causal:
         raise Skipped("declares no causal support")
-    shape = (1, 2, 2, 16, 48, 16)
-    variant = c.build(shape, causal=True)
-    q, k, v = c.inputs(shape, salt=3)
-    out = c.run(variant, q, k, v)
-    err = c.error(out, c.reference(variant, q, k, v))
-    if err <= c.tol:
-        return f"bottom-right at Nq=16, Nk=48 (rel err {_fmt(err)})"
+    case = c.case((1, 2, 2, 16, 48, 16), causal=True, salt=3)
+    if case.err <= c.tol:
+        return f"bottom-right at Nq=16, Nk=48 (rel err {_fmt(case.err)})"
     top_left = torch.ones(16, 48, dtype=torch.bool, device=c.device).tril()
     if c.info.exact:
-        wrong = softmax_attention(q.double(), k.double(), v.double(), mask=top_left)
-        if c.error(out, wrong) <= c.tol:
+        wrong = softmax_attention(*(t.double() for t in case.qkv), mask=top_left)
+        if c.error(case.out, wrong) <= c.tol:
             raise CheckFailed("causal mask is aligned top-left (torch is_causal); queries must be the last Nq keys")
-    raise CheckFailed(f"rel err {_fmt(err)} > tol {_fmt(c.tol)} against the bottom-right definition at Nq=16, Nk=48")
+    raise CheckFailed(f"rel err {_fmt(case.err)} > tol {_fmt(c.tol)} against bottom-right causality (Nq=16, Nk=48)")
 
 
 def check_fully_masked_rows(c: Checker) -> str:
     """Queries that see no key (causal, Nq > Nk) give zeros, not NaN."""
     if not c.info.causal:
         raise Skipped("declares no causal support")
-    shape = (1, 2, 2, 40, 16, 16)
-    variant = c.build(shape, causal=True)
-    q, k, v = c.inputs(shape, salt=4)
-    out = c.run(variant, q, k, v)
+    case = c.case((1, 2, 2, 40, 16, 16), causal=True, salt=4)
     empty = 40 - 16
-    head = out[:, :, :empty]
+    head = case.out[:, :, :empty]
     if not torch.isfinite(head).all():
         raise CheckFailed(f"NaN/inf in the {empty} query rows that see no key")
     if head.abs().max().item() != 0:
         raise CheckFailed(f"rows that see no key are not zero (max |out| {_fmt(head.abs().max().item())})")
-    err = c.error(out, c.reference(variant, q, k, v))
-    if not err <= c.tol:
-        raise CheckFailed(f"rel err {_fmt(err)} > tol {_fmt(c.tol)} at Nq=40, Nk=16")
-    return f"{empty} empty rows are zero; rest rel err {_fmt(err)}"
+    if not case.err <= c.tol:
+        raise CheckFailed(f"rel err {_fmt(case.err)} > tol {_fmt(c.tol)} at Nq=40, Nk=16")
+    return f"{empty} empty rows are zero; rest rel err {_fmt(case.err)}"
 
 
 def check_large_logits(c: Checker) -> str:

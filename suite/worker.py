@@ -68,8 +68,6 @@ def _call_plan(variant: Variant, point: Point, q, k, v):
 
         return (lambda: None), forward
     grad = torch.randn_like(q)
-    for t in (q, k, v):
-        t.grad = None
 
     def backward(out: torch.Tensor) -> None:
         out.backward(grad)
