@@ -507,9 +507,11 @@ def heatmap(
     split = data.test
     tokens = split.tokens[example : example + 1]
     tokens2 = split.tokens2[example : example + 1] if split.tokens2 is not None else None
-    title = f"{variant} on {task} test example {example} (label {split.labels[example].tolist()}), {state} model"
+    label = split.labels[example]
+    answer = f"label {int(label)}" if label.dim() == 0 else f"{int((label != -100).sum())} positions asked"
+    title = f"{variant} on {task}, test example {example} ({answer}), {state} model"
     try:
-        path = save_heatmap(model, tokens, tokens2, title[:200], out)
+        path = save_heatmap(model, tokens, tokens2, title, out)
     except ValueError as err:
         raise UserError(str(err)) from None
     console.print(f"wrote {path}")

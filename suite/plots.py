@@ -41,8 +41,10 @@ FAILED_STYLE = {"marker": "x", "s": 60, "linewidths": 2, "zorder": 5}
 
 
 # Twenty distinguishable colours: tab10 for the first ten built-ins (the exact family), then Dark2
-# and two of Set1 for the rest; plugins get Set2 by name hash.
-_PALETTE = [*plt.get_cmap("tab10").colors, *plt.get_cmap("Dark2").colors, *plt.get_cmap("Set1").colors[:2]]
+# and three of Set1 for the rest; plugins get Set2 by name hash.
+# (Dark2's orange is left out: it is too close to tab10's, which sdpa has.)
+_DARK2 = plt.get_cmap("Dark2").colors
+_PALETTE = [*plt.get_cmap("tab10").colors, _DARK2[0], *_DARK2[2:], *plt.get_cmap("Set1").colors[:3]]
 
 
 def variant_color(name: str) -> Any:

@@ -58,6 +58,10 @@ def write_report(run_dir: Path) -> Path:
         parts += ["## Accuracy on long-range tasks\n"]
         parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "memory")
         parts += ["", accuracy_markdown(records)]
+    heatmaps = sorted((run_dir / "heatmaps").glob("*.png"))
+    if heatmaps:
+        parts += ["## Attention heatmaps (`attnbench heatmap`)\n"]
+        parts += [f"![{p.stem}]({p.relative_to(run_dir)})" for p in heatmaps]
     path = run_dir / "README.md"
     path.write_text("\n".join(parts) + "\n")
     return path

@@ -95,9 +95,10 @@ def load_train_preset(name: str) -> TrainPreset:
 
 
 def run_key(task: str, variant: str, seed: int, preset: str, setup: TaskSetup, data_dir: Path | None) -> str:
-    """Identity of a training run, for resuming."""
+    """Identity of a training run, for resuming: another variant's options are not part of it."""
+    fields = setup.model_dump(exclude={"options"}) | {"options": setup.options.get(variant, {})}
     return json.dumps(
-        {"task": task, "variant": variant, "seed": seed, "preset": preset, "setup": setup.model_dump(),
+        {"task": task, "variant": variant, "seed": seed, "preset": preset, "setup": fields,
          "data": str(data_dir) if data_dir else None},
         sort_keys=True,
     )  # fmt: skip
