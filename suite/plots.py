@@ -40,11 +40,11 @@ from attnbench.variants import BUILTIN
 FAILED_STYLE = {"marker": "x", "s": 60, "linewidths": 2, "zorder": 5}
 
 
-# Twenty distinguishable colours: tab10 for the first ten built-ins (the exact family), then Dark2
-# and three of Set1 for the rest; plugins get Set2 by name hash.
-# (Dark2's orange is left out: it is too close to tab10's, which sdpa has.)
-_DARK2 = plt.get_cmap("Dark2").colors
-_PALETTE = [*plt.get_cmap("tab10").colors, _DARK2[0], *_DARK2[2:], *plt.get_cmap("Set1").colors[:3]]
+# Twenty colours, one per built-in: tab10 for the exact family (the first ten), then ten dark or
+# saturated ones chosen to differ from tab10 and from each other. Plugins get Set2 by name hash.
+_APPROX_COLORS = ["#000000", "#000075", "#f032e6", "#808000", "#e6ab02",
+                  "#469990", "#800000", "#ff4500", "#6a3d9a", "#00cc66"]  # fmt: skip
+_PALETTE = [*plt.get_cmap("tab10").colors, *_APPROX_COLORS]
 
 
 def variant_color(name: str) -> Any:
@@ -53,6 +53,16 @@ def variant_color(name: str) -> Any:
     if name in names:
         return _PALETTE[names.index(name) % len(_PALETTE)]
     return plt.get_cmap("Set2")(zlib.crc32(name.encode()) % 8)
+
+
+def line_style(name: str, exact: bool) -> dict[str, Any]:
+    """Colour, marker and dash of a variant's line: approximations are dash-dotted with squares, so
+    that no two lines are told apart by colour alone."""
+    return {"color": variant_color(name), "marker": "o" if exact else "s", "ms": 4, "ls": "-" if exact else "-."}
+
+
+def _is_exact(rows: pd.DataFrame) -> bool:
+    return bool(rows["exact"].fillna(True).iloc[0]) if "exact" in rows else True
 
 
 def _slug(text: str) -> str:
@@ -68,6 +78,11 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+def _outside_legend(ax, title: str | None = None) -> None:
+    """Legend to the right of the axes: with a dozen variants, one inside would hide lines."""
+    ax.legend(fontsize=8, title=title, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+
+
 def _guides(ax, ns: np.ndarray, anchor: float) -> None:
     """Dashed O(N) and O(N^2) lines through `anchor` at the smallest N."""
     n0 = ns.min()
@@ -77,18 +92,19 @@ def _guides(ax, ns: np.ndarray, anchor: float) -> None:
 
 def _growth_chart(group: pd.DataFrame, column: str, scale: float, ylabel: str, title: str) -> plt.Figure:
     """Log-log y against N, a line per variant, failures marked where the line stops."""
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     ok = group[(group["status"] == "ok") & group[column].notna()]
     for index, (variant, rows) in enumerate(group.groupby("variant", sort=False)):
         good = ok[ok["variant"] == variant].sort_values("seq")
         failed = rows[rows["status"] != "ok"].sort_values("seq")
-        color = variant_color(variant)
+        style = line_style(variant, _is_exact(rows))
+        color = style["color"]
         slope = fit_exponent(good["seq"], good[column])
         label = variant + (f" (N^{slope:.2f})" if not np.isnan(slope) else "")
         if not failed.empty:
             label += "; " + ", ".join(f"{st} at N={n}" for st, n in failed.groupby("status")["seq"].min().items())
         if not good.empty:
-            ax.plot(good["seq"], good[column] / scale, marker="o", ms=4, color=color, label=label)
+            ax.plot(good["seq"], good[column] / scale, label=label, **style)
         if not failed.empty:
             # Where the line stops: at the last measured height (the axis bottom if nothing was measured),
             # joined to it by a dotted line; a label per variant, offset so that labels do not collide.
@@ -110,16 +126,16 @@ def _growth_chart(group: pd.DataFrame, column: str, scale: float, ylabel: str, t
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, title=f"exponent fitted over the largest {FIT_POINTS} N", title_fontsize=8)
+    _outside_legend(ax, title=f"exponent fitted\nover the largest {FIT_POINTS} N")
     return fig
 
 
 def _tflops_chart(group: pd.DataFrame, peak: float | None, title: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     ok = group[(group["status"] == "ok") & group["tflops"].notna()]
     for variant, rows in ok.groupby("variant", sort=False):
         rows = rows.sort_values("seq")
-        ax.plot(rows["seq"], rows["tflops"], marker="o", ms=4, color=variant_color(variant), label=variant)
+        ax.plot(rows["seq"], rows["tflops"], label=variant, **line_style(variant, _is_exact(rows)))
     if peak:
         ax.axhline(peak, color="k", ls=":", label=f"measured dense matmul peak ({peak:.2f} TFLOP/s)")
     ax.set_xscale("log", base=2)
@@ -127,7 +143,7 @@ def _tflops_chart(group: pd.DataFrame, peak: float | None, title: str) -> plt.Fi
     ax.set_ylabel("TFLOP/s (one FLOP count for all; sparse: kept pairs)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _outside_legend(ax)
     return fig
 
 
@@ -136,11 +152,11 @@ def _speedup_chart(group: pd.DataFrame, baseline: str, title: str) -> plt.Figure
     base = ok[ok["variant"] == baseline].set_index("seq")["time_ms"]
     if base.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     for variant, rows in ok.groupby("variant", sort=False):
         rows = rows.sort_values("seq")
         speed = rows["seq"].map(base) / rows["time_ms"]
-        ax.plot(rows["seq"], speed, marker="o", ms=4, color=variant_color(variant), label=variant)
+        ax.plot(rows["seq"], speed, label=variant, **line_style(variant, _is_exact(rows)))
     ax.axhline(1.0, color="k", lw=1)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
@@ -148,23 +164,24 @@ def _speedup_chart(group: pd.DataFrame, baseline: str, title: str) -> plt.Figure
     ax.set_ylabel(f"speedup over {baseline} (> 1: faster)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _outside_legend(ax)
     return fig
 
 
 def _heads_chart(group: pd.DataFrame, title: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(9.5, 5))
     width = int(group["heads"].iloc[0] * group["head_dim"].iloc[0])
     heads = sorted(group["heads"].unique())
     for variant, rows in group.groupby("variant", sort=False):
+        style = line_style(variant, _is_exact(rows))
         rows = rows.set_index("heads").reindex(heads)
-        ax.plot(range(len(heads)), rows["time_ms"], marker="o", color=variant_color(variant), label=variant)
+        ax.plot(range(len(heads)), rows["time_ms"], label=variant, **style)
     ax.set_xticks(range(len(heads)), [f"{h} x {width // h}" for h in heads])
     ax.set_xlabel(f"heads x head dim (width {width}: same FLOPs)")
     ax.set_ylabel("time per call (ms)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _outside_legend(ax)
     return fig
 
 
@@ -236,8 +253,10 @@ def train_charts(df: pd.DataFrame, env_device: str, out_dir: Path, reference: st
         for variant in per_variant.index:
             ax.scatter(relative[variant], per_variant.loc[variant, "acc"], s=area[variant], alpha=0.6,
                        color=variant_color(variant), edgecolors="k")  # fmt: skip
+            # Above the bubble (its radius in points is sqrt(area) / 2), readable on any bubble colour.
             ax.annotate(f"{variant}\n{per_variant.loc[variant, 'memory'] / 2**20:.0f} MiB",
-                        (relative[variant], per_variant.loc[variant, "acc"]), ha="center", fontsize=8)  # fmt: skip
+                        (relative[variant], per_variant.loc[variant, "acc"]), textcoords="offset points",
+                        xytext=(0, np.sqrt(area[variant]) / 2 + 3), ha="center", va="bottom", fontsize=8)  # fmt: skip
         ax.set_xlabel(f"training speed relative to {reference} (steps/s ratio, mean over tasks)")
         ax.set_ylabel("test accuracy (%), mean over tasks and seeds")
         ax.set_title(f"{env_device}: speed, accuracy and memory (bubble area: peak training memory)", fontsize=10)

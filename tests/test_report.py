@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import shutil
 
+import matplotlib.colors
 import matplotlib.image
+import numpy as np
 import pytest
 
 from attnbench.suite.cli import main
 from attnbench.suite.heatmap import attention_maps
 from attnbench.suite.model import ModelConfig, TaskModel
+from attnbench.suite.plots import line_style, variant_color
 from attnbench.suite.registry import load_registry
+from attnbench.variants import BUILTIN
 
 FAST = ["--budget", "0.05", "--repeats", "3", "--warmup", "1"]
 
@@ -72,6 +76,14 @@ def test_failed_points_are_marked_on_the_chart(tmp_path, plugins, capsys):
     texts = [t.get_text() for t in time_fig.axes[0].texts]
     labels = [t.get_text() for t in time_fig.axes[0].get_legend().get_texts()]
     assert "error" in texts and any("error at N=1024" in label for label in labels)
+
+
+def test_every_builtin_has_its_own_colour_and_approximations_their_own_line():
+    rgb = np.array([matplotlib.colors.to_rgb(variant_color(name)) for name in BUILTIN])
+    distances = np.linalg.norm(rgb[:, None] - rgb[None, :], axis=-1)[np.triu_indices(len(rgb), 1)]
+    assert distances.min() >= 0.2  # tab10's blue against Set1's, once a collision here, is 0.09 apart
+    exact, approx = line_style("naive", exact=True), line_style("linformer", exact=False)
+    assert (exact["ls"], exact["marker"]) != (approx["ls"], approx["marker"])
 
 
 def test_compare_a_run_with_itself_is_clean(bench_run, capsys):
