@@ -1,4 +1,4 @@
-"""`attnbench report`: a run folder's README.md, readable on GitHub as it is: environment, tables, charts."""
+"""`attnbench report`: a run folder's README.md (and accuracy.md for task runs), readable on GitHub as it is."""
 
 from __future__ import annotations
 
@@ -57,7 +57,9 @@ def write_report(run_dir: Path) -> Path:
     if not trained.empty:
         parts += ["## Accuracy on long-range tasks\n"]
         parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "memory")
-        parts += ["", accuracy_markdown(records)]
+        accuracy = accuracy_markdown(records)
+        (run_dir / "accuracy.md").write_text(accuracy)  # the same table `attnbench suite` writes
+        parts += ["", accuracy]
     heatmaps = sorted((run_dir / "heatmaps").glob("*.png"))
     if heatmaps:
         parts += ["## Attention heatmaps (`attnbench heatmap`)\n"]

@@ -125,10 +125,13 @@ def test_plot_of_a_folder_without_records_is_one_line(tmp_path, capsys):
 def test_task_run_charts_and_report(capsys, tmp_path):
     cli(capsys, "suite", "--tasks", "mqar,listops", "--variants", "sdpa,sliding-window", "--seeds", "0,1",
         "--preset", "tiny", "--out", str(tmp_path))  # fmt: skip
+    (tmp_path / "accuracy.md").unlink()
     code, _, _ = cli(capsys, "report", str(tmp_path))
     readme = (tmp_path / "README.md").read_text()
     assert code == 0 and "accuracy.png" in readme and "lra-speed-accuracy-memory.png" in readme
     assert (tmp_path / "accuracy.svg").exists()
+    header = (tmp_path / "accuracy.md").read_text().splitlines()[2]
+    assert [cell.strip() for cell in header.split("|")[1:3]] == ["task", "variant"]
 
 
 @pytest.mark.parametrize("variant", ["sdpa", "naive", "sliding-window", "linear-elu"])

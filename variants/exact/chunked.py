@@ -61,11 +61,12 @@ class _ChunkedAttention(torch.autograd.Function):
             # Rows that have seen no visible key yet have m = -inf: shift them by 0 so that
             # exp(-inf - shift) is 0 rather than NaN.
             shift = m_new.masked_fill(m_new == NEG_INF, 0.0)
-            p = torch.exp(scores - shift)  # (B, Hkv, G*Nq, blk)
+            p = scores.sub_(shift).exp_()  # in place: (B, Hkv, G*Nq, blk)
             rescale = torch.exp(m - shift)
-            row_sum = row_sum * rescale + p.sum(dim=-1, keepdim=True)
-            acc = acc * rescale + p @ vj
+            row_sum.mul_(rescale).add_(p.sum(dim=-1, keepdim=True))
+            acc.mul_(rescale).add_(p @ vj)
             m = m_new
+            del scores, p  # freed before the next block's scores: one (G*Nq, blk) buffer at a time
         seen = row_sum > 0  # false only for queries that see no key at all (causal, Nq > Nk)
         out = torch.where(seen, acc / row_sum.clamp_min(torch.finfo(acc_dtype).tiny), 0.0)
         # +inf log-sum-exp makes exp(score - lse) = 0 in the backward for rows with no key.
@@ -92,12 +93,12 @@ class _ChunkedAttention(torch.autograd.Function):
             end = min(start + ctx.block, nk)
             kj = k[:, :, start:end].to(acc_dtype)
             vj = v[:, :, start:end].to(acc_dtype)
-            p = torch.exp(_block_scores(qg, kj, start, last_visible) - lse)  # (B, Hkv, G*Nq, blk)
+            p = _block_scores(qg, kj, start, last_visible).sub_(lse).exp_()  # (B, Hkv, G*Nq, blk)
             dv[:, :, start:end] = p.transpose(-2, -1) @ do
-            dp = do @ vj.transpose(-2, -1)
-            ds = p * (dp - delta)  # gradient of the (scaled) scores
+            ds = (do @ vj.transpose(-2, -1)).sub_(delta).mul_(p)  # gradient of the (scaled) scores
             dq += ds @ kj
             dk[:, :, start:end] = ds.transpose(-2, -1) @ qg  # qg already carries the scale
+            del p, ds  # freed before the next block's: two (G*Nq, blk) buffers at a time
         dq = (dq * softmax_scale(d)).view(b, h, nq, d)
         return dq.to(grad_out.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
 
