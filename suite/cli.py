@@ -374,7 +374,8 @@ def suite_command(
     """Train every task x variant x seed, each run in its own process; write the accuracy table."""
     import subprocess
 
-    from attnbench.suite.records import read_records
+    from attnbench.suite import env as environment
+    from attnbench.suite.records import read_env, read_records
     from attnbench.suite.summary import accuracy_markdown
 
     registry = _registry(plugin)
@@ -387,6 +388,7 @@ def suite_command(
         raise UserError(f"preset {setups.name} has no setup for task {missing[0]!r} (it has {', '.join(setups.tasks)})")
     device = resolve_device(device)
     out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
+    environment.require_same_machine(out, read_env(out), environment.capture(device, None))
     signal.signal(signal.SIGTERM, _interrupt)
     runs = [(t, v, s) for t in task_list for v in variant_list for s in seed_list]
     for i, (task, variant, seed) in enumerate(runs, start=1):
@@ -401,7 +403,9 @@ def suite_command(
         except KeyboardInterrupt:
             console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to resume")
             raise typer.Exit(130) from None
-        if done.returncode not in (0, 1):  # 1: the run ended with a recorded failure
+        if done.returncode == 2:  # a one-line error, printed above: nothing was recorded
+            console.print("  run refused; see the error above")
+        elif done.returncode not in (0, 1):  # 1: the run ended with a recorded failure
             console.print(f"  run exited with {done.returncode} (killed: out of memory?); see above")
     text = accuracy_markdown(read_records(out))
     (out / "accuracy.md").write_text(text)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from attnbench.suite.errors import UserError
+
 # Distributions whose versions change attention numbers.
 PACKAGES = ("torch", "triton", "flash-attn", "flash-attn-3", "xformers", "flash-linear-attention", "numpy")
 
@@ -93,3 +95,26 @@ def capture(device: str, threads: int | None, argv: list[str] | None = None) -> 
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(argv if argv is not None else ["attnbench", *sys.argv[1:]]),
     }
+
+
+# What makes two runs' numbers comparable: the same machine and the same torch.
+MACHINE_FIELDS = ("hostname", "device", "device_name", "cpu_count")
+
+
+def machine_mismatch(recorded: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Why a run folder recorded as `recorded` must not be extended from `now` (None: it may)."""
+    differences = [
+        f"{field} {recorded.get(field)!r} here {now.get(field)!r}"
+        for field in MACHINE_FIELDS
+        if field in recorded and recorded.get(field) != now.get(field)
+    ]
+    before, after = recorded.get("versions", {}).get("torch"), now.get("versions", {}).get("torch")
+    if before and before != after:
+        differences.append(f"torch {before!r} here {after!r}")
+    return ", ".join(differences) or None
+
+
+def require_same_machine(run_dir: Path, recorded: dict[str, Any], now: dict[str, Any]) -> None:
+    """A one-line error when `run_dir`, whose env.json is `recorded`, holds another machine's numbers."""
+    if recorded and (mismatch := machine_mismatch(recorded, now)) is not None:
+        raise UserError(f"{run_dir} holds runs from another machine ({mismatch}): choose another --out")

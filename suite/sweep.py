@@ -22,7 +22,6 @@ from rich.progress import (
 )
 
 from attnbench.suite import env as environment
-from attnbench.suite.errors import UserError
 from attnbench.suite.executor import Executor
 from attnbench.suite.points import Point
 from attnbench.suite.records import FINAL, append_record, read_env, read_records, write_env
@@ -34,8 +33,6 @@ def prepare_env(run_dir: Path, points: list[Point], executor: Executor, device: 
     now = environment.capture(device, threads)
     if not env:
         env = now | {"matmul_tflops": {}}
-    elif env.get("device") != device:
-        raise UserError(f"{run_dir} holds a {env.get('device')} run; this is {device}: choose another --out")
     else:
         env.setdefault("resumed", []).append({"date": now["date"], "command": now["command"], "commit": now["commit"]})
     for dtype in sorted({p.dtype for p in points}):
@@ -73,6 +70,8 @@ def run_sweep(
     points: list[Point], run_dir: Path, executor: Executor, console: Console, device: str, threads: int | None
 ) -> list[dict[str, Any]]:
     """Measure every point not yet recorded in `run_dir`; returns all of the run's records."""
+    # A folder holds one machine's numbers: never resume (or skip points) from another's.
+    environment.require_same_machine(run_dir, read_env(run_dir), environment.capture(device, threads))
     done = {r.get("key") for r in read_records(run_dir) if r.get("status") in FINAL}
     todo = [p for p in points if p.key() not in done]
     if len(todo) < len(points):

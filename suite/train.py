@@ -33,7 +33,7 @@ from attnbench.suite.errors import UserError
 from attnbench.suite.failures import classify
 from attnbench.suite.memory import PeakTracker
 from attnbench.suite.model import ModelConfig, TaskModel
-from attnbench.suite.records import FINAL, append_record, read_records, write_env
+from attnbench.suite.records import FINAL, append_record, read_env, read_records, write_env
 from attnbench.suite.registry import Registry
 from attnbench.tasks import TASKS, load_task
 from attnbench.tasks.base import IGNORE, Split, TaskData
@@ -288,6 +288,11 @@ def run_training(
     setup = preset.tasks[task]
     registry.entry(variant)
     key = run_key(task, variant, seed, preset.name, setup, data_dir)
+    # Checked before anything recorded is reused: a folder holds one machine's numbers.
+    now, recorded = environment.capture(device, setup.train.threads), read_env(out)
+    environment.require_same_machine(out, recorded, now)
+    if not recorded:
+        write_env(out, now)
     for record in read_records(out):
         if record.get("key") == key and record.get("status") in FINAL:
             console.print(f"already recorded in {out}: {task} / {variant} / seed {seed}")
@@ -301,8 +306,6 @@ def run_training(
         "train": setup.train.model_dump(), "options": setup.options.get(variant, {}), "key": key,
         "command": train_command(task, variant, preset.name, seed, out, data_dir, device, plugins),
     }  # fmt: skip
-    if not (out / "env.json").exists():
-        write_env(out, environment.capture(device, setup.train.threads))
     reason = registry.unavailable_reason(variant, device)
     started = time.perf_counter()
     if reason is not None:

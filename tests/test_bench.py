@@ -91,6 +91,18 @@ def test_rerun_skips_recorded_points(tmp_path, capsys):
     assert len(json.loads((tmp_path / "env.json").read_text())["resumed"]) == 1
 
 
+def test_a_run_from_another_machine_is_never_resumed(tmp_path, capsys):
+    argv = ["--variants", "sdpa", "--seq", "128", *FAST, "--out", str(tmp_path)]
+    bench(capsys, *argv)
+    env = json.loads((tmp_path / "env.json").read_text())
+    (tmp_path / "env.json").write_text(json.dumps(env | {"hostname": "elsewhere"}))
+    before = (tmp_path / "records.jsonl").read_text()
+    code, out, err = bench(capsys, *argv)
+    message = out + err
+    assert code != 0 and "another machine" in message and "'elsewhere'" in message and "choose another --out" in message
+    assert (tmp_path / "records.jsonl").read_text() == before
+
+
 @pytest.mark.slow
 def test_interrupted_sweep_resumes_with_the_same_command(tmp_path):
     argv = [sys.executable, "-m", "attnbench", "bench", "--variants", "naive,sdpa", "--seq", "128,256,512,1024",

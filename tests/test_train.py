@@ -89,6 +89,13 @@ def test_train_command_records_and_skips_a_finished_run(capsys, tmp_path):
     assert record["command"].startswith("attnbench train --task mqar --variant sdpa --preset tiny --seed 0")
     code, out, _ = cli(capsys, *argv)
     assert "already recorded" in out and len(read_records(tmp_path)) == 1
+    # The same folder from another torch is refused, not reported as already recorded.
+    env = json.loads((tmp_path / "env.json").read_text())
+    env["versions"]["torch"] = "1.0.0"
+    (tmp_path / "env.json").write_text(json.dumps(env))
+    code, out, err = cli(capsys, *argv)
+    assert code != 0 and "another machine" in out + err and "'1.0.0'" in out + err
+    assert "already recorded" not in out and len(read_records(tmp_path)) == 1
 
 
 def test_variant_that_cannot_run_is_recorded_not_crashed(capsys, tmp_path, plugins):
