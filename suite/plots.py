@@ -73,7 +73,9 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     fig.tight_layout()
     fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
+    # No date and fixed element ids: the same records give the same file, so a re-plot leaves git clean.
+    with matplotlib.rc_context({"svg.hashsalt": "attnbench"}):
+        fig.savefig(paths[1], metadata={"Date": None})
     plt.close(fig)
     return paths
 

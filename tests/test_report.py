@@ -45,7 +45,9 @@ def test_plot_and_report_from_records_alone(bench_run, tmp_path, capsys):
         (png,) = run.glob(f"*-{chart}.png")
         assert matplotlib.image.imread(png).shape[0] > 300  # a real image
         assert png.with_suffix(".svg").read_text().startswith("<?xml")
-    code, _, _ = cli(capsys, "report", str(run))
+    charts = {path: path.read_bytes() for path in run.glob("*.[ps][nv]g")}
+    code, _, _ = cli(capsys, "report", str(run))  # plots again: the same records, the same bytes
+    assert {path: path.read_bytes() for path in run.glob("*.[ps][nv]g")} == charts
     readme = (run / "README.md").read_text()
     assert code == 0 and "## Environment" in readme and "| torch version" in readme
     assert "-time.png)" in readme and "growth in N" in readme
