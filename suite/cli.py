@@ -374,9 +374,9 @@ def suite_command(
     """Train every task x variant x seed, each run in its own process; write the accuracy table."""
     import subprocess
 
-    from attnbench.suite import env as environment
-    from attnbench.suite.records import read_env, read_records
-    from attnbench.suite.summary import accuracy_markdown
+    from attnbench.suite.env import read_checked_env
+    from attnbench.suite.records import read_records
+    from attnbench.suite.report import write_accuracy
 
     registry = _registry(plugin)
     setups = _train_setup(preset, option)
@@ -388,7 +388,7 @@ def suite_command(
         raise UserError(f"preset {setups.name} has no setup for task {missing[0]!r} (it has {', '.join(setups.tasks)})")
     device = resolve_device(device)
     out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
-    environment.require_same_machine(out, read_env(out), environment.capture(device, None))
+    read_checked_env(out, device)  # up front: each run would refuse the folder alike
     signal.signal(signal.SIGTERM, _interrupt)
     runs = [(t, v, s) for t in task_list for v in variant_list for s in seed_list]
     for i, (task, variant, seed) in enumerate(runs, start=1):
@@ -407,9 +407,7 @@ def suite_command(
             console.print("  run refused; see the error above")
         elif done.returncode not in (0, 1):  # 1: the run ended with a recorded failure
             console.print(f"  run exited with {done.returncode} (killed: out of memory?); see above")
-    text = accuracy_markdown(read_records(out))
-    (out / "accuracy.md").write_text(text)
-    console.print(text, markup=False, highlight=False)
+    console.print(write_accuracy(out, read_records(out)), markup=False, highlight=False)
 
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from attnbench.suite.errors import UserError
+from attnbench.suite.records import read_env
 
 # Distributions whose versions change attention numbers.
 PACKAGES = ("torch", "triton", "flash-attn", "flash-attn-3", "xformers", "flash-linear-attention", "numpy")
@@ -55,10 +56,15 @@ def git_commit() -> dict[str, Any]:
     }
 
 
+def device_name(device: str) -> str:
+    """The GPU's name on CUDA, the CPU model elsewhere."""
+    return torch.cuda.get_device_name(0) if device == "cuda" else cpu_model()
+
+
 def device_info(device: str) -> dict[str, Any]:
     """Name and, for CUDA, driver, capability and memory of the device."""
     if device != "cuda":
-        return {"device": "cpu", "device_name": cpu_model()}
+        return {"device": "cpu", "device_name": device_name(device)}
     props = torch.cuda.get_device_properties(0)
     driver = None
     try:
@@ -71,7 +77,7 @@ def device_info(device: str) -> dict[str, Any]:
         pass
     return {
         "device": "cuda",
-        "device_name": props.name,
+        "device_name": device_name(device),
         "driver": driver,
         "capability": f"{props.major}.{props.minor}",
         "memory_bytes": props.total_memory,
@@ -97,24 +103,21 @@ def capture(device: str, threads: int | None, argv: list[str] | None = None) -> 
     }
 
 
-# What makes two runs' numbers comparable: the same machine and the same torch.
-MACHINE_FIELDS = ("hostname", "device", "device_name", "cpu_count")
+def _identity(device: str) -> dict[str, Any]:
+    """The fields that make two runs' numbers comparable: the same machine and the same torch."""
+    return {"device": "cuda" if device == "cuda" else "cpu", "device_name": device_name(device),
+            "hostname": platform.node(), "cpu_count": os.cpu_count(), "torch": _version("torch")}  # fmt: skip
 
 
-def machine_mismatch(recorded: dict[str, Any], now: dict[str, Any]) -> str | None:
-    """Why a run folder recorded as `recorded` must not be extended from `now` (None: it may)."""
-    differences = [
-        f"{field} {recorded.get(field)!r} here {now.get(field)!r}"
-        for field in MACHINE_FIELDS
-        if field in recorded and recorded.get(field) != now.get(field)
-    ]
-    before, after = recorded.get("versions", {}).get("torch"), now.get("versions", {}).get("torch")
-    if before and before != after:
-        differences.append(f"torch {before!r} here {after!r}")
-    return ", ".join(differences) or None
-
-
-def require_same_machine(run_dir: Path, recorded: dict[str, Any], now: dict[str, Any]) -> None:
-    """A one-line error when `run_dir`, whose env.json is `recorded`, holds another machine's numbers."""
-    if recorded and (mismatch := machine_mismatch(recorded, now)) is not None:
-        raise UserError(f"{run_dir} holds runs from another machine ({mismatch}): choose another --out")
+def read_checked_env(run_dir: Path, device: str) -> dict[str, Any]:
+    """The run's env.json ({} when new); a one-line error when it records another machine or torch."""
+    recorded = read_env(run_dir)
+    if not recorded:
+        return recorded
+    here = _identity(device)
+    there = {field: recorded.get(field) for field in here} | {"torch": recorded.get("versions", {}).get("torch")}
+    differences = [f"{field} {there[field]!r} here {here[field]!r}"
+                   for field in here if there[field] is not None and there[field] != here[field]]  # fmt: skip
+    if differences:
+        raise UserError(f"{run_dir} holds runs from another machine ({', '.join(differences)}): choose another --out")
+    return recorded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -33,6 +34,13 @@ def _images(paths: list[Path], run_dir: Path, suffix: str) -> list[str]:
     return [f"![{p.stem}]({p.relative_to(run_dir)})" for p in paths if p.suffix == ".png" and p.stem.endswith(suffix)]
 
 
+def write_accuracy(run_dir: Path, records: list[dict[str, Any]]) -> str:
+    """Write the task run's accuracy table to accuracy.md; returns its Markdown."""
+    text = accuracy_markdown(records)
+    (run_dir / "accuracy.md").write_text(text)
+    return text
+
+
 def write_report(run_dir: Path) -> Path:
     """Charts, then README.md, in `run_dir`; returns the README's path."""
     run_dir = require_run(Path(run_dir))
@@ -57,9 +65,7 @@ def write_report(run_dir: Path) -> Path:
     if not trained.empty:
         parts += ["## Accuracy on long-range tasks\n"]
         parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "memory")
-        accuracy = accuracy_markdown(records)
-        (run_dir / "accuracy.md").write_text(accuracy)  # the same table `attnbench suite` writes
-        parts += ["", accuracy]
+        parts += ["", write_accuracy(run_dir, records)]
     heatmaps = sorted((run_dir / "heatmaps").glob("*.png"))
     if heatmaps:
         parts += ["## Attention heatmaps (`attnbench heatmap`)\n"]

@@ -24,12 +24,13 @@ from rich.progress import (
 from attnbench.suite import env as environment
 from attnbench.suite.executor import Executor
 from attnbench.suite.points import Point
-from attnbench.suite.records import FINAL, append_record, read_env, read_records, write_env
+from attnbench.suite.records import FINAL, append_record, read_records, write_env
 
 
-def prepare_env(run_dir: Path, points: list[Point], executor: Executor, device: str, threads: int | None) -> dict:
-    """Create or extend env.json: environment, command, and the matmul peak per dtype in the sweep."""
-    env = read_env(run_dir)
+def prepare_env(
+    run_dir: Path, env: dict, points: list[Point], executor: Executor, device: str, threads: int | None
+) -> dict:
+    """Create or extend env.json (`env`, as read): environment, command, and the matmul peak per dtype."""
     now = environment.capture(device, threads)
     if not env:
         env = now | {"matmul_tflops": {}}
@@ -71,13 +72,13 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Measure every point not yet recorded in `run_dir`; returns all of the run's records."""
     # A folder holds one machine's numbers: never resume (or skip points) from another's.
-    environment.require_same_machine(run_dir, read_env(run_dir), environment.capture(device, threads))
+    recorded = environment.read_checked_env(run_dir, device)
     done = {r.get("key") for r in read_records(run_dir) if r.get("status") in FINAL}
     todo = [p for p in points if p.key() not in done]
     if len(todo) < len(points):
         console.print(f"resuming {run_dir}: {len(points) - len(todo)} of {len(points)} points already recorded")
     if todo:
-        env = prepare_env(run_dir, points, executor, device, threads)
+        env = prepare_env(run_dir, recorded, points, executor, device, threads)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
         with Progress(*columns, console=console, transient=True) as progress:

@@ -33,7 +33,7 @@ from attnbench.suite.errors import UserError
 from attnbench.suite.failures import classify
 from attnbench.suite.memory import PeakTracker
 from attnbench.suite.model import ModelConfig, TaskModel
-from attnbench.suite.records import FINAL, append_record, read_env, read_records, write_env
+from attnbench.suite.records import FINAL, append_record, read_records, write_env
 from attnbench.suite.registry import Registry
 from attnbench.tasks import TASKS, load_task
 from attnbench.tasks.base import IGNORE, Split, TaskData
@@ -289,10 +289,8 @@ def run_training(
     registry.entry(variant)
     key = run_key(task, variant, seed, preset.name, setup, data_dir)
     # Checked before anything recorded is reused: a folder holds one machine's numbers.
-    now, recorded = environment.capture(device, setup.train.threads), read_env(out)
-    environment.require_same_machine(out, recorded, now)
-    if not recorded:
-        write_env(out, now)
+    if not environment.read_checked_env(out, device):
+        write_env(out, environment.capture(device, setup.train.threads))
     for record in read_records(out):
         if record.get("key") == key and record.get("status") in FINAL:
             console.print(f"already recorded in {out}: {task} / {variant} / seed {seed}")
