@@ -6,6 +6,8 @@ import json
 import shutil
 import signal
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnbench.suite.devices import dtype_name, parse_dtype, resolve_device
+from attnbench.suite.env import device_name as env_device_name
 from attnbench.suite.errors import UserError
 from attnbench.suite.registry import Registry, load_registry
 
@@ -104,18 +107,19 @@ def check(
     plugin: PluginOpt = None,
     device: DeviceOpt = None,
     dtype: Annotated[
-        list[str] | None, typer.Option(help="dtype(s) to check: float32, float16, bfloat16, float64.")
+        list[str] | None,
+        typer.Option(help="dtype(s) to check: float32, float16, bfloat16, float64 (default: each variant's own)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     option: OptionOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
 ) -> None:
     """Run the conformance checks; exit 1 if any check fails."""
-    from attnbench.suite.conformance import Checker
+    from attnbench.suite.conformance import Checker, default_dtypes
 
     registry = _registry(plugin)
     device = resolve_device(device)
-    dtypes = [parse_dtype(d) for d in (dtype or ["float32"])]
+    asked = [parse_dtype(d) for d in dtype or []]
     options = _options(option)
     # With --plugin and no names, the plugin's own variants are the ones to check.
     names = names or registry.plugin_file_names() or registry.names()
@@ -126,6 +130,8 @@ def check(
     records = []
     styles = {"pass": "green", "fail": "bold red", "skip": "yellow", "report": "cyan"}
     for name in names:
+        # Without --dtype, every dtype the variant declares (float64, the definition's own, aside).
+        dtypes = asked or _declared_dtypes(registry, name, device, default_dtypes)
         for dt in dtypes:
             header = f"{name} · {device} · {dtype_name(dt)}"
             reason = registry.unavailable_reason(name, device, dt)
@@ -160,6 +166,15 @@ def check(
         console.print(", ".join(f"{n} {word}" for word, n in zip(SUMMARY_WORDS, counts.values(), strict=True)))
     if counts["fail"]:
         raise typer.Exit(1)
+
+
+def _declared_dtypes(registry: Registry, name: str, device: str, default_dtypes) -> list:
+    """The dtypes `check` tries for `name` by default; float32 for a variant that cannot be loaded here."""
+    import torch
+
+    if registry.unavailable_reason(name, device) is not None:
+        return [torch.float32]  # reported once as unavailable, with the reason
+    return default_dtypes(registry.get(name), device)
 
 
 def _check_options(registry: Registry, options: dict[str, dict]) -> None:
@@ -233,20 +248,24 @@ def bench(
     option: OptionOpt = None,
     plugin: PluginOpt = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: results/<config>-<device>).")] = None,
+    scratch: Annotated[
+        bool, typer.Option("--scratch", help="Measure into a new temporary folder (printed); never resume a run.")
+    ] = False,
     write_charts: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the charts and README.md at the end.")
     ] = True,
 ) -> None:
-    """Measure time, memory, TFLOP/s and error over a grid; one fresh worker per point; resumable."""
+    """Measure time, memory, TFLOP/s and error over a grid; one fresh worker per point; resumable.
+
+    Exits 1 after recording everything if any point's output is off its definition beyond the
+    variant's tolerance (marked `correct: false` in its record, the summary and the charts).
+    """
     from attnbench.suite.config import BenchConfig, load_config, load_preset, validate
-    from attnbench.suite.executor import LocalExecutor
-    from attnbench.suite.points import expand
-    from attnbench.suite.records import read_env, require_run, write_env
-    from attnbench.suite.summary import bench_frame, markdown
-    from attnbench.suite.sweep import run_sweep
 
     if preset and config:
         raise UserError("give --preset or --config, not both")
+    if scratch and out:
+        raise UserError("give --out or --scratch, not both")
     base: BenchConfig | None = load_preset(preset) if preset else load_config(config) if config else None
     grid = {
         "variants": _csv(variants), "seq": _csv(seq, int), "q_len": _csv(q_len, int), "batch": _csv(batch, int),
@@ -278,26 +297,48 @@ def bench(
         registry.entry(name)
     _check_options(registry, cfg.options)
     device = resolve_device(None if cfg.device == "auto" and device is None else device or cfg.device)
-    run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(device)}"
+    if scratch:
+        run_dir = Path(tempfile.mkdtemp(prefix="attnbench-scratch-"))
+    else:
+        run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(device)}"
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
+    records = _measure(cfg, registry, device, plugins, run_dir, charts=write_charts and not scratch)
+    wrong = [r for r in records if r.get("correct") is False]
+    if wrong:
+        names = ", ".join(sorted({r["variant"] for r in wrong}))
+        console.print(f"FAILED CORRECTNESS in {len(wrong)} of {len(records)} points ({names}): "
+                      f"see {run_dir}/summary.md")  # fmt: skip
+        raise typer.Exit(1)
+
+
+def _measure(cfg, registry: Registry, device: str, plugins: tuple[str, ...], run_dir: Path, charts: bool) -> list:
+    """Run the sweep of `cfg` into `run_dir` under its lock; write env.json, the summary and charts."""
+    from attnbench.suite.executor import LocalExecutor
+    from attnbench.suite.points import expand
+    from attnbench.suite.records import read_env, run_lock, write_atomic, write_env
+    from attnbench.suite.summary import bench_frame, markdown
+    from attnbench.suite.sweep import run_sweep
+
     points = expand(cfg, device, plugins)
     console.print(f"{len(points)} points -> {run_dir}")
     # A polite kill stops like Ctrl-C: the running worker is killed, finished points are kept.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        records = run_sweep(points, run_dir, LocalExecutor(), console, device, cfg.threads)
-    except KeyboardInterrupt:
-        console.print(f"interrupted: finished points are kept in {run_dir}; rerun the same command to resume")
-        raise typer.Exit(130) from None
-    env = read_env(run_dir)
-    write_env(run_dir, env | {"baseline": cfg.baseline, "config": cfg.name})
-    text = markdown(bench_frame(records), cfg.baseline)
-    (require_run(run_dir) / "summary.md").write_text(text)
-    console.print(text, markup=False, highlight=False)
-    if write_charts:
-        from attnbench.suite.report import write_report
+    with run_lock(run_dir):
+        try:
+            records = run_sweep(points, run_dir, LocalExecutor(), console, device, cfg.threads, registry)
+        except KeyboardInterrupt:
+            console.print(f"interrupted: finished points are kept in {run_dir}; rerun the same command to resume")
+            raise typer.Exit(130) from None
+        env = read_env(run_dir)
+        write_env(run_dir, env | {"baseline": cfg.baseline, "config": cfg.name})
+        text = markdown(bench_frame(records), cfg.baseline)
+        write_atomic(run_dir / "summary.md", text)
+        console.print(text, markup=False, highlight=False)
+        if charts:
+            from attnbench.suite.report import write_report
 
-        console.print(f"charts and report: {write_report(run_dir)}")
+            console.print(f"charts and report: {write_report(run_dir)}")
+    return records
 
 
 TaskOpt = Annotated[str, typer.Option(help="listops, pathfinder, mqar, text, retrieval.")]
@@ -325,6 +366,9 @@ def train(
     preset: TrainPresetOpt = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
     out: TaskOutOpt = None,
+    scratch: Annotated[
+        bool, typer.Option("--scratch", help="Train into a new temporary folder (printed); never resume a run.")
+    ] = False,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     option: OptionOpt = None,
@@ -338,10 +382,17 @@ def train(
     setups = _train_setup(preset, option)
     _check_options(registry, {variant: setups.tasks[task].options.get(variant, {})} if task in setups.tasks else {})
     device = resolve_device(device)
+    if scratch and out:
+        raise UserError("give --out or --scratch, not both")
+    if scratch:
+        out = Path(tempfile.mkdtemp(prefix="attnbench-scratch-"))
     out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
+    from attnbench.suite.records import run_lock
+
     try:
-        record = run_training(task, variant, setups, seed, registry, device, out, data_dir, plugins, console)
+        with run_lock(out):
+            record = run_training(task, variant, setups, seed, registry, device, out, data_dir, plugins, console)
     except DataFormatError as err:
         raise UserError(str(err)) from None
     if record["status"] != "ok":
@@ -372,10 +423,8 @@ def suite_command(
     plugin: PluginOpt = None,
 ) -> None:
     """Train every task x variant x seed, each run in its own process; write the accuracy table."""
-    import subprocess
-
     from attnbench.suite.env import read_checked_env
-    from attnbench.suite.records import read_records
+    from attnbench.suite.records import read_records, run_lock
     from attnbench.suite.report import write_accuracy
 
     registry = _registry(plugin)
@@ -391,6 +440,15 @@ def suite_command(
     read_checked_env(out, device)  # up front: each run would refuse the folder alike
     signal.signal(signal.SIGTERM, _interrupt)
     runs = [(t, v, s) for t in task_list for v in variant_list for s in seed_list]
+    with run_lock(out):  # the runs below write into the folder under this lock
+        _train_each(runs, preset, device, out, plugin, option, data_dir)
+        console.print(write_accuracy(out, read_records(out)), markup=False, highlight=False)
+
+
+def _train_each(runs, preset, device, out, plugin, option, data_dir) -> None:
+    """One `attnbench train` process per (task, variant, seed)."""
+    import subprocess
+
     for i, (task, variant, seed) in enumerate(runs, start=1):
         console.print(f"[{i}/{len(runs)}] {task} / {variant} / seed {seed}")
         argv = [sys.executable, "-m", "attnbench", "train", "--task", task, "--variant", variant, "--preset", preset,
@@ -407,7 +465,6 @@ def suite_command(
             console.print("  run refused; see the error above")
         elif done.returncode not in (0, 1):  # 1: the run ended with a recorded failure
             console.print(f"  run exited with {done.returncode} (killed: out of memory?); see above")
-    console.print(write_accuracy(out, read_records(out)), markup=False, highlight=False)
 
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]
@@ -436,28 +493,70 @@ def report(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> 
 
 
 @app.command()
+def rerun(
+    run: RunArg,
+    where: Annotated[
+        str | None, typer.Option(help="Only points matching FIELD=VALUE pairs, e.g. variant=chunked,seq=4096.")
+    ] = None,
+) -> None:
+    """Re-measure a run's points into a fresh folder; print recorded vs new; exit 1 beyond the run's spread."""
+    from attnbench.suite.compare import compare_records
+    from attnbench.suite.executor import LocalExecutor
+    from attnbench.suite.records import read_env, read_records, require_run, run_lock
+    from attnbench.suite.rerun import parse_where, scratch_folder, select
+    from attnbench.suite.sweep import run_sweep
+
+    conditions = parse_where(where)
+    recorded = read_records(require_run(run))
+    points = select(recorded, conditions)
+    if not points:
+        raise UserError(f"{run}: no measured (ok) bench point matches {where or 'anything'}")
+    devices = {p.device for p in points}
+    for device in devices:
+        resolve_device(device)  # a CUDA run cannot be remeasured where torch sees no GPU
+    here, there = env_device_name(devices.pop()), read_env(run).get("device_name")
+    if there and here != there:
+        console.print(f"note: {run} was measured on {there}, this is {here}: the ratios compare machines")
+    registry = _registry(sorted({path for p in points for path in p.plugins}))
+    scratch = scratch_folder()
+    console.print(f"re-measuring {len(points)} points of {run} into {scratch}")
+    signal.signal(signal.SIGTERM, _interrupt)
+    with run_lock(scratch):
+        try:
+            run_sweep(points, scratch, LocalExecutor(), console, points[0].device, points[0].threads, registry)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    keys = {p.key() for p in points}
+    result = compare_records([r for r in recorded if r.get("key") in keys], read_records(scratch))
+    text, _ = result.report("recorded", "new")
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if result.moved:
+        names = ", ".join(sorted({p.label for p in result.moved}))
+        console.print(f"NOT REPRODUCED: {len(result.moved)} of {len(result.points)} points moved beyond the run's "
+                      f"spread ({names})")  # fmt: skip
+        raise typer.Exit(1)
+
+
+@app.command()
 def compare(
     run_a: Annotated[Path, typer.Argument(help="Reference run folder.")],
     run_b: Annotated[Path, typer.Argument(help="Run folder to judge against it.")],
-    threshold: Annotated[float, typer.Option(help="Relative slow-down that counts (beyond the spread).")] = 0.05,
-    memory_threshold: Annotated[float, typer.Option(help="Relative memory growth that counts.")] = 0.10,
+    threshold: Annotated[float, typer.Option(help="Least relative change of the median time that counts.")] = 0.05,
+    memory_threshold: Annotated[
+        float, typer.Option(help="Least relative change of peak memory that counts (beyond its spread).")
+    ] = 0.10,
+    alpha: Annotated[float, typer.Option(help="Significance level of the U test over the repeats.")] = 0.05,
 ) -> None:
-    """Per-point time and memory ratios of B over A; exit 1 if anything regressed."""
-    from attnbench.suite.compare import compare_runs
+    """A verdict per point of B against A (U test over the repeats, as benchstat); exit 1 if anything regressed."""
+    from attnbench.suite.compare import compare_runs, render
 
-    result = compare_runs(run_a, run_b, threshold, memory_threshold)
-    if result.table.empty:
+    result = compare_runs(run_a, run_b, threshold, memory_threshold, alpha)
+    if not result.points:
         raise UserError(f"no points in common between {run_a} and {run_b}")
-    shown = result.table[["variant", "seq", "time_ms_a", "time_ms_b", "time_ratio", "memory_ratio", "verdict"]]
-    console.print(shown.round(3).to_markdown(index=False), markup=False, highlight=False)
-    if result.only_a or result.only_b:
-        console.print(f"unmatched points: {result.only_a} only in {run_a}, {result.only_b} only in {run_b}")
-    bad = result.regressions
-    if not bad.empty:
-        names = ", ".join(sorted(set(bad["variant"])))
-        console.print(f"REGRESSION in {len(bad)} of {len(result.table)} points ({names})", markup=False)
-        raise typer.Exit(1)
-    console.print(f"no regression over {len(result.table)} points")
+    text, code = render(result, str(run_a), str(run_b))
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -519,10 +618,20 @@ def heatmap(
     console.print(f"wrote {path}")
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"attnbench: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors end in one line on stderr and exit code 2."""
+    """Entry point: user errors, and OS errors on a path, end in one line on stderr and exit code 2."""
+    warnings.formatwarning = _one_line_warning
     try:
-        app(args=argv)
+        app(args=argv, prog_name="attnbench")
     except UserError as err:
         print(f"attnbench: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.filename is None:
+            raise
+        print(f"attnbench: error: {err.filename}: {err.strerror or err}", file=sys.stderr)
         sys.exit(2)

@@ -7,6 +7,13 @@ norms, ``||out - ref|| / ||ref||``, against the variant's tolerance for the dtyp
 fails (with what went wrong), or is skipped with the reason (a declared limit or an input the
 variant raises ``Unsupported`` for). Non-exact variants also get their error against exact softmax
 attention reported, never failed.
+
+Beyond the values on ordinary shapes (``reference``), the checks cover the shapes where kernels
+break: head dim 128 and more than 1024 keys (``large-shapes``), causal alignment at odd and even
+offsets Nk - Nq and for a single decoding query (``causal-offsets``, which also names a mask that
+is aligned top-left or excludes the diagonal); and the contract around the values: inputs left
+untouched by the forward and the backward (``inputs-unchanged``) and the same output from two calls
+(``deterministic``). :func:`default_dtypes` lists the dtypes a variant is checked in by default.
 """
 
 from __future__ import annotations
@@ -65,6 +72,43 @@ REFERENCE_SHAPES: tuple[Shape, ...] = (
 )
 
 
+# Causal offsets Nk - Nq: 0, 1, 2 and 7 for an odd number of queries, and single-token decoding
+# (Nq = 1) at Nk = 1, 2, 17, 64. Small heads: the shapes are many, the arithmetic is not the point.
+OFFSET_SHAPES: tuple[Shape, ...] = tuple(
+    (1, 2, 2, nq, nk, 16) for nq, nk in ((9, 9), (9, 10), (9, 11), (9, 16), (1, 1), (1, 2), (1, 17), (1, 64))
+)
+
+# Head dim 128 and N past 1024 together, one head, so that the float64 reference stays cheap
+# (1100^2 doubles). On a failure the two are told apart on the smaller shapes below.
+LARGE_SHAPE: Shape = (1, 1, 1, 1100, 1100, 128)
+LARGE_HEAD_DIM_ONLY: Shape = (1, 1, 1, 64, 64, 128)
+LONG_ONLY: Shape = (1, 1, 1, 1100, 1100, 32)
+
+# Gradients: one square input and one grouped with Nq < Nk.
+GRADIENT_SHAPES: tuple[Shape, ...] = ((1, 2, 2, 40, 40, 16), (1, 4, 2, 19, 41, 32))
+
+
+def default_dtypes(cls: type[Variant], device: str) -> list[torch.dtype]:
+    """The dtypes `cls` is checked in when none is asked for: those it declares that `device` runs, float64 aside."""
+    # float64 is the dtype of the definition itself: checking it measures the formula against
+    # itself at 1e-10 and costs the most, while the dtype bugs (overflow, a float32 output for
+    # half inputs) live in the half types. It stays available through an explicit --dtype.
+    # float16 is kept on CPU too: torch runs it there (slowly, but the checks' shapes are small)
+    # and a variant that declares it must get it right wherever it runs.
+    usable = [
+        dt
+        for dt in cls.info.dtypes
+        if dt != torch.float64 and not (dt == torch.bfloat16 and device == "cuda" and not _cuda_has_bf16())
+    ]
+    # A variant that declares float64 only is still checked in something.
+    return usable or list(cls.info.dtypes[:1])
+
+
+def _cuda_has_bf16() -> bool:
+    """Whether the visible CUDA device computes in bfloat16 (compute capability 8.0 or newer)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def _fmt(x: float) -> str:
     return f"{x:.1e}"
 
@@ -94,7 +138,14 @@ class Checker:
 
     def build(self, shape: Shape, causal: bool) -> Variant:
         _b, h, hkv, nq, nk, d = shape
-        spec = AttentionSpec(num_heads=h, head_dim=d, num_kv_heads=hkv, causal=causal, max_seq_len=max(nq, nk, 256))
+        spec = AttentionSpec(
+            num_heads=h,
+            head_dim=d,
+            num_kv_heads=hkv,
+            causal=causal,
+            max_seq_len=max(nq, nk, 256),
+            options=self.options,
+        )
         return self.cls(spec).to(self.device)
 
     def inputs(self, shape: Shape, salt: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -215,6 +266,31 @@ def check_reference(c: Checker) -> str:
     return c.within(errors, "random")
 
 
+def check_large_shapes(c: Checker) -> str:
+    """Head dim 128 and more than 1024 keys equal the definition (one input per causal mode)."""
+    errors = c.sweep((LARGE_SHAPE,), c.modes(), salt=15)
+    try:
+        return c.within(errors, "large")
+    except CheckFailed as failed:
+        raise CheckFailed(f"{failed}{_large_shape_culprit(c, errors)}") from None
+
+
+def _large_shape_culprit(c: Checker, errors: dict[str, float]) -> str:
+    """Which of head dim 128 or N > 1024 alone reproduces a large-shape failure, as a suffix."""
+    causal = max(errors.items(), key=lambda kv: kv[1])[0].endswith("causal")
+    found = []
+    for shape, what in (
+        (LARGE_HEAD_DIM_ONLY, "at head dim 128 (already at N=64)"),
+        (LONG_ONLY, "beyond N=1024 (already at D=32)"),
+    ):
+        try:
+            if not c.case(shape, causal, salt=15).err <= c.tol:
+                found.append(what)
+        except Unsupported:
+            continue
+    return f": wrong {' and '.join(found)}" if len(found) == 1 else ""
+
+
 def check_scale(c: Checker) -> str:
     """The softmax temperature is 1/sqrt(D): a missing or wrong scale is named."""
     if not c.info.scaled:
@@ -263,6 +339,39 @@ def check_causal_leakage(c: Checker) -> str:
     return f"no leak at {'; '.join(checked)}"
 
 
+# Causal masks that are wrong in a known way, each with the bug it names; (Nq, Nk) -> (Nq, Nk) bool.
+WRONG_CAUSAL_MASKS: dict[str, Callable[[int, int], torch.Tensor]] = {
+    "causal mask is aligned top-left (torch is_causal); queries must be the last Nq keys": (
+        lambda nq, nk: torch.ones(nq, nk, dtype=torch.bool).tril()
+    ),
+    "causal mask excludes the diagonal (query sees only strictly earlier keys)": (
+        lambda nq, nk: torch.ones(nq, nk, dtype=torch.bool).tril(nk - nq - 1)
+    ),
+}
+
+
+def _matches_mask(c: Checker, case: Case, mask: torch.Tensor) -> bool | None:
+    """Whether the output equals softmax attention under `mask` on the rows that see a key; None if none does."""
+    # Rows that see no key under the wrong mask are left out: the variant may give them zeros,
+    # NaN or anything, and the rows that do see keys are enough to recognise the mask.
+    rows = mask.any(dim=-1).to(c.device)
+    if not bool(rows.any()):
+        return None
+    wrong = softmax_attention(*(t.double() for t in case.qkv), mask=mask.to(c.device))
+    return c.error(case.out[:, :, rows], wrong[:, :, rows]) <= c.tol
+
+
+def _causal_bug(c: Checker, cases: list[Case]) -> str | None:
+    """The known causal bug whose mask every failed case matches (exact variants), else None."""
+    if not c.info.exact:
+        return None
+    for bug, wrong_mask in WRONG_CAUSAL_MASKS.items():
+        verdicts = [_matches_mask(c, case, wrong_mask(case.qkv[0].shape[2], case.qkv[1].shape[2])) for case in cases]
+        if False not in verdicts and True in verdicts:
+            return bug
+    return None
+
+
 def check_causal_alignment(c: Checker) -> str:
     """With Nq < Nk the queries are the last Nq positions (bottom-right), not the first."""
     if not c.info.causal:
@@ -270,12 +379,40 @@ def check_causal_alignment(c: Checker) -> str:
     case = c.case((1, 2, 2, 16, 48, 16), causal=True, salt=3)
     if case.err <= c.tol:
         return f"bottom-right at Nq=16, Nk=48 (rel err {_fmt(case.err)})"
-    top_left = torch.ones(16, 48, dtype=torch.bool, device=c.device).tril()
-    if c.info.exact:
-        wrong = softmax_attention(*(t.double() for t in case.qkv), mask=top_left)
-        if c.error(case.out, wrong) <= c.tol:
-            raise CheckFailed("causal mask is aligned top-left (torch is_causal); queries must be the last Nq keys")
+    bug = _causal_bug(c, [case])
+    if bug:
+        raise CheckFailed(bug)
     raise CheckFailed(f"rel err {_fmt(case.err)} > tol {_fmt(c.tol)} against bottom-right causality (Nq=16, Nk=48)")
+
+
+def check_causal_offsets(c: Checker) -> str:
+    """Bottom-right causality holds at odd and even offsets Nk - Nq, and for a single decoding query."""
+    if not c.info.causal:
+        raise Skipped("declares no causal support")
+    passed: list[float] = []
+    failed: list[Case] = []
+    for shape in OFFSET_SHAPES:
+        try:
+            case = c.case(shape, causal=True, salt=14)
+        except Unsupported:
+            continue
+        if case.err <= c.tol:
+            passed.append(case.err)
+        else:
+            failed.append(case)
+    if not (passed or failed):
+        raise Skipped("no causal input at these offsets is supported")
+    if not failed:
+        return f"bottom-right at {len(passed)} offsets, Nq=1 included (max rel err {_fmt(max(passed))})"
+
+    def where(case: Case) -> str:
+        nq, nk = case.qkv[0].shape[2], case.qkv[1].shape[2]
+        return f"{nk - nq} (Nq={nq},Nk={nk})"
+
+    offsets = ", ".join(where(case) for case in failed)
+    worst = max(failed, key=lambda case: case.err)
+    bug = _causal_bug(c, failed) or f"rel err {_fmt(worst.err)} > tol {_fmt(c.tol)} at offset {where(worst)}"
+    raise CheckFailed(f"wrong at offset Nk-Nq = {offsets}: {bug}")
 
 
 def check_fully_masked_rows(c: Checker) -> str:
@@ -385,13 +522,75 @@ def check_non_contiguous(c: Checker) -> str:
     return c.within(errors, "non-contiguous")
 
 
+def _written(names: tuple[str, ...], now: tuple[torch.Tensor, ...], before: tuple[torch.Tensor, ...]) -> str | None:
+    """'q (12 of 4096 elements changed)' for the first tensor that differs bitwise from its copy, else None."""
+    for name, t, saved in zip(names, now, before, strict=True):
+        t = t.detach()
+        if not torch.equal(t, saved):
+            changed = int((t != saved).sum())
+            return f"{name} ({changed} of {t.numel()} elements changed)"
+    return None
+
+
+def check_inputs_unchanged(c: Checker) -> str:
+    """q, k, v are bitwise unchanged by the forward, and with grad_out by the backward: nothing is written in place."""
+    shape = REFERENCE_SHAPES[0]  # already run by `reference`: no new kernel for compiled variants
+    for causal in c.modes():
+        variant = c.build(shape, causal)
+        qkv = c.inputs(shape)
+        saved = tuple(t.clone() for t in qkv)
+        c.run(variant, *qkv)
+        written = _written(("q", "k", "v"), qkv, saved)
+        if written:
+            raise CheckFailed(f"the forward wrote into its input {written} ({_label(shape, causal)})")
+    if not c.info.has_backward(c.device.type):
+        return f"forward leaves q, k, v unchanged (declares no backward on {c.device.type})"
+    shape, causal = GRADIENT_SHAPES[0], c.modes()[0]  # as `gradients` runs it: no new backward kernel
+    variant = c.build(shape, causal)
+    q, k, v = (t.requires_grad_() for t in c.inputs(shape, salt=8))
+    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(8)).to(c.device, c.dtype)
+    saved = tuple(t.detach().clone() for t in (q, k, v, grad))
+    out = variant(q, k, v)
+    c.check_output(out, q)
+    torch.autograd.grad(out, (q, k, v), grad)
+    written = _written(("q", "k", "v", "grad_out"), (q, k, v, grad), saved)
+    if written:
+        raise CheckFailed(f"the backward wrote into its input {written} ({_label(shape, causal)})")
+    return "forward and backward leave q, k, v (and grad_out) unchanged"
+
+
+def check_deterministic(c: Checker) -> str:
+    """Two calls on the same input give the same output, within a tenth of the dtype's tolerance."""
+    # Not bitwise: GPU kernels may reduce with atomics in any order, a legitimate rounding-level
+    # difference; a tenth of the tolerance still catches noise, state kept between calls or a
+    # read of uninitialised memory.
+    shape = REFERENCE_SHAPES[0]
+    changes: dict[str, float] = {}
+    for causal in c.modes():
+        variant = c.build(shape, causal)
+        q, k, v = c.inputs(shape)
+        first = c.run(variant, q, k, v)
+        second = c.run(variant, q, k, v)
+        same = torch.allclose(first, second, rtol=0.0, atol=0.0, equal_nan=True)  # bitwise, NaN at the same places
+        changes[_label(shape, causal)] = 0.0 if same else c.error(second, first.double())
+    label, worst = max(changes.items(), key=lambda kv: kv[1])
+    if not worst <= c.tol / 10:
+        raise CheckFailed(
+            f"two calls on the same input differ by rel {_fmt(worst)} > tol/10 {_fmt(c.tol / 10)} at {label}: "
+            "the output is not deterministic"
+        )
+    if worst == 0:
+        return f"bitwise equal over two calls ({len(changes)} inputs)"
+    return f"two calls differ by rel {_fmt(worst)} <= tol/10 {_fmt(c.tol / 10)}"
+
+
 def check_gradients(c: Checker) -> str:
     """dq, dk, dv equal the float64 definition's gradients (for variants that declare backward)."""
     if not c.info.has_backward(c.device.type):
         raise Skipped(f"declares no backward on {c.device.type}")
     errors: dict[str, float] = {}
     for causal in c.modes():
-        for shape in ((1, 2, 2, 40, 40, 16), (1, 4, 2, 19, 41, 32)):
+        for shape in GRADIENT_SHAPES:
             try:
                 variant = c.build(shape, causal)
             except Unsupported:
@@ -430,14 +629,18 @@ def report_vs_softmax(c: Checker) -> tuple[Status, str]:
 CHECKS: tuple[tuple[str, Callable], ...] = (
     ("output", check_output),
     ("reference", check_reference),
+    ("large-shapes", check_large_shapes),
     ("scale", check_scale),
     ("causal-leakage", check_causal_leakage),
     ("causal-alignment", check_causal_alignment),
+    ("causal-offsets", check_causal_offsets),
     ("fully-masked-rows", check_fully_masked_rows),
     ("large-logits", check_large_logits),
     ("head-dim-mismatch", check_head_dim_mismatch),
     ("gqa", check_gqa),
     ("gqa-native", check_gqa_native),
     ("non-contiguous", check_non_contiguous),
+    ("inputs-unchanged", check_inputs_unchanged),
+    ("deterministic", check_deterministic),
     ("gradients", check_gradients),
 )

@@ -56,6 +56,15 @@ def git_commit() -> dict[str, Any]:
     }
 
 
+def provenance() -> dict[str, Any]:
+    """What every record names of the code and machine that made it: commit, versions, host."""
+    return {
+        "code": git_commit() | {"version": _version("attnbench")},
+        "versions": {name: _version(name) for name in PACKAGES},
+        "host": platform.node(),
+    }
+
+
 def device_name(device: str) -> str:
     """The GPU's name on CUDA, the CPU model elsewhere."""
     return torch.cuda.get_device_name(0) if device == "cuda" else cpu_model()

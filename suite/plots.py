@@ -38,6 +38,7 @@ from attnbench.suite.summary import (
 from attnbench.variants import BUILTIN
 
 FAILED_STYLE = {"marker": "x", "s": 60, "linewidths": 2, "zorder": 5}
+WRONG_STYLE = {"marker": "o", "s": 140, "facecolors": "none", "edgecolors": "red", "linewidths": 2, "zorder": 6}
 
 
 # Twenty colours, one per built-in: tab10 for the exact family (the first ten), then ten dark or
@@ -48,17 +49,26 @@ _PALETTE = [*plt.get_cmap("tab10").colors, *_APPROX_COLORS]
 
 
 def variant_color(name: str) -> Any:
-    """The same colour for a variant in every chart: built-ins by position, plugins by name hash."""
+    """The same colour for a variant in every chart: built-ins by position, plugins by name hash.
+    A variant run with options (`chunked[block_size=64]`) keeps its variant's colour."""
+    name = name.partition("[")[0]
     names = list(BUILTIN)
     if name in names:
         return _PALETTE[names.index(name) % len(_PALETTE)]
     return plt.get_cmap("Set2")(zlib.crc32(name.encode()) % 8)
 
 
+_OPTION_DASHES = [":", "--", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
+
+
 def line_style(name: str, exact: bool) -> dict[str, Any]:
     """Colour, marker and dash of a variant's line: approximations are dash-dotted with squares, so
-    that no two lines are told apart by colour alone."""
-    return {"color": variant_color(name), "marker": "o" if exact else "s", "ms": 4, "ls": "-" if exact else "-."}
+    that no two lines are told apart by colour alone; the same variant with other options gets
+    another dash (by a hash of the options)."""
+    dash = "-" if exact else "-."
+    if "[" in name:
+        dash = _OPTION_DASHES[zlib.crc32(name.encode()) % len(_OPTION_DASHES)]
+    return {"color": variant_color(name), "marker": "o" if exact else "s", "ms": 4, "ls": dash}
 
 
 def _is_exact(rows: pd.DataFrame) -> bool:
@@ -105,8 +115,15 @@ def _growth_chart(group: pd.DataFrame, column: str, scale: float, ylabel: str, t
         label = variant + (f" (N^{slope:.2f})" if not np.isnan(slope) else "")
         if not failed.empty:
             label += "; " + ", ".join(f"{st} at N={n}" for st, n in failed.groupby("status")["seq"].min().items())
+        wrong = good[good["correct"] == False]  # noqa: E712 - None (not judged) is not wrong
+        if not wrong.empty:
+            label += f"; WRONG at N={','.join(str(n) for n in wrong['seq'])}"
         if not good.empty:
             ax.plot(good["seq"], good[column] / scale, label=label, **style)
+        if not wrong.empty:  # a fast wrong answer is no answer: ringed in red where it is drawn
+            ax.scatter(wrong["seq"], wrong[column] / scale, **WRONG_STYLE)
+            for n, y in zip(wrong["seq"], wrong[column] / scale, strict=True):
+                ax.annotate("WRONG", (n, y), textcoords="offset points", xytext=(6, -10), fontsize=7, color="red")
         if not failed.empty:
             # Where the line stops: at the last measured height (the axis bottom if nothing was measured),
             # joined to it by a dotted line; a label per variant, offset so that labels do not collide.
@@ -193,8 +210,8 @@ def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline:
     device = env.get("device_name", "")
     for key, group in df.groupby(SERIES, sort=True, dropna=False):
         group = group.drop_duplicates(["variant", "seq"], keep="last")
-        if group["seq"].nunique() < 2:
-            continue
+        if group["seq"].nunique() < 2 or not (group["status"] == "ok").any():
+            continue  # nothing grows in N, or nothing was measured (the summary lists why)
         title = f"{device}\n{series_title(key)}"
         slug = _slug(series_title(key))
         paths += _save(_growth_chart(group, "time_ms", 1.0, "time per call (ms)", title), out_dir, f"{slug}-time")

@@ -78,8 +78,9 @@ class Point:
             f"{' causal' if self.causal else ''} {self.mode}"
         )
 
-    def command(self, out: str) -> str:
-        """The `attnbench bench` command that measures this point alone into run folder `out`."""
+    def command(self) -> str:
+        """The `attnbench bench` command that measures this point alone, into a fresh scratch folder:
+        never into the run it came from, which it leaves untouched."""
         args = [
             "attnbench", "bench",
             "--variants", self.variant,
@@ -104,7 +105,7 @@ class Point:
             args += ["--option", f"{self.variant}.{key}={json.dumps(value)}"]
         for plugin in self.plugins:
             args += ["--plugin", plugin]
-        args += ["--out", out]
+        args += ["--scratch"]
         return shlex.join(args)
 
 

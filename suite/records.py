@@ -1,16 +1,29 @@
 """Run folders: ``records.jsonl`` (one JSON object per point, appended and flushed as each point
-ends) and ``env.json`` (where and how the run was made). Records are plain data: every chart and
-table is rebuilt from them alone.
+ends) and ``env.json`` (where and how the run was made). Records are plain data, written and read
+through their schema (schema.py): every chart and table is rebuilt from them alone.
+
+A folder is safe to stop at any moment: an append starts on a fresh line (a line cut short by a
+crash stays one corrupt line, skipped with a warning, and never swallows the next record);
+``env.json`` is replaced atomically; and :class:`RunLock` lets one writer in at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
 import json
 import os
+import platform
+import shlex
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from attnbench.suite import schema
 from attnbench.suite.errors import UserError
 
 RECORDS = "records.jsonl"
@@ -19,13 +32,48 @@ ENV = "env.json"
 FINAL = ("ok", "oom", "error", "timeout", "unsupported", "unavailable")
 
 
-def append_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """Append one record and make sure it is on disk before the next point starts."""
+LOCK = ".lock"
+# Set by a command for the processes it starts, which write into the run folder it holds.
+LOCK_ENV = "ATTNBENCH_RUN_LOCK"
+
+
+def append_record(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Validate one record, append it on a line of its own, and make sure it is on disk; returns it."""
+    record = schema.dump(record)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / RECORDS, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+    with open(run_dir / RECORDS, "a+b") as f:
+        # A line cut short by a crash must not swallow this record: start on a fresh line.
+        needs_newline = False
+        if f.seek(0, os.SEEK_END) > 0:
+            f.seek(-1, os.SEEK_END)
+            needs_newline = f.read(1) != b"\n"
+        f.write((b"\n" if needs_newline else b"") + json.dumps(record, sort_keys=True).encode() + b"\n")
         f.flush()
         os.fsync(f.fileno())
+    return record
+
+
+def repair_tail(run_dir: Path) -> None:
+    """Before a writer appends: a last line cut short by a crash (no newline, not JSON) is moved to
+    records.jsonl.partial, so the file holds only whole records; a whole last line gets its newline."""
+    path = Path(run_dir) / RECORDS
+    if not path.exists():
+        return
+    with open(path, "r+b") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        tail = data[start:]
+        try:
+            json.loads(tail)
+        except ValueError:
+            with open(path.with_name(RECORDS + ".partial"), "ab") as kept:
+                kept.write(tail + b"\n")
+            f.truncate(start)
+            warnings.warn(f"{path}: a last line cut short by a crash was moved to {RECORDS}.partial", stacklevel=2)
+            return
+        f.write(b"\n")
 
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
@@ -39,13 +87,16 @@ def read_records(run_dir: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
+                raw = json.loads(line)
             except ValueError as err:
                 warnings.warn(f"{path}:{lineno}: skipped corrupt record ({err})", stacklevel=2)
                 continue
-            records.append(record)
+            try:
+                records.append(schema.load(raw))
+            except schema.SchemaError as err:
+                if "newer" in str(err):  # another attnbench's data: skipping it would lose it silently
+                    raise UserError(f"{path}:{lineno}: {err}") from None
+                warnings.warn(f"{path}:{lineno}: skipped record that does not fit its schema ({err})", stacklevel=2)
     return records
 
 
@@ -61,8 +112,66 @@ def read_env(run_dir: Path) -> dict[str, Any]:
 
 
 def write_env(run_dir: Path, env: dict[str, Any]) -> None:
+    """Replace env.json atomically: a reader (or a crash) sees the old file or the new, never half."""
+    write_atomic(Path(run_dir) / ENV, json.dumps(env, indent=2, sort_keys=True) + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock: a second writer is refused with one line naming the holder.
+
+    The lock is the kernel's (flock), so it is released when its holder exits, however it exits.
+    Processes a holder starts to write into the same folder inherit it through LOCK_ENV.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run folder: choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (Path(run_dir) / ENV).write_text(json.dumps(env, indent=2, sort_keys=True) + "\n")
+    if os.environ.get(LOCK_ENV) == str(run_dir.resolve()):
+        yield
+        return
+    path = run_dir / LOCK
+    f = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(f"{run_dir} is being written by {holder}; wait for it or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        f.write(f"pid {os.getpid()} on {platform.node()} since {started}: {shlex.join(['attnbench', *sys.argv[1:]])}")
+        f.flush()
+        previous = os.environ.get(LOCK_ENV)
+        os.environ[LOCK_ENV] = str(run_dir.resolve())
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(LOCK_ENV, None)
+            else:
+                os.environ[LOCK_ENV] = previous
+            f.seek(0)
+            f.truncate()
+    finally:
+        f.close()
 
 
 def require_run(run_dir: Path) -> Path:

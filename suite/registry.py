@@ -9,6 +9,7 @@ its own variants unavailable (with the error as the reason); the rest of the reg
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -17,8 +18,9 @@ import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
@@ -32,6 +34,17 @@ ENTRY_POINT_GROUP = "attnbench.variants"
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+@functools.cache
+def _distribution_version(name: str) -> str | None:
+    """Version of an installed distribution, or of the distribution that provides import package `name`."""
+    for dist in [name, *packages_distributions().get(name, [])]:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def _variant_classes(module: object) -> list[type[Variant]]:
@@ -81,7 +94,24 @@ class Entry:
     origin: str
     target: str | type[Variant]
     error: str | None = None
+    kind: Literal["built-in", "entry-point", "plugin"] = "built-in"
+    path: str | None = None  # the plugin file
+    distribution: str | None = None  # the installed package of an entry point
     _cls: type[Variant] | None = field(default=None, repr=False)
+
+    def source(self) -> dict[str, Any]:
+        """Where the variant's code is, for records: kind, module and class, file or package and version."""
+        cls = self.load()
+        packages = {name: _distribution_version(name) for name in cls.info.packages}
+        return {
+            "kind": self.kind,
+            "module": cls.__module__,
+            "qualname": cls.__qualname__,
+            "path": self.path,
+            "distribution": self.distribution,
+            "version": _distribution_version(self.distribution) if self.distribution else None,
+            "packages": packages,
+        }
 
     def load(self) -> type[Variant]:
         if self._cls is not None:
@@ -120,7 +150,7 @@ class Registry:
 
     def plugin_file_names(self) -> list[str]:
         """Names of the variants that came from --plugin files."""
-        return [n for n, e in self._entries.items() if e.origin.startswith("plugin ")]
+        return [n for n, e in self._entries.items() if e.kind == "plugin"]
 
     def entry(self, name: str) -> Entry:
         if name not in self._entries:
@@ -151,18 +181,20 @@ class Registry:
 
 def _entry_point_entries() -> Iterable[Entry]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        origin = f"entry point {ep.value}" + (f" of {ep.dist.name}" if ep.dist else "")
+        dist = ep.dist.name if ep.dist else None
+        origin = f"entry point {ep.value}" + (f" of {dist}" if dist else "")
+        where = {"kind": "entry-point", "distribution": dist}
         try:
             obj = ep.load()
         except Exception as err:
-            yield Entry(ep.name, origin, ep.value, error=_one_line(err))
+            yield Entry(ep.name, origin, ep.value, error=_one_line(err), **where)
             continue
         classes = [obj] if inspect.isclass(obj) else _variant_classes(obj)
         if not classes:
-            yield Entry(ep.name, origin, ep.value, error="names no Variant class")
+            yield Entry(ep.name, origin, ep.value, error="names no Variant class", **where)
         for cls in classes:
             name = getattr(getattr(cls, "info", None), "name", ep.name)
-            yield Entry(name, origin, cls)
+            yield Entry(name, origin, cls, **where)
 
 
 def load_registry(plugin_files: Iterable[str | Path] = ()) -> Registry:
@@ -178,5 +210,5 @@ def load_registry(plugin_files: Iterable[str | Path] = ()) -> Registry:
             warnings.warn(f"ignored: {err}", stacklevel=2)
     for path in plugin_files:
         for cls in load_plugin_file(path):
-            registry.add(Entry(cls.info.name, f"plugin {path}", cls))
+            registry.add(Entry(cls.info.name, f"plugin {path}", cls, kind="plugin", path=str(Path(path).resolve())))
     return registry

@@ -26,11 +26,23 @@ NUMERIC = (
     "peak_fraction",
     "error",
     "error_vs_softmax",
+    "tolerance",
 )
 
 
+def variant_label(variant: str, options: dict[str, Any] | None) -> str:
+    """A variant with its options, as one line's name: `chunked[block_size=64]` (plain name without options)."""
+    if not options:
+        return variant
+    return f"{variant}[{','.join(f'{k}={v}' for k, v in sorted(options.items()))}]"
+
+
 def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per bench record, with the columns the tables need."""
+    """One row per bench record, with the columns the tables need.
+
+    `variant` is the variant with its options (`variant_label`), so that an option sweep stays
+    apart in every table and chart; `variant_name` is the registered name alone.
+    """
     rows = [r for r in records if r.get("kind", "bench") == "bench" and "variant" in r and "seq" in r]
     df = pd.DataFrame(rows)
     if df.empty:
@@ -38,6 +50,11 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for col in NUMERIC:
         if col not in df:
             df[col] = np.nan
+    if "correct" not in df:
+        df["correct"] = None
+    options = df["options"] if "options" in df else pd.Series([{}] * len(df), index=df.index)
+    df["variant_name"] = df["variant"]
+    df["variant"] = [variant_label(v, o) for v, o in zip(df["variant"], options, strict=True)]
     df["q_len_is_seq"] = df["q_len"] == df["seq"]
     return df
 
@@ -62,11 +79,25 @@ def series_title(key: tuple) -> str:
     )
 
 
+WRONG = "WRONG"  # the mark of a point whose output is off its definition beyond tolerance
+
+
 def _cell(row: pd.Series, column: str, scale: float, digits: int) -> str:
     if row["status"] != "ok":
         return row["status"]
     value = row[column]
-    return "" if pd.isna(value) else f"{value / scale:.{digits}f}"
+    text = "" if pd.isna(value) else f"{value / scale:.{digits}f}"
+    return f"{text} {WRONG}" if row["correct"] is False else text
+
+
+def _error_cell(row: pd.Series) -> str:
+    """The error against the float64 definition, marked when beyond the variant's tolerance."""
+    if row["status"] != "ok" or pd.isna(row["error"]):
+        return row["status"] if row["status"] != "ok" else "not measured"
+    text = f"{row['error']:.1e}"
+    if row["correct"] is False:
+        return f"{text} {WRONG} (tol {row['tolerance']:.0e})"
+    return text
 
 
 def series_tables(df: pd.DataFrame, baseline: str | None) -> list[tuple[str, dict[str, pd.DataFrame]]]:
@@ -85,6 +116,10 @@ def series_tables(df: pd.DataFrame, baseline: str | None) -> list[tuple[str, dic
         ):
             cells = group.assign(cell=group.apply(_cell, axis=1, args=(column, scale, digits)))
             tables[name] = cells.pivot(index="variant", columns="seq", values="cell").reindex(order).fillna("")
+        errors = group.assign(cell=group.apply(_error_cell, axis=1))
+        tables["error vs float64 definition"] = (
+            errors.pivot(index="variant", columns="seq", values="cell").reindex(order).fillna("")
+        )
         ok = group[group["status"] == "ok"]
         if baseline and baseline in set(ok["variant"]):
             base = ok[ok["variant"] == baseline].set_index("seq")["time_ms"]
@@ -152,6 +187,13 @@ def markdown(df: pd.DataFrame, baseline: str | None) -> str:
     if df.empty:
         return "No bench records.\n"
     parts = []
+    wrong = df[df["correct"] == False]  # noqa: E712 - None (not judged) must not count
+    if not wrong.empty:  # first: a fast wrong answer is no answer
+        rows = wrong.assign(point=wrong.apply(_point_label, axis=1))[["point", "error", "tolerance"]]
+        parts.append(
+            f"### {WRONG}: {len(wrong)} points off their definition beyond the variant's tolerance\n\n"
+            f"{rows.to_markdown(index=False, floatfmt='.1e')}\n"
+        )
     for title, tables in series_tables(df, baseline):
         parts.append(f"### {title}\n")
         for name, table in tables.items():

@@ -22,9 +22,11 @@ from rich.progress import (
 )
 
 from attnbench.suite import env as environment
+from attnbench.suite.errors import UserError
 from attnbench.suite.executor import Executor
 from attnbench.suite.points import Point
-from attnbench.suite.records import FINAL, append_record, read_records, write_env
+from attnbench.suite.records import FINAL, append_record, read_records, repair_tail, write_env
+from attnbench.suite.registry import Registry
 
 
 def prepare_env(
@@ -37,21 +39,23 @@ def prepare_env(
     else:
         env.setdefault("resumed", []).append({"date": now["date"], "command": now["command"], "commit": now["commit"]})
     for dtype in sorted({p.dtype for p in points}):
-        if env["matmul_tflops"].get(dtype) is None and hasattr(executor, "calibrate"):
+        if env["matmul_tflops"].get(dtype) is None:
             env["matmul_tflops"][dtype] = executor.calibrate(device, dtype, threads)
     write_env(run_dir, env)
     return env
 
 
-def make_record(point: Point, result: dict[str, Any], run_dir: Path, env: dict) -> dict[str, Any]:
-    """The JSON line for one point: the point, its result, its reproduction command."""
+def make_record(point: Point, result: dict[str, Any], run_dir: Path, env: dict, stamp: dict) -> dict[str, Any]:
+    """The JSON line for one point: the point, its result, its reproduction command, and `stamp`
+    (the code, variant source, executor and host that made it)."""
     record = {
         "kind": "bench",
         "run_id": run_dir.name,
         **point.to_dict(),
         **result,
+        **stamp,
         "key": point.key(),
-        "command": point.command(str(run_dir)),
+        "command": point.command(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     peak = env.get("matmul_tflops", {}).get(point.dtype)
@@ -67,26 +71,47 @@ def _describe(record: dict[str, Any]) -> str:
     return text + (f", {record['tflops']:.3f} TFLOP/s" if record.get("tflops") else "")
 
 
+def _stamps(points: list[Point], registry: Registry, executor: Executor) -> dict[str, dict[str, Any]]:
+    """Per variant: the provenance its records carry."""
+    common = environment.provenance() | {"executor": executor.name}
+    stamps = {}
+    for name in {p.variant for p in points}:
+        try:
+            source = registry.entry(name).source()
+        except UserError:  # it cannot load: its points are recorded unavailable, with no source to name
+            source = None
+        stamps[name] = common | {"source": source}
+    return stamps
+
+
 def run_sweep(
-    points: list[Point], run_dir: Path, executor: Executor, console: Console, device: str, threads: int | None
+    points: list[Point],
+    run_dir: Path,
+    executor: Executor,
+    console: Console,
+    device: str,
+    threads: int | None,
+    registry: Registry,
 ) -> list[dict[str, Any]]:
     """Measure every point not yet recorded in `run_dir`; returns all of the run's records."""
     # A folder holds one machine's numbers: never resume (or skip points) from another's.
     recorded = environment.read_checked_env(run_dir, device)
+    repair_tail(run_dir)
     done = {r.get("key") for r in read_records(run_dir) if r.get("status") in FINAL}
     todo = [p for p in points if p.key() not in done]
     if len(todo) < len(points):
         console.print(f"resuming {run_dir}: {len(points) - len(todo)} of {len(points)} points already recorded")
     if todo:
         env = prepare_env(run_dir, recorded, points, executor, device, threads)
+        stamps = _stamps(todo, registry, executor)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("bench", total=len(todo))
             for point in todo:
                 progress.update(task, description=point.label())
-                record = make_record(point, executor.run(point), run_dir, env)
-                append_record(run_dir, record)
+                record = append_record(run_dir, make_record(point, executor.run(point), run_dir, env,
+                                                            stamps[point.variant]))  # fmt: skip
                 progress.console.print(f"{point.label():<60} {_describe(record)}", highlight=False)
                 progress.advance(task)
     return read_records(run_dir)

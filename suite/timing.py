@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 L2_FLUSH_BYTES = 256 * 2**20
+# Timed calls however short the budget: `compare`'s U test needs 4 or more a side to reach p < 0.05.
+MIN_CALLS = 5
 
 
 @dataclass(frozen=True)
@@ -27,18 +29,25 @@ class Timing:
     p20_ms: float
     p80_ms: float
     repeats: int
+    times_ms: tuple[float, ...] = ()
 
-    def as_record(self) -> dict[str, float | int]:
+    def as_record(self) -> dict[str, Any]:
+        # Every repeat is kept: `compare` judges a difference by a test over the repeats.
         return {"time_ms": self.median_ms, "time_p20_ms": self.p20_ms, "time_p80_ms": self.p80_ms,
-                "repeats": self.repeats}  # fmt: skip
+                "repeats": self.repeats, "times_ms": list(self.times_ms)}  # fmt: skip
+
+
+def clock_name(device: str) -> str:
+    """The clock that times calls on `device`, as records name it."""
+    return "cuda events" if device == "cuda" else "perf_counter"
 
 
 def summarize(times_ms: list[float]) -> Timing:
     """Median and 20th / 80th percentiles of per-call times."""
     if len(times_ms) == 1:
-        return Timing(times_ms[0], times_ms[0], times_ms[0], 1)
+        return Timing(times_ms[0], times_ms[0], times_ms[0], 1, tuple(times_ms))
     cuts = statistics.quantiles(times_ms, n=10, method="inclusive")  # deciles: cuts[1] = p20
-    return Timing(statistics.median(times_ms), cuts[1], cuts[7], len(times_ms))
+    return Timing(statistics.median(times_ms), cuts[1], cuts[7], len(times_ms), tuple(times_ms))
 
 
 def time_calls(
@@ -48,7 +57,7 @@ def time_calls(
     repeats: int,
     budget_s: float,
 ) -> Timing:
-    """Time `fn(setup())` up to `repeats` times or until `budget_s` is spent (at least 3 calls).
+    """Time `fn(setup())` up to `repeats` times or until `budget_s` is spent (at least `MIN_CALLS` calls).
 
     `setup` runs before each call, outside the timed region (the forward of a backward-only
     timing, for instance); its result is passed to `fn`.
@@ -57,7 +66,7 @@ def time_calls(
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda") if cuda else None
     times: list[float] = []
     started = time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - started < budget_s):
+    while len(times) < repeats and (len(times) < MIN_CALLS or time.perf_counter() - started < budget_s):
         arg = setup()
         if cuda:
             flush.zero_()

@@ -33,7 +33,7 @@ from attnbench.suite.errors import UserError
 from attnbench.suite.failures import classify
 from attnbench.suite.memory import PeakTracker
 from attnbench.suite.model import ModelConfig, TaskModel
-from attnbench.suite.records import FINAL, append_record, read_records, write_env
+from attnbench.suite.records import FINAL, append_record, read_records, repair_tail, write_env
 from attnbench.suite.registry import Registry
 from attnbench.tasks import TASKS, load_task
 from attnbench.tasks.base import IGNORE, Split, TaskData
@@ -254,18 +254,28 @@ def train(
     }
 
 
-def train_command(task: str, variant: str, preset: str, seed: int, out: Path, data_dir: Path | None,
-                  device: str, plugins: tuple[str, ...]) -> str:  # fmt: skip
-    """The `attnbench train` command that reruns one training run alone."""
+def train_command(task: str, variant: str, preset: str, seed: int, data_dir: Path | None, device: str,
+                  plugins: tuple[str, ...], options: dict[str, Any]) -> str:  # fmt: skip
+    """The `attnbench train` command that reruns one training run alone, into a fresh scratch folder."""
     import shlex
 
     args = ["attnbench", "train", "--task", task, "--variant", variant, "--preset", preset, "--seed", str(seed),
-            "--device", device, "--out", str(out)]  # fmt: skip
+            "--device", device, "--scratch"]  # fmt: skip
+    for key, value in sorted(options.items()):
+        args += ["--option", f"{variant}.{key}={json.dumps(value)}"]
     if data_dir is not None:
         args += ["--data-dir", str(data_dir)]
     for plugin in plugins:
         args += ["--plugin", plugin]
     return shlex.join(args)
+
+
+def _source(registry: Registry, variant: str) -> dict[str, Any] | None:
+    """The variant's source for the record (None when it cannot be loaded: the run is recorded unavailable)."""
+    try:
+        return registry.entry(variant).source()
+    except UserError:
+        return None
 
 
 def run_training(
@@ -291,6 +301,7 @@ def run_training(
     # Checked before anything recorded is reused: a folder holds one machine's numbers.
     if not environment.read_checked_env(out, device):
         write_env(out, environment.capture(device, setup.train.threads))
+    repair_tail(out)
     for record in read_records(out):
         if record.get("key") == key and record.get("status") in FINAL:
             console.print(f"already recorded in {out}: {task} / {variant} / seed {seed}")
@@ -302,7 +313,9 @@ def run_training(
         "kind": "train", "run_id": out.name, "task": task, "variant": variant, "seed": seed, "preset": preset.name,
         "device": device, "data": data.description, "task_params": data.params, "model": setup.model.model_dump(),
         "train": setup.train.model_dump(), "options": setup.options.get(variant, {}), "key": key,
-        "command": train_command(task, variant, preset.name, seed, out, data_dir, device, plugins),
+        "command": train_command(task, variant, preset.name, seed, data_dir, device, plugins,
+                                 setup.options.get(variant, {})),
+        **environment.provenance(), "executor": "local", "source": _source(registry, variant),
     }  # fmt: skip
     reason = registry.unavailable_reason(variant, device)
     started = time.perf_counter()

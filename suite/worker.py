@@ -1,15 +1,16 @@
-"""Measures one point in this (fresh) process: ``python -m attnbench.suite.worker POINT_JSON RESULT_PATH``.
+"""Measures one point in this (fresh) process: ``python -m attnbench.suite.worker POINT_JSON FD``.
 
 Order inside the worker: build the variant and random-normal inputs; warm up (the first call,
 which includes any compilation, is timed and recorded apart as ``first_call_s``); time repeats;
-measure the peak memory of one call; then, if it fits, the error against the float64 definition.
-Whatever happens, the result file says what: ``ok``, or ``unsupported``, ``unavailable``, ``oom``,
-``error`` with a one-line reason. A crash or hang is recorded by the executor instead.
+measure the peak memory of one call; then, if it fits, the error against the float64 definition,
+judged against the variant's tolerance. Results go down the pipe ``FD`` as JSON lines (no file is
+left behind if anyone is killed). Whatever happens, the last line says what: ``ok``, or
+``unsupported``, ``unavailable``, ``oom``, ``error`` with a one-line reason. A crash or hang is
+recorded by the executor instead.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -18,14 +19,15 @@ import traceback
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from attnbench.suite import failures
 from attnbench.suite.devices import parse_dtype
 from attnbench.suite.flops import attention_flops
-from attnbench.suite.memory import peak_bytes
+from attnbench.suite.memory import memory_method, peak_record
 from attnbench.suite.points import Point
 from attnbench.suite.registry import load_registry
-from attnbench.suite.timing import time_calls
+from attnbench.suite.timing import clock_name, time_calls
 from attnbench.variants.contract import AttentionSpec, Unsupported, Variant
 
 
@@ -59,7 +61,13 @@ def make_inputs(point: Point, requires_grad: bool) -> tuple[torch.Tensor, torch.
 
 
 def _call_plan(variant: Variant, point: Point, q, k, v):
-    """(setup, fn) for the mode: setup runs untimed before each timed fn(setup())."""
+    """(setup, fn) for the mode: setup runs untimed before each timed fn(setup()).
+
+    Every call builds its own graph (a backward never reuses a freed one), and gradients are
+    returned by ``torch.autograd.grad``, never accumulated into ``.grad`` inside the timed call.
+    The parameters of a variant that has some (Linformer's projections) get gradients too, as in
+    training.
+    """
     if point.mode == "fwd":
 
         def forward(_: None) -> torch.Tensor:
@@ -68,17 +76,25 @@ def _call_plan(variant: Variant, point: Point, q, k, v):
 
         return (lambda: None), forward
     grad = torch.randn_like(q)
+    wrt = (q, k, v, *(p for p in variant.parameters() if p.requires_grad))
 
-    def backward(out: torch.Tensor) -> None:
-        out.backward(grad)
+    def backward(out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.autograd.grad(out, wrt, grad)
 
     if point.mode == "bwd":
         return (lambda: variant(q, k, v)), backward
 
-    def forward_backward(_: None) -> None:
-        variant(q, k, v).backward(grad)
+    def forward_backward(_: None) -> tuple[torch.Tensor, ...]:
+        return torch.autograd.grad(variant(q, k, v), wrt, grad)
 
     return (lambda: None), forward_backward
+
+
+def _timing_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """Timing's fields with the count of calls made named apart from the point's `repeats` (the most asked)."""
+    fields = dict(fields)
+    fields["timed_calls"] = fields.pop("repeats")
+    return fields
 
 
 def _sync(device: str) -> None:
@@ -87,7 +103,8 @@ def _sync(device: str) -> None:
 
 
 def reference_error(variant: Variant, point: Point, q, k, v) -> dict[str, Any]:
-    """Relative-norm error against the float64 definition (and exact softmax, for non-exact ones)."""
+    """Relative-norm error against the float64 definition, judged against the variant's tolerance
+    for the dtype (and, for non-exact variants, the error against exact softmax, reported only)."""
     from attnbench.variants.exact.naive import softmax_attention
 
     # The float64 definition materialises about three (B, H, Nq, Nk) float64 tensors.
@@ -98,11 +115,49 @@ def reference_error(variant: Variant, point: Point, q, k, v) -> dict[str, Any]:
         out = variant(q, k, v).double()
         q64, k64, v64 = (t.detach().double() for t in (q, k, v))
         ref = variant.reference(q64, k64, v64)
-        result: dict[str, Any] = {"error": ((out - ref).norm() / ref.norm()).item()}
+        error = ((out - ref).norm() / ref.norm()).item()
+        tolerance = variant.info.tolerance_for(parse_dtype(point.dtype))
+        # NaN compares false: a NaN output is not correct.
+        result: dict[str, Any] = {"error": error, "tolerance": tolerance, "correct": bool(error <= tolerance)}
         if not variant.info.exact:
             exact = softmax_attention(q64, k64, v64, causal=point.causal)
             result["error_vs_softmax"] = ((out - exact).norm() / exact.norm()).item()
     return result
+
+
+# SDPA's kernels as the dispatcher names them, and the backend each one is.
+SDPA_KERNELS = {
+    "_scaled_dot_product_flash_attention": "flash",
+    "_scaled_dot_product_efficient_attention": "efficient",
+    "_scaled_dot_product_cudnn_attention": "cudnn",
+    "_scaled_dot_product_attention_math": "math",
+    "_scaled_dot_product_fused_attention_overrideable": "overrideable",
+}
+
+
+class _KernelNames(TorchDispatchMode):
+    """Collects the names of the aten ops a call dispatches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+def sdpa_backend(call: Any) -> str | None:
+    """The SDPA backend(s) one call of `call()` ran (comma-separated), or None if it ran no SDPA kernel or
+    torch cannot tell (compiled code runs below the dispatcher)."""
+    trace = _KernelNames()
+    try:
+        with torch.no_grad(), trace:
+            call()
+    except Exception:
+        return None
+    found = {backend for name, backend in SDPA_KERNELS.items() if any(n.startswith(name) for n in trace.names)}
+    return ",".join(sorted(found)) or None
 
 
 def measure(point: Point) -> tuple[dict[str, Any], Any]:
@@ -141,15 +196,17 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
     _sync(point.device)
 
     timing = time_calls(fn, setup, point.device, point.repeats, point.budget_s)
-    memory = peak_bytes(functools.partial(fn, setup()), point.device)  # after timing: see memory.py
+    memory = peak_record(fn, point.device, setup)  # after timing: see memory.py
 
     record: dict[str, Any] = {
         "status": "ok",
         "first_call_s": first_call_s,
-        **timing.as_record(),
-        "peak_bytes": memory,
+        **_timing_fields(timing.as_record()),
+        **memory,
         "family": cls.info.family,
         "exact": cls.info.exact,
+        "clock": clock_name(point.device),
+        "memory_method": memory_method(point.device),
     }
     # FLOPs are softmax attention's count over the pairs computed: every pair for exact variants,
     # the kept pairs for sparse ones. Linear and low-rank forms do other work; no count is given.
@@ -160,19 +217,23 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
             causal=point.causal, mode=point.mode, pairs=pairs_fn(point.q_len, point.seq) if pairs_fn else None,
         )  # fmt: skip
         record |= {"flops": flops, "tflops": flops / (timing.median_ms * 1e-3) / 1e12}
-    return record, lambda: reference_error(variant, point, q, k, v)
+
+    def after() -> dict[str, Any]:
+        # The backend last: tracing a compiled variant can spoil torch.compile's caches for later calls.
+        return reference_error(variant, point, q, k, v) | {"sdpa_backend": sdpa_backend(lambda: variant(q, k, v))}
+
+    return record, after
 
 
-def _write(path: str, result: dict[str, Any]) -> None:
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f)
-    os.replace(path + ".tmp", path)
+def _send(fd: int, result: dict[str, Any]) -> None:
+    """One JSON line to the executor's pipe; the last whole line it reads is the result."""
+    os.write(fd, (json.dumps(result) + "\n").encode())
 
 
-def run_point(point: Point, path: str) -> dict[str, Any]:
-    """measure() with every failure turned into a status and reason, written to `path`.
+def run_point(point: Point, fd: int) -> dict[str, Any]:
+    """measure() with every failure turned into a status and reason, sent down pipe `fd`.
 
-    The measurement is written before the float64 error is computed, so a reference that
+    The measurement is sent before the float64 error is computed, so a reference that
     exhausts memory costs only the error, not the point.
     """
     if point.threads is not None:
@@ -186,13 +247,13 @@ def run_point(point: Point, path: str) -> dict[str, Any]:
         if status == "error" and os.environ.get("ATTNBENCH_DEBUG"):
             traceback.print_exc()
     result["threads"] = torch.get_num_threads()
-    _write(path, result)
+    _send(fd, result)
     if error_of is not None:
         try:
             result |= error_of()
         except Exception as err:
             result["error_note"] = f"float64 reference failed: {classify(err)[1]}"
-        _write(path, result)
+        _send(fd, result)
     return result
 
 
@@ -208,14 +269,13 @@ def calibrate(device: str, dtype: torch.dtype, threads: int | None) -> float:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of a worker process."""
+    """Entry point of a worker process: ``POINT_JSON FD`` or ``--calibrate DEVICE DTYPE THREADS FD``."""
     if argv[:1] == ["--calibrate"]:
-        _, device, dtype, threads, path = argv
+        _, device, dtype, threads, fd = argv
         value = calibrate(device, parse_dtype(dtype), int(threads) if threads != "none" else None)
-        with open(path, "w") as f:
-            json.dump({"tflops": value}, f)
+        _send(int(fd), {"tflops": value})
         return 0
-    run_point(Point.from_dict(json.loads(argv[0])), argv[1])
+    run_point(Point.from_dict(json.loads(argv[0])), int(argv[1]))
     return 0
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import torch
+from conftest import ROOT
 
 from attnbench.suite.cli import main
 from attnbench.suite.records import read_records
+from attnbench.suite.schema import SCHEMA_VERSION
 from attnbench.suite.summary import bench_frame, exponents
 
 FAST = ["--budget", "0.05", "--repeats", "3", "--warmup", "1"]
@@ -55,13 +62,89 @@ def test_memory_exponents_separate_quadratic_from_linear(growth_run):
     assert fits["chunked"] <= 1.2 and fits["sdpa"] <= 1.2
 
 
-def test_record_command_reproduces_its_point_alone(growth_run, tmp_path, capsys):
+def _folder_bytes(run) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+def test_record_command_run_as_it_is_measures_its_point_and_leaves_the_run_alone(growth_run):
+    """The stored command, through a shell as a user would paste it: a time for that point, in a fresh
+    folder; the run it came from is unchanged to the byte."""
+    record = read_records(growth_run)[-1]
+    before = _folder_bytes(growth_run)
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", record["command"]], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "already recorded" not in done.stdout
+    scratch = Path(re.search(r"1 points -> (\S+)", done.stdout).group(1))
+    (again,) = read_records(scratch)
+    assert again["key"] == record["key"] and again["status"] == "ok" and again["time_ms"] > 0
+    assert f"{again['time_ms']:.3f}" in done.stdout  # the time is printed
+    assert scratch != growth_run and _folder_bytes(growth_run) == before
+
+
+def test_records_name_the_code_that_made_them(growth_run):
     record = read_records(growth_run)[0]
-    argv = record["command"].split()[2:]  # drop "attnbench bench"
-    argv[argv.index("--out") + 1] = str(tmp_path)
-    code, _, _ = bench(capsys, *argv)
-    (again,) = read_records(tmp_path)
-    assert code == 0 and again["key"] == record["key"] and again["status"] == "ok"
+    assert record["schema_version"] == SCHEMA_VERSION
+    assert len(record["code"]["commit"]) == 40 and isinstance(record["code"]["dirty"], bool)
+    assert record["source"] == {"kind": "built-in", "module": "attnbench.variants.exact.naive",
+                                "qualname": "NaiveAttention", "path": None, "distribution": None, "version": None,
+                                "packages": {}}  # fmt: skip
+    assert record["versions"]["torch"] == torch.__version__
+    assert record["clock"] == "perf_counter" and record["memory_method"].startswith("VmHWM")
+    assert record["executor"] == "local" and record["host"] == platform.node()
+    assert len(record["times_ms"]) == record["timed_calls"] >= 3
+    sdpa = next(r for r in read_records(growth_run) if r["variant"] == "sdpa")
+    assert sdpa["sdpa_backend"] in ("flash", "math") and record["sdpa_backend"] is None  # naive runs no SDPA
+
+
+@pytest.mark.parametrize("mode", ["bwd", "fwd_bwd"])
+def test_every_mode_runs_end_to_end(tmp_path, capsys, mode):
+    code, _, err = bench(capsys, "--variants", "naive,sdpa,chunked", "--seq", "128,256", "--mode", mode, *FAST,
+                         "--out", str(tmp_path))  # fmt: skip
+    records = read_records(tmp_path)
+    assert code == 0 and "Traceback" not in err
+    assert [(r["status"], r["correct"]) for r in records] == [("ok", True)] * 6, [r.get("reason") for r in records]
+    assert all(r["mode"] == mode and r["peak_bytes"] > 0 for r in records)
+    for chart in ("time", "memory", "tflops", "speedup"):
+        assert len(list(tmp_path.glob(f"*-{mode.replace('_', '-')}-*-{chart}.png"))) == 1
+
+
+def test_timed_backward_builds_a_fresh_graph_and_leaves_grad_alone():
+    from attnbench.suite.points import Point
+    from attnbench.suite.worker import _call_plan, make_inputs
+    from attnbench.variants.contract import AttentionSpec
+    from attnbench.variants.exact.naive import NaiveAttention
+
+    point = Point("naive", 1, 2, 2, 16, 16, 8, "float32", False, "bwd", "cpu")
+    q, k, v = make_inputs(point, requires_grad=True)
+    setup, fn = _call_plan(NaiveAttention(AttentionSpec(2, 8)), point, q, k, v)
+    first, second = fn(setup()), fn(setup())  # a second backward over the same graph would raise
+    assert torch.equal(first[0], second[0]) and q.grad is None and k.grad is None
+
+
+def test_wrong_causal_alignment_is_recorded_as_wrong_and_fails_the_bench(plugins, tmp_path, capsys):
+    code, out, _ = bench(capsys, "--variants", "decode-misaligned,sdpa", "--seq", "64,128", "--q-len", "1", "--causal",
+                         *FAST, "--plugin", str(plugins / "decode_misaligned.py"), "--out", str(tmp_path))  # fmt: skip
+    records = {r["variant"]: r for r in read_records(tmp_path)}
+    wrong = records["decode-misaligned"]
+    assert code == 1 and "FAILED CORRECTNESS in 2 of 4 points (decode-misaligned)" in out
+    assert wrong["status"] == "ok" and wrong["correct"] is False and wrong["error"] > wrong["tolerance"]
+    assert records["sdpa"]["correct"] is True
+    summary = (tmp_path / "summary.md").read_text()
+    assert "WRONG: 2 points off their definition" in summary and "decode-misaligned N=128" in summary
+    assert "WRONG (tol 1e-05)" in summary  # in the error table beside the times
+    assert "WRONG" in (tmp_path / "README.md").read_text()
+
+
+def test_an_option_sweep_stays_apart_in_records_summary_and_charts(tmp_path, capsys):
+    for block in (32, 64):
+        bench(capsys, "--variants", "chunked", "--seq", "128,256", *FAST, "--option", f"chunked.block_size={block}",
+              "--out", str(tmp_path))  # fmt: skip
+    assert len({r["key"] for r in read_records(tmp_path)}) == 4
+    summary = (tmp_path / "summary.md").read_text()
+    assert "chunked[block_size=32]" in summary and "chunked[block_size=64]" in summary
+    svg = next(tmp_path.glob("*-time.svg")).read_text()
+    assert "chunked[block_size=32]" in svg and "chunked[block_size=64]" in svg
 
 
 def test_failing_and_hanging_points_are_recorded_and_the_rest_present(plugins, tmp_path, capsys):
@@ -139,8 +222,53 @@ def test_bad_bench_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
     assert not (tmp_path / "records.jsonl").exists()
 
 
-def test_corrupt_record_line_is_skipped_with_a_warning(tmp_path):
-    (tmp_path / "records.jsonl").write_text('{"variant": "a", "seq": 1}\n{"variant": "b", "se\n{"variant": "c"}\n')
+def test_corrupt_record_line_is_skipped_with_a_warning(growth_run, tmp_path):
+    lines = (growth_run / "records.jsonl").read_text().splitlines()
+    (tmp_path / "records.jsonl").write_text("\n".join([lines[0], lines[1][:40], lines[2]]) + "\n")
     with pytest.warns(UserWarning, match=r"records.jsonl:2: skipped corrupt record"):
         records = read_records(tmp_path)
-    assert [r["variant"] for r in records] == ["a", "c"]
+    assert [r["key"] for r in records] == [json.loads(lines[i])["key"] for i in (0, 2)]
+
+
+def test_records_of_the_older_schema_are_read_and_a_newer_one_refused_in_one_line(growth_run, tmp_path, capsys):
+    (old,) = read_records(ROOT / "results/cpu-epyc-2core")[:1]  # written before the schema
+    assert old["schema_version"] == 0 and old["timed_calls"] > 0 and old["repeats"] is None and old["code"] is None
+    newer = json.loads((growth_run / "records.jsonl").read_text().splitlines()[0]) | {"schema_version": 99}
+    (tmp_path / "records.jsonl").write_text(json.dumps(newer) + "\n")
+    code, _, err = bench(capsys, "--variants", "naive", "--seq", "64", *FAST, "--out", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "records.jsonl:1: record schema 99 is newer" in err
+
+
+def test_a_record_that_does_not_fit_its_schema_is_skipped_naming_the_field(growth_run, tmp_path):
+    bad = json.loads((growth_run / "records.jsonl").read_text().splitlines()[0]) | {"seq": "long"}
+    (tmp_path / "records.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.warns(UserWarning, match=r"records.jsonl:1: skipped record that does not fit its schema \(seq: "):
+        assert read_records(tmp_path) == []
+
+
+def test_rerun_prints_recorded_against_new_and_exits_1_when_a_point_does_not_reproduce(
+    plugins, tmp_path, capsys, monkeypatch
+):
+    argv = ["--variants", "slowed-sdpa,sdpa", "--seq", "256", "--repeats", "8", "--budget", "0.5", "--warmup", "1",
+            "--plugin", str(plugins / "slowed.py"), "--no-report", "--out", str(tmp_path)]  # fmt: skip
+    bench(capsys, *argv)
+    before = _folder_bytes(tmp_path)
+    monkeypatch.setenv("ATTNBENCH_SLOWDOWN", "2.0")  # the code got 3x slower since the run was recorded
+    with pytest.raises(SystemExit) as info:
+        main(["rerun", str(tmp_path), "--where", "variant=slowed-sdpa"])
+    out = capsys.readouterr().out
+    assert info.value.code == 1 and "NOT REPRODUCED: 1 of 1 points moved beyond the run's spread (slowed-sdpa)" in out
+    assert "recorded (ms)" in out and "new (ms)" in out and "time regression" in out
+    assert _folder_bytes(tmp_path) == before  # the run is only read
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--where", "colour=red"], "expected FIELD=VALUE with FIELD one of variant"),
+     (["--where", "variant=nope"], "no measured (ok) bench point matches variant=nope")],
+)  # fmt: skip
+def test_bad_rerun_input_is_one_line(growth_run, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["rerun", str(growth_run), *argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and err.count("\n") == 1

@@ -18,9 +18,13 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_every_command_has_help(capsys):
-    for command in ("list", "check"):
+    from attnbench.suite.cli import app
+
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert len(commands) >= 10 and {"bench", "rerun", "compare", "suite"} <= set(commands)
+    for command in commands:
         code, out, _ = run(capsys, command, "--help")
-        assert code == 0 and "Usage" in out
+        assert code == 0 and f"Usage: attnbench {command}" in " ".join(out.split()), command
 
 
 def test_list_json_names_every_builtin_and_why_some_cannot_run_on_cpu(capsys):
@@ -79,3 +83,17 @@ def test_user_errors_are_one_line_with_exit_2(capsys, argv, message):
     code, _out, err = run(capsys, *argv)
     assert code == 2
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_check_without_dtype_checks_every_declared_dtype_and_catches_a_float32_output(capsys, plugins):
+    code, out, _ = run(capsys, "check", "--plugin", str(plugins / "fp32_output.py"), "--json")
+    results = json.loads(out)
+    failed = {r["dtype"] for r in results if r["check"] == "output" and r["status"] == "fail"}
+    assert code == 1 and {r["dtype"] for r in results} == {"float32", "float16", "bfloat16"}
+    assert failed == {"float16", "bfloat16"}
+
+
+def test_check_names_a_decoding_misalignment(capsys, plugins):
+    code, out, _ = run(capsys, "check", "--plugin", str(plugins / "decode_misaligned.py"), "--dtype", "float32")
+    assert code == 1
+    assert any(line.split()[:2] == ["FAIL", "causal-offsets"] and "top-left" in line for line in out.splitlines())

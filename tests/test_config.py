@@ -72,5 +72,6 @@ def test_unknown_preset_lists_the_known_ones():
 def test_point_roundtrip_and_command():
     point = expand(load_preset("llama3-8b"), "cpu")[0]
     assert Point.from_dict(point.to_dict()) == point
-    command = point.command("results/x")
-    assert "--kv-heads 8" in command and "--head-dim 128" in command and command.endswith("--out results/x")
+    command = point.command()
+    assert "--kv-heads 8" in command and "--head-dim 128" in command and command.endswith("--scratch")
+    assert "--out" not in command  # never the run it came from

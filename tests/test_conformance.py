@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnbench.suite.conformance import CHECKS, Checker
+from attnbench.suite.conformance import CHECKS, Checker, default_dtypes
 from attnbench.suite.registry import load_plugin_file, load_registry
 
 # plugin file -> the checks it must fail (and the words the failure must contain)
@@ -18,7 +18,19 @@ BROKEN = {
     "raises.py": {"output": "raised RuntimeError: kernel launch failed"},
     "broadcast_head_dim.py": {"head-dim-mismatch": "k head dim 1 returned"},
     "fake_native_gqa.py": {"gqa-native": "K/V materialised"},
+    "decode_misaligned.py": {"causal-offsets": "(Nq=1,Nk=17), 63 (Nq=1,Nk=64): causal mask is aligned top-left"},
+    "strict_causal.py": {
+        "causal-offsets": "causal mask excludes the diagonal",
+        "causal-alignment": "causal mask excludes the diagonal",
+    },
+    "writes_inputs.py": {"inputs-unchanged": "the forward wrote into its input q"},
+    "nondeterministic.py": {"deterministic": "the output is not deterministic"},
+    "breaks_at_d128.py": {"large-shapes": "wrong at head dim 128"},
+    "breaks_beyond_1024.py": {"large-shapes": "wrong beyond N=1024"},
+    "fp32_output.py": {"output": "output dtype torch.float32 != input dtype torch.bfloat16"},
 }
+# The dtype a plugin is checked in where float32 would not show its bug.
+BROKEN_DTYPE = {"fp32_output.py": torch.bfloat16}
 
 
 def _results(cls, device="cpu", dtype=torch.float32):
@@ -28,7 +40,7 @@ def _results(cls, device="cpu", dtype=torch.float32):
 @pytest.mark.parametrize("plugin", sorted(BROKEN))
 def test_each_broken_plugin_fails_the_right_check(plugins, plugin):
     (cls,) = load_plugin_file(plugins / plugin)
-    results = _results(cls)
+    results = _results(cls, dtype=BROKEN_DTYPE.get(plugin, torch.float32))
     for check, words in BROKEN[plugin].items():
         assert results[check].status == "fail", results[check]
         assert words in results[check].detail
@@ -42,7 +54,48 @@ def test_a_correct_variant_fails_nothing(plugins):
     assert [r.check for r in results.values()] == [name for name, _ in CHECKS]
 
 
+def test_the_variant_is_built_with_the_options_given():
+    from attnbench.variants.exact.chunked import ChunkedAttention
+
+    checker = Checker(ChunkedAttention, "cpu", torch.float32, options={"block_size": 7})
+    assert checker.build((1, 2, 2, 8, 8, 16), causal=False).options.block_size == 7
+
+
+@pytest.mark.parametrize("plugin", ["decode_misaligned.py", "breaks_at_d128.py", "breaks_beyond_1024.py"])
+def test_a_bug_of_one_shape_fails_only_its_own_check(plugins, plugin):
+    (cls,) = load_plugin_file(plugins / plugin)
+    failed = {r.check for r in _results(cls).values() if r.status == "fail"}
+    assert failed == set(BROKEN[plugin])
+
+
+def test_default_dtypes_are_the_declared_ones_but_float64():
+    from attnbench.variants.exact.naive import NaiveAttention
+
+    assert default_dtypes(NaiveAttention, "cpu") == [torch.float32, torch.float16, torch.bfloat16]
+
+
+def test_default_dtypes_of_a_float64_only_variant_is_float64():
+    from dataclasses import replace
+
+    from attnbench.variants.exact.naive import NaiveAttention
+
+    class Float64Only(NaiveAttention):
+        info = replace(NaiveAttention.info, name="float64-only", dtypes=(torch.float64,))
+
+    assert default_dtypes(Float64Only, "cpu") == [torch.float64]
+
+
+def test_the_default_dtypes_catch_a_float32_output(plugins):
+    (cls,) = load_plugin_file(plugins / "fp32_output.py")
+    failed = {dt for dt in default_dtypes(cls, "cpu") if _results(cls, dtype=dt)["output"].status == "fail"}
+    assert failed == {torch.float16, torch.bfloat16}
+
+
 EXACT_CPU = ["naive", "sdpa", "sdpa-math", "sdpa-flash", "chunked", "flex"]
+# Eager FlexAttention in the default run: the same masks and math as the compiled kernel, without
+# a CPU compile per checked shape (minutes each, cold); the compiled kernel is checked by the slow
+# tests below and by the sparse variant tests.
+EAGER = {"flex": {"compile": False}}
 EFFICIENT_CPU = ["linear-elu", "performer", "linformer", "nystrom"]
 SPARSE = ["sliding-window", "strided", "fixed", "longformer", "bigbird"]
 CPU_BUILTINS = EXACT_CPU + EFFICIENT_CPU + SPARSE
@@ -59,7 +112,13 @@ def _failures(name, device, dtype, options=None):
 @pytest.mark.parametrize("name", EXACT_CPU + EFFICIENT_CPU)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_every_cpu_builtin_passes(name, dtype):
-    assert not _failures(name, "cpu", dtype)
+    assert not _failures(name, "cpu", dtype, EAGER.get(name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_flex_passes(dtype):
+    assert not _failures("flex", "cpu", dtype)
 
 
 @pytest.mark.parametrize("name", SPARSE)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from attnbench.suite import schema
 from attnbench.suite import train as training
 from attnbench.suite.cli import main
 from attnbench.suite.records import read_records
@@ -87,6 +92,7 @@ def test_train_command_records_and_skips_a_finished_run(capsys, tmp_path):
     assert code == 0 and "test accuracy" in out
     assert record["kind"] == "train" and record["status"] == "ok" and record["curve"]
     assert record["command"].startswith("attnbench train --task mqar --variant sdpa --preset tiny --seed 0")
+    assert record["command"].endswith("--scratch") and str(tmp_path) not in record["command"]
     code, out, _ = cli(capsys, *argv)
     assert "already recorded" in out and len(read_records(tmp_path)) == 1
     # The same folder from another torch is refused, not reported as already recorded.
@@ -133,7 +139,27 @@ def test_suite_writes_the_accuracy_table(capsys, tmp_path):
     assert code == 0 and len(records) == 4
     table = (tmp_path / "accuracy.md").read_text()
     assert "linear-elu" in table and "points lost against sdpa" in table and "5.8" in table
-    assert json.loads(json.dumps(records))  # plain JSON throughout
+    # Every line as written fits the training schema and names the code and the variant's source.
+    lines = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [schema.load(line) for line in lines] == records
+    assert all(r["schema_version"] == schema.SCHEMA_VERSION and len(r["code"]["commit"]) == 40 for r in records)
+    assert {r["source"]["module"] for r in records} == {"attnbench.variants.exact.sdpa",
+                                                        "attnbench.variants.linear.elu"}  # fmt: skip
+
+
+def test_a_train_record_command_reruns_alone_and_leaves_the_run_alone(capsys, tmp_path):
+    # An unknown option is refused before anything is written.
+    cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--option", "sdpa.x=1",
+        "--out", str(tmp_path))  # fmt: skip
+    assert not (tmp_path / "records.jsonl").exists()
+    cli(capsys, "train", "--task", "mqar", "--variant", "linear-elu", "--preset", "tiny", "--out", str(tmp_path))
+    (record,) = read_records(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", record["command"]], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"test accuracy {record['test_acc']:.4f}" in done.stdout  # the same run, the same number
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_training_presets_cover_every_task():

@@ -1,0 +1,186 @@
+"""The record schemas: one for bench points, one for training runs, each with a version.
+
+Every command writes records through :func:`dump` and reads them through :func:`load`, so a
+record that does not fit its schema is caught where it is written, and one from another version
+is read (older: upgraded field by field) or refused with one line (newer). A record names the code
+that made it: the commit (and whether the tree had changes), torch and the variant's packages,
+the variant's source, the executor and host, and for bench points the clock and memory method.
+
+Version history:
+- 0: records before the schema (no ``schema_version``); ``repeats`` held the number of timed calls.
+- 1: ``schema_version``, ``code``, ``source``, ``versions``, ``executor``, ``host``, ``clock``,
+  ``memory_method``, ``times_ms``, ``timed_calls``, ``tolerance``, ``correct``, ``sdpa_backend``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+SCHEMA_VERSION = 1
+Status = Literal["ok", "oom", "error", "timeout", "unsupported", "unavailable"]
+
+
+class SchemaError(ValueError):
+    """A record that does not fit its schema, or comes from a newer one."""
+
+
+class Code(BaseModel):
+    """The attnbench checkout that made a record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    commit: str | None = None
+    dirty: bool | None = None
+    version: str | None = None
+
+
+class Source(BaseModel):
+    """Where a variant's code came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["built-in", "entry-point", "plugin"]
+    module: str | None = None
+    qualname: str | None = None
+    path: str | None = None  # plugin file
+    distribution: str | None = None  # installed package of an entry point
+    version: str | None = None
+    packages: dict[str, str | None] = {}  # the optional packages it runs on, with their versions
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    key: str
+    command: str
+    date: str
+    status: Status
+    reason: str | None = None
+    variant: str
+    device: str
+    options: dict[str, Any] = {}
+    plugins: list[str] = []
+    threads: int | None = None
+    peak_bytes: int | None = None
+    # Provenance (None in version-0 records).
+    code: Code | None = None
+    source: Source | None = None
+    versions: dict[str, str | None] | None = None
+    executor: str | None = None
+    host: str | None = None
+
+
+class BenchRecord(_Record):
+    """One measured point: what was measured, how, the numbers, and the code that made them."""
+
+    kind: Literal["bench"] = "bench"
+    batch: int
+    heads: int
+    kv_heads: int
+    q_len: int
+    seq: int
+    head_dim: int
+    dtype: str
+    causal: bool
+    mode: Literal["fwd", "bwd", "fwd_bwd"]
+    warmup: int
+    repeats: int | None = None  # timed calls at most (asked for)
+    budget_s: float
+    timeout_s: float
+    reference_max_bytes: int
+    family: str | None = None
+    exact: bool | None = None
+    first_call_s: float | None = None
+    time_ms: float | None = None
+    time_p20_ms: float | None = None
+    time_p80_ms: float | None = None
+    timed_calls: int | None = None
+    times_ms: list[float] | None = None
+    peak_bytes_samples: list[int] | None = None
+    flops: float | None = None
+    tflops: float | None = None
+    peak_fraction: float | None = None
+    error: float | None = None
+    error_vs_softmax: float | None = None
+    error_note: str | None = None
+    tolerance: float | None = None
+    correct: bool | None = None  # error against the variant's own definition within its tolerance
+    sdpa_backend: str | None = None
+    clock: str | None = None
+    memory_method: str | None = None
+
+
+class TrainRecord(_Record):
+    """One training run: task, variant, seed, setup, and its accuracy, speed and memory."""
+
+    kind: Literal["train"] = "train"
+    task: str
+    seed: int
+    preset: str
+    data: str
+    task_params: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    steps: int | None = None
+    stopped_early: bool | None = None
+    best_step: int | None = None
+    final_val_acc: float | None = None
+    best_val_acc: float | None = None
+    test_acc: float | None = None
+    majority_test_acc: float | None = None
+    train_s: float | None = None
+    steps_per_s: float | None = None
+    tokens_per_s: float | None = None
+    curve: list[dict[str, float]] | None = None
+    model_path: str | None = None
+    wall_s: float | None = None
+
+
+SCHEMAS: dict[str, type[_Record]] = {"bench": BenchRecord, "train": TrainRecord}
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-0 record in version-1 field names (nothing is invented: new fields stay unset)."""
+    data = dict(data)
+    data["schema_version"] = 0
+    if data.get("kind", "bench") == "bench" and "repeats" in data:
+        data["timed_calls"] = data.pop("repeats")  # version 0 overwrote the asked count with the made one
+    return data
+
+
+def _first_problem(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "record"
+    return f"{where}: {first['msg']}"
+
+
+def load(data: Any) -> dict[str, Any]:
+    """A record as read from a file, validated against its kind's schema; SchemaError if it does not fit."""
+    if not isinstance(data, dict):
+        raise SchemaError("not a JSON object")
+    version = data.get("schema_version", 0)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise SchemaError(f"record schema {version!r} is newer than this attnbench reads ({SCHEMA_VERSION})")
+    if version == 0:
+        data = _upgrade(data)
+    schema = SCHEMAS.get(data.get("kind", "bench"))
+    if schema is None:
+        raise SchemaError(f"unknown record kind {data.get('kind')!r}")
+    try:
+        return schema.model_validate(data).model_dump()
+    except ValidationError as err:
+        raise SchemaError(_first_problem(err)) from None
+
+
+def dump(data: dict[str, Any]) -> dict[str, Any]:
+    """A new record, validated against the current schema before it is written."""
+    schema = SCHEMAS[data.get("kind", "bench")]
+    try:
+        return schema.model_validate(data | {"schema_version": SCHEMA_VERSION}).model_dump(exclude_none=True)
+    except ValidationError as err:
+        kind = data.get("kind", "bench")
+        raise SchemaError(f"{kind} record does not fit its schema: {_first_problem(err)}") from None
