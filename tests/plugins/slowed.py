@@ -14,6 +14,9 @@ from attnbench.variants.contract import VariantInfo
 from attnbench.variants.exact.sdpa import SdpaAttention
 
 SLOWDOWN_ENV = "ATTNBENCH_SLOWDOWN"
+# A fixed delay per call (ms), far beyond what a busy machine adds to a small call: for tests that
+# need a change no load can hide.
+DELAY_ENV = "ATTNBENCH_DELAY_MS"
 
 
 class SlowedSdpa(SdpaAttention):
@@ -30,4 +33,5 @@ class SlowedSdpa(SdpaAttention):
         until = started + (1 + slowdown) * (time.perf_counter() - started)
         while time.perf_counter() < until:
             pass
+        time.sleep(float(os.environ.get(DELAY_ENV, "0")) / 1000)
         return out
