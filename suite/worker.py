@@ -90,13 +90,6 @@ def _call_plan(variant: Variant, point: Point, q, k, v):
     return (lambda: None), forward_backward
 
 
-def _timing_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """Timing's fields with the count of calls made named apart from the point's `repeats` (the most asked)."""
-    fields = dict(fields)
-    fields["timed_calls"] = fields.pop("repeats")
-    return fields
-
-
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -201,7 +194,7 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
     record: dict[str, Any] = {
         "status": "ok",
         "first_call_s": first_call_s,
-        **_timing_fields(timing.as_record()),
+        **timing.as_record(),
         **memory,
         "family": cls.info.family,
         "exact": cls.info.exact,
