@@ -541,7 +541,10 @@ def rerun(
 def compare(
     run_a: Annotated[Path, typer.Argument(help="Reference run folder.")],
     run_b: Annotated[Path, typer.Argument(help="Run folder to judge against it.")],
-    threshold: Annotated[float, typer.Option(help="Least relative change of the median time that counts.")] = 0.05,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Least relative change of the median time that counts (by default 10% on CPU, 5% on CUDA)."),
+    ] = None,
     memory_threshold: Annotated[
         float, typer.Option(help="Least relative change of peak memory that counts (beyond its spread).")
     ] = 0.10,

@@ -21,10 +21,15 @@ is recorded, and a change counts when it exceeds `memory_threshold`, the spread 
 samples added, and on CPU `CPU_MEMORY_FLOOR` (the page-granular CPU method moves by up to ~0.3 MiB
 between processes at any size). A change beyond the threshold but within the spread is ``noisy``.
 
-The test sees the spread of the repeats inside each run's worker process, not a shift of the
-whole process: on a shared machine another job (on the same core or its hyperthread sibling) can
-make every repeat of one process 2x slower, a real and significant difference that is not the
-code's. Compare runs made on a quiet machine.
+The repeats of one point are made within a second or so, while a shared CPU's speed swings over
+seconds: on the 2-core CI VM a fixed matmul took 4.2 ms and 7.3 ms in one process 2 s apart, and
+two back-to-back runs of an unchanged sweep gave 10 of 16 points "moved" by 35-110%. So where both
+records carry the machine probe's time before each call (`machine_ms`, CPU), each call is judged
+relative to it (`times_ms[i] / machine_ms[i]`): the ratio, the test and the verdict are of the
+calls against the machine's speed at that moment, and the `machine` column shows how far the
+machine itself moved (B / A). This cancels the swings that slow a matmul and the variant alike; it
+cannot cancel what slows one and not the other (page faults of large fresh buffers), so memory-
+bound points stay noisier. Without probes (CUDA, older records) the raw times are judged.
 
 `Comparison.report` gives the table, a summary line and the exit code: 1 if any point regressed
 (in time or memory), 0 otherwise; noisy points never fail the comparison and are counted apart.
@@ -49,6 +54,9 @@ from attnbench.suite.summary import variant_label
 ALPHA = 0.05
 # Fewer repeats a side give no verdict: the U test's normal approximation, and a median, need more.
 MIN_REPEATS = 4
+# Least change of the median time that counts, by device: a shared CPU's relative times still move by
+# up to ~7% between processes (sdpa N=512 against the probe on the CI VM), a GPU's by far less.
+TIME_THRESHOLD = {"cpu": 0.10, "cuda": 0.05}
 CPU_MEMORY_FLOOR = 2**20  # bytes: CPU peaks of one point move by up to ~0.3 MiB across processes
 # Identity fields shown in a point's name when they differ between points (variant and N always
 # are shown, and Nq where it is not N).
@@ -150,6 +158,47 @@ def judge_memory(a: Sequence[int] | None, b: Sequence[int] | None, threshold: fl
     return Judgement(mark, "regression" if change > 0 else "better")
 
 
+def relative_times(record: dict[str, Any]) -> list[float] | None:
+    """Each call's time over the machine probe's just before it, or None where the record has no probes."""
+    times, machine = record.get("times_ms"), record.get("machine_ms")
+    if not times or not machine or len(machine) != len(times) or min(machine) <= 0:
+        return None
+    return [t / m for t, m in zip(times, machine, strict=True)]
+
+
+def machine_moved(a: dict[str, Any], b: dict[str, Any], time: Judgement, threshold: float) -> Judgement:
+    """`time`, or `noisy` where the machine probe moved beyond `threshold` and could explain a change found.
+
+    The relative times cancel a machine's swing only as far as the variant slows with the probe, and
+    memory-bound variants do not (naive N=512 on the CI VM: probe 0.49x, naive 1.35x). So when the
+    machine itself moved, a change counts only if the raw times moved beyond the machine's own swing.
+    """
+    if time.kind not in ("regression", "better") or not a.get("machine_ms") or not b.get("machine_ms"):
+        return time
+    machine = statistics.median(b["machine_ms"]) / statistics.median(a["machine_ms"])
+    if abs(math.log(machine)) <= math.log1p(threshold):
+        return time
+    raw = statistics.median(b["times_ms"]) / statistics.median(a["times_ms"])
+    if abs(math.log(raw)) > abs(math.log(machine)) + math.log1p(threshold):
+        return time
+    return Judgement("noisy", "noisy", f"the machine itself ran {machine - 1:+.0%}")
+
+
+def timed_samples(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[float] | None, list[float] | None]:
+    """What the time verdict compares: calls relative to the machine probe when both have it, else raw times."""
+    rel_a, rel_b = relative_times(a), relative_times(b)
+    if rel_a is not None and rel_b is not None:
+        return rel_a, rel_b
+    return a.get("times_ms"), b.get("times_ms")
+
+
+def _machine_ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """How much slower the machine itself ran for B than for A at this point (median probe time, B / A)."""
+    if not a.get("machine_ms") or not b.get("machine_ms"):
+        return ""
+    return f"{statistics.median(b['machine_ms']) / statistics.median(a['machine_ms']):.2f}x"
+
+
 def identity(record: dict[str, Any]) -> str:
     """Stable JSON of what a record measures, options included (the same fields as its `key`)."""
     fields = {f: record.get(f) for f in IDENTITY}
@@ -249,6 +298,7 @@ class Comparison:
                 f"time {name_a} (ms)": p.a.get("time_ms"),
                 f"time {name_b} (ms)": p.b.get("time_ms"),
                 "ratio": _ratio(p.b.get("time_ms"), p.a.get("time_ms")),
+                "machine": _machine_ratio(p.a, p.b),
                 "time": p.time.mark,
                 "p": "" if p.p is None else "<0.001" if p.p < 0.001 else f"{p.p:.3f}",
                 f"memory {name_a} (MiB)": _mib(p.a),
@@ -302,18 +352,20 @@ def ok_points(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def compare_records(
     a: list[dict[str, Any]],
     b: list[dict[str, Any]],
-    threshold: float = 0.05,
+    threshold: float | None = None,
     memory_threshold: float = 0.10,
     alpha: float = ALPHA,
 ) -> Comparison:
-    """Match the ok points of two lists of records and judge each."""
+    """Match the ok points of two lists of records and judge each (`threshold` None: by device, `TIME_THRESHOLD`)."""
     points_a, points_b = ok_points(a), ok_points(b)
     judged = []
     for key, ra in points_a.items():
         rb = points_b.get(key)
         if rb is None:
             continue
-        time, p = judge_time(ra.get("times_ms"), rb.get("times_ms"), threshold, alpha)
+        least = TIME_THRESHOLD.get(ra.get("device"), 0.05) if threshold is None else threshold
+        time, p = judge_time(*timed_samples(ra, rb), least, alpha)
+        time = machine_moved(ra, rb, time, least)
         floor = CPU_MEMORY_FLOOR if ra.get("device") == "cpu" else 0
         memory = judge_memory(_memory_samples(ra), _memory_samples(rb), memory_threshold, floor)
         judged.append(PointComparison(ra, rb, time, p, memory))
@@ -321,7 +373,7 @@ def compare_records(
 
 
 def compare_runs(
-    a: Path, b: Path, threshold: float = 0.05, memory_threshold: float = 0.10, alpha: float = ALPHA
+    a: Path, b: Path, threshold: float | None = None, memory_threshold: float = 0.10, alpha: float = ALPHA
 ) -> Comparison:
     """Read two run folders and compare their points (see `compare_records`)."""
     return compare_records(

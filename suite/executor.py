@@ -5,27 +5,41 @@ a submitit SLURM job running ``python -m attnbench.suite.worker``) can replace t
 the sweep changing. Points run one at a time: two measurements sharing a device would time each
 other.
 
-A worker never outlives the command that started it: it is killed with it (the kernel's
-parent-death signal), and killed on its timeout. Its result comes back through a pipe, so nothing
-is left on disk when either side is killed.
+Each worker is forked from a fork server (multiprocessing's ``forkserver``) that imported torch
+and the worker once and never initialised CUDA: a point gets a fresh process, so its peak memory
+and any crash stay its own, without paying Python's and torch's start-up (~2 s on 2 CPU cores)
+every time. The worker takes the caller's environment as it is at the call, not the server's.
+
+A worker never outlives the command that started it: the fork server exits when that command dies
+and the worker is killed with the fork server (the kernel's parent-death signal); it is killed with
+its process group on its timeout. Its result and stderr come back through pipes, so nothing is left
+on disk when either side is killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.forkserver
+import multiprocessing.util
 import os
+import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Protocol
 
 from attnbench.suite.points import Point
 
 PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
+FORK_DIR_PREFIX = "attnbench-fork-"
 
 
 class Executor(Protocol):
@@ -44,9 +58,10 @@ def _last_line(text: str) -> str:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the parent dies (Linux), so a killed sweep leaves no worker."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    """In a worker: SIGKILL it when its parent dies (Linux), so a killed sweep leaves no worker."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _read_all(fd: int, chunks: list[bytes]) -> None:
@@ -55,38 +70,88 @@ def _read_all(fd: int, chunks: list[bytes]) -> None:
             chunks.append(chunk)
 
 
+def _serve(args: list[str], results: Connection, errors: Connection, environ: dict[str, str]) -> None:
+    """A worker forked from the server: the caller's environment, stderr down a pipe, then the worker's main."""
+    os.setsid()  # its own process group, so a timeout kills its children too
+    # multiprocessing hands each child the fork server's keep-alive pipe: held here, it would keep the
+    # server (and so this worker) alive after the command that started them is killed.
+    alive = getattr(multiprocessing.forkserver._forkserver, "_forkserver_alive_fd", None)
+    if alive is not None:
+        os.close(alive)
+    _die_with_parent()  # its parent is the fork server, which exits when the command that started it dies
+    os.environ.clear()
+    os.environ.update(environ)  # the server's environment is the one it started with, not the caller's now
+    os.dup2(errors.fileno(), 2)
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    from attnbench.suite import worker
+
+    code = worker.main([*args, str(results.fileno())])
+    sys.stderr.flush()
+    os._exit(code)  # no multiprocessing exit handlers: they would flush the server's inherited state
+
+
+def _fork_server_dir() -> None:
+    """Name the folder of the fork server's socket for this command, and remove those of commands killed before.
+
+    multiprocessing makes it on first use and removes it at exit, so a `kill -9` leaves it behind;
+    it is named for its command's pid so a later command can tell a dead one's and remove it.
+    """
+    config = multiprocessing.current_process()._config  # where multiprocessing.util.get_temp_dir() looks
+    if config.get("tempdir") is not None:
+        return
+    for stale in Path(tempfile.gettempdir()).glob(f"{FORK_DIR_PREFIX}*"):
+        pid = stale.name.removeprefix(FORK_DIR_PREFIX).split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = tempfile.mkdtemp(prefix=f"{FORK_DIR_PREFIX}{os.getpid()}-")
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-100)
+    config["tempdir"] = folder
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    """The fork server: started once per command, it has imported torch and the worker (never CUDA)."""
+    _fork_server_dir()
+    context = multiprocessing.get_context("forkserver")
+    # torch._dynamo: imported lazily by the SDPA-backend trace and by flex, ~4 s on 2 cores, once here.
+    context.set_forkserver_preload(["torch._dynamo", "attnbench.suite.worker", "attnbench.suite.executor"])
+    return context
+
+
 def spawn_worker(args: list[str], timeout_s: float) -> tuple[int | None, dict[str, Any] | None, str]:
-    """Run `python -m attnbench.suite.worker ARGS FD`; (exit code or None on timeout, last result, stderr)."""
-    read_fd, write_fd = os.pipe()
+    """Run the worker's main(ARGS + [FD]) in a process forked from the fork server.
+
+    Returns (exit code, negative for a signal, or None on timeout; the last whole result line; stderr).
+    """
+    context = _context()
+    result_read, result_write = context.Pipe(duplex=False)
+    err_read, err_write = context.Pipe(duplex=False)
     chunks: list[bytes] = []
-    reader = threading.Thread(target=_read_all, args=(read_fd, chunks), daemon=True)
-    reader.start()
-    with tempfile.TemporaryFile(mode="w+") as err:  # unlinked at once: nothing to clean up
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "attnbench.suite.worker", *args, str(write_fd)],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                pass_fds=(write_fd,),
-                start_new_session=True,  # its own process group, so a timeout kills its children too
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-        finally:
-            os.close(write_fd)
-        try:
-            code: int | None = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            code = None
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        if code is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    err_chunks: list[bytes] = []
+    readers = [threading.Thread(target=_read_all, args=(os.dup(conn.fileno()), out), daemon=True)
+               for conn, out in ((result_read, chunks), (err_read, err_chunks))]  # fmt: skip
+    result_read.close()
+    err_read.close()
+    for reader in readers:
+        reader.start()
+    proc = context.Process(target=_serve, args=(args, result_write, err_write, dict(os.environ)), daemon=False)
+    try:
+        proc.start()
+    finally:
+        result_write.close()
+        err_write.close()
+    try:
+        proc.join(timeout_s)
+        code = proc.exitcode
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.join()
+        raise
+    if code is None:
+        _kill_group(proc.pid)
+        proc.join()
+    for reader in readers:
         reader.join(timeout=10)
-        err.seek(0)
-        stderr = err.read()
+    proc.close()
     lines = [line for line in b"".join(chunks).decode(errors="replace").splitlines() if line.strip()]
     result = None
     for line in reversed(lines):  # the last whole line: a worker killed mid-write leaves a partial one
@@ -95,11 +160,19 @@ def spawn_worker(args: list[str], timeout_s: float) -> tuple[int | None, dict[st
             break
         except ValueError:
             continue
-    return code, result, stderr
+    return code, result, b"".join(err_chunks).decode(errors="replace")
+
+
+def _kill_group(pid: int | None) -> None:
+    """SIGKILL the worker and whatever it started (its process group), if still there."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 class LocalExecutor:
-    """Runs each point in a fresh `python -m attnbench.suite.worker` process, with a timeout."""
+    """Runs each point in a fresh worker process forked from the fork server, with a timeout."""
 
     name = "local"
 

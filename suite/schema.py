@@ -9,7 +9,8 @@ the variant's source, the executor and host, and for bench points the clock and 
 Version history:
 - 0: records before the schema (no ``schema_version``); ``repeats`` held the number of timed calls.
 - 1: ``schema_version``, ``code``, ``source``, ``versions``, ``executor``, ``host``, ``clock``,
-  ``memory_method``, ``times_ms``, ``timed_calls``, ``tolerance``, ``correct``, ``sdpa_backend``.
+  ``memory_method``, ``times_ms``, ``timed_calls``, ``tolerance``, ``correct``, ``sdpa_backend``;
+  later (optional, so still version 1): ``machine_ms``.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class BenchRecord(_Record):
     time_p80_ms: float | None = None
     timed_calls: int | None = None
     times_ms: list[float] | None = None
+    machine_ms: list[float] | None = None  # CPU: the machine probe timed just before each call
     peak_bytes_samples: list[int] | None = None
     flops: float | None = None
     tflops: float | None = None

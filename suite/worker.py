@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 import traceback
@@ -240,6 +241,7 @@ def run_point(point: Point, fd: int) -> dict[str, Any]:
         if status == "error" and os.environ.get("ATTNBENCH_DEBUG"):
             traceback.print_exc()
     result["threads"] = torch.get_num_threads()
+    result["host"] = platform.node()  # the machine that measured it (a cluster run has many)
     _send(fd, result)
     if error_of is not None:
         try:
@@ -259,6 +261,21 @@ def calibrate(device: str, dtype: torch.dtype, threads: int | None) -> float:
     b = torch.randn(n, n, device=device, dtype=dtype)
     timing = time_calls(lambda _: a @ b, lambda: None, device, repeats=10, budget_s=5.0)
     return 2 * n**3 / (timing.median_ms * 1e-3) / 1e12
+
+
+def measure_here(data: dict[str, Any]) -> dict[str, Any]:
+    """Measure one point (`Point.to_dict()`) in this process and return its result: a cluster job's body.
+
+    The caller gives each job a fresh process (Ray's `max_calls=1`, a submitit job), as the local
+    executor does. The result names the host it was measured on.
+    """
+    with open(os.devnull, "wb") as sink:
+        return run_point(Point.from_dict(data), sink.fileno())
+
+
+def calibrate_here(device: str, dtype: str, threads: int | None) -> float:
+    """`calibrate` by names, in this process: a cluster job's body."""
+    return calibrate(device, parse_dtype(dtype), threads)
 
 
 def main(argv: list[str]) -> int:

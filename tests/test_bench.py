@@ -93,6 +93,7 @@ def test_records_name_the_code_that_made_them(growth_run):
     assert record["clock"] == "perf_counter" and record["memory_method"].startswith("VmHWM")
     assert record["executor"] == "local" and record["host"] == platform.node()
     assert len(record["times_ms"]) == record["timed_calls"] >= 3
+    assert len(record["machine_ms"]) == record["timed_calls"] and min(record["machine_ms"]) > 0  # CPU: a probe per call
     sdpa = next(r for r in read_records(growth_run) if r["variant"] == "sdpa")
     assert sdpa["sdpa_backend"] in ("flash", "math") and record["sdpa_backend"] is None  # naive runs no SDPA
 

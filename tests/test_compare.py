@@ -14,8 +14,10 @@ from attnbench.suite.compare import (
     judge_memory,
     judge_time,
     least_p,
+    machine_moved,
     mann_whitney,
     ranks,
+    relative_times,
 )
 
 MIB = 2**20
@@ -117,6 +119,32 @@ def test_records_without_per_repeat_times_are_noisy():
 
 
 # Memory verdicts, against the samples' own spread.
+
+
+def test_calls_are_judged_relative_to_the_machine_probe_before_each():
+    # The machine ran 2x slower for B and so did every call: no change. Raw times would call it +100%.
+    a = record(times=draws(1), machine_ms=[0.6] * 20)
+    b = record(times=[2 * t for t in draws(2)], machine_ms=[1.2] * 20)
+    assert relative_times(a) == pytest.approx([t / 0.6 for t in a["times_ms"]])
+    assert compare_records([a], [b]).points[0].time.kind == "same"
+    # Same machine speed, calls 30% slower: a regression of the relative times.
+    c = record(times=[1.3 * t for t in draws(2)], machine_ms=[0.6] * 20)
+    point = compare_records([a], [c]).points[0]
+    assert point.time.kind == "regression" and point.time.mark.startswith("+")
+    # The machine 2x faster and the calls 30% slower: the machine's swing could explain it, no verdict.
+    d = record(times=[1.3 * t for t in draws(2)], machine_ms=[0.3] * 20)
+    point = compare_records([a], [d]).points[0]
+    assert point.time.kind == "noisy" and point.time.why == "the machine itself ran -50%"
+    # ... but calls 200x slower are beyond any swing of the machine.
+    e = record(times=[200 * t for t in draws(2)], machine_ms=[0.3] * 20)
+    assert compare_records([a], [e]).points[0].time.kind == "regression"
+
+
+def test_a_probe_per_call_is_needed_for_relative_times():
+    assert relative_times(record(times=[1.0, 2.0], machine_ms=[0.5])) is None
+    assert relative_times(record(times=[1.0, 2.0])) is None
+    regression = compare_records([record(times=draws(1))], [record(times=draws(2, median=20))]).points[0].time
+    assert machine_moved(record(times=[1.0]), record(times=[1.0], machine_ms=[0.5]), regression, 0.05) == regression
 
 
 def test_memory_within_threshold_is_no_change_and_beyond_spread_a_regression():
