@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: setup test test-all lint format bench microbench clean
 
@@ -23,7 +24,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-lint: $(STAMP)
+# The tests also run the cluster executors (Ray, submitit's local cluster): their extras.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,ray,slurm]'
+	@touch $@
+
+lint: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from attnbench.suite.executor import LocalExecutor
+from attnbench.suite.executors.local import LocalExecutor
 from attnbench.suite.points import Point
 
 TINY = Point(variant="naive", batch=1, heads=2, kv_heads=2, q_len=64, seq=64, head_dim=16, dtype="float32",

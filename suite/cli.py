@@ -209,6 +209,29 @@ def _options(pairs: list[str] | None) -> dict[str, dict]:
     return options
 
 
+ExecutorOpt = Annotated[str, typer.Option(help="Where jobs run: local, ray, slurm.")]
+AddressOpt = Annotated[str | None, typer.Option(help="ray: a cluster's address (default: a local Ray).")]
+ClusterOpt = Annotated[str, typer.Option(help="slurm: 'slurm', or 'local' for submitit's local cluster (no SLURM).")]
+PartitionOpt = Annotated[str | None, typer.Option(help="slurm: partition.")]
+AccountOpt = Annotated[str | None, typer.Option(help="slurm: account.")]
+TimeMinOpt = Annotated[int | None, typer.Option(help="slurm: minutes per job (bench default: the point's timeout).")]
+
+
+def _executor_choice(
+    executor: str, address: str | None, cluster: str, partition: str | None, account: str | None, time_min: int | None
+) -> tuple[str, dict]:
+    """The executor's name and its options, checked (one line on a bad name)."""
+    from attnbench.suite.executors import NAMES
+
+    if executor not in NAMES:
+        raise UserError(f"unknown executor {executor!r}: choose one of {', '.join(NAMES)}")
+    if cluster not in ("slurm", "local"):
+        raise UserError(f"unknown --cluster {cluster!r}: slurm or local")
+    slurm = {"cluster": cluster, "partition": partition, "account": account, "time_min": time_min}
+    options = {"ray": {"address": address}, "slurm": slurm}
+    return executor, options.get(executor, {})
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -254,6 +277,12 @@ def bench(
     write_charts: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the charts and README.md at the end.")
     ] = True,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cluster: ClusterOpt = "slurm",
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    time_min: TimeMinOpt = None,
 ) -> None:
     """Measure time, memory, TFLOP/s and error over a grid; one fresh worker per point; resumable.
 
@@ -302,7 +331,8 @@ def bench(
     else:
         run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(device)}"
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
-    records = _measure(cfg, registry, device, plugins, run_dir, charts=write_charts and not scratch)
+    choice = _executor_choice(executor, address, cluster, partition, account, time_min)
+    records = _measure(cfg, registry, device, plugins, run_dir, charts=write_charts and not scratch, executor=choice)
     wrong = [r for r in records if r.get("correct") is False]
     if wrong:
         names = ", ".join(sorted({r["variant"] for r in wrong}))
@@ -311,9 +341,18 @@ def bench(
         raise typer.Exit(1)
 
 
-def _measure(cfg, registry: Registry, device: str, plugins: tuple[str, ...], run_dir: Path, charts: bool) -> list:
-    """Run the sweep of `cfg` into `run_dir` under its lock; write env.json, the summary and charts."""
-    from attnbench.suite.executor import LocalExecutor
+def _measure(
+    cfg,
+    registry: Registry,
+    device: str,
+    plugins: tuple[str, ...],
+    run_dir: Path,
+    charts: bool,
+    executor: tuple[str, dict] = ("local", {}),
+) -> list:
+    """Run the sweep of `cfg` into `run_dir` under its lock, on `executor` (name, options); write
+    env.json, the summary and charts."""
+    from attnbench.suite.executors import make_executor
     from attnbench.suite.points import expand
     from attnbench.suite.records import read_env, run_lock, write_atomic, write_env
     from attnbench.suite.summary import bench_frame, markdown
@@ -325,7 +364,8 @@ def _measure(cfg, registry: Registry, device: str, plugins: tuple[str, ...], run
     signal.signal(signal.SIGTERM, _interrupt)
     with run_lock(run_dir):
         try:
-            records = run_sweep(points, run_dir, LocalExecutor(), console, device, cfg.threads, registry)
+            records = run_sweep(points, run_dir, make_executor(executor[0], run_dir, executor[1]), console, device,
+                                cfg.threads, registry)  # fmt: skip
         except KeyboardInterrupt:
             console.print(f"interrupted: finished points are kept in {run_dir}; rerun the same command to resume")
             raise typer.Exit(130) from None
@@ -349,14 +389,9 @@ DataDirOpt = Annotated[
 
 
 def _train_setup(preset: str, option: list[str] | None):
-    from attnbench.suite.train import load_train_preset
+    from attnbench.suite.train import load_train_preset, with_options
 
-    loaded = load_train_preset(preset)
-    extra = _options(option)
-    for setup in loaded.tasks.values():
-        for variant, values in extra.items():
-            setup.options[variant] = setup.options.get(variant, {}) | values
-    return loaded
+    return with_options(load_train_preset(preset), _options(option))
 
 
 @app.command()
@@ -421,6 +456,12 @@ def suite_command(
     device: DeviceOpt = None,
     option: OptionOpt = None,
     plugin: PluginOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cluster: ClusterOpt = "slurm",
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    time_min: TimeMinOpt = None,
 ) -> None:
     """Train every task x variant x seed, each run in its own process; write the accuracy table."""
     from attnbench.suite.env import read_checked_env
@@ -439,32 +480,30 @@ def suite_command(
     out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
     read_checked_env(out, device)  # up front: each run would refuse the folder alike
     signal.signal(signal.SIGTERM, _interrupt)
-    runs = [(t, v, s) for t in task_list for v in variant_list for s in seed_list]
+    name, settings = _executor_choice(executor, address, cluster, partition, account, time_min)
+    from attnbench.suite.executors import make_executor
+    from attnbench.suite.train import TrainJob
+
+    plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
+    jobs = [TrainJob(t, v, s, preset, device, str(out.resolve()), _options(option), plugins,
+                     str(data_dir.resolve()) if data_dir else None)
+            for t in task_list for v in variant_list for s in seed_list]  # fmt: skip
     with run_lock(out):  # the runs below write into the folder under this lock
-        _train_each(runs, preset, device, out, plugin, option, data_dir)
+        _train_each(jobs, make_executor(name, out, settings), out)
         console.print(write_accuracy(out, read_records(out)), markup=False, highlight=False)
 
 
-def _train_each(runs, preset, device, out, plugin, option, data_dir) -> None:
-    """One `attnbench train` process per (task, variant, seed)."""
-    import subprocess
-
-    for i, (task, variant, seed) in enumerate(runs, start=1):
-        console.print(f"[{i}/{len(runs)}] {task} / {variant} / seed {seed}")
-        argv = [sys.executable, "-m", "attnbench", "train", "--task", task, "--variant", variant, "--preset", preset,
-                "--seed", str(seed), "--device", device, "--out", str(out)]  # fmt: skip
-        argv += [a for p in plugin or [] for a in ("--plugin", str(p))]
-        argv += [a for o in option or [] for a in ("--option", o)]
-        argv += ["--data-dir", str(data_dir)] if data_dir else []
+def _train_each(jobs: list, executor, out: Path) -> None:
+    """Each (task, variant, seed) as a job on `executor`, one at a time; a failed run is reported and skipped."""
+    for i, job in enumerate(jobs, start=1):
+        console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}")
         try:
-            done = subprocess.run(argv)
+            record = executor.train(job)
         except KeyboardInterrupt:
             console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to resume")
             raise typer.Exit(130) from None
-        if done.returncode == 2:  # a one-line error, printed above: nothing was recorded
-            console.print("  run refused; see the error above")
-        elif done.returncode not in (0, 1):  # 1: the run ended with a recorded failure
-            console.print(f"  run exited with {done.returncode} (killed: out of memory?); see above")
+        if record.get("status") != "ok":
+            console.print(f"  {record.get('status')}: {record.get('reason', '')}", markup=False, highlight=False)
 
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]
@@ -501,7 +540,7 @@ def rerun(
 ) -> None:
     """Re-measure a run's points into a fresh folder; print recorded vs new; exit 1 beyond the run's spread."""
     from attnbench.suite.compare import compare_records
-    from attnbench.suite.executor import LocalExecutor
+    from attnbench.suite.executors.local import LocalExecutor
     from attnbench.suite.records import read_env, read_records, require_run, run_lock
     from attnbench.suite.rerun import parse_where, scratch_folder, select
     from attnbench.suite.sweep import run_sweep

@@ -35,7 +35,7 @@ from attnbench.suite.summary import (
     series_title,
     train_frame,
 )
-from attnbench.variants import BUILTIN
+from attnbench.variants import builtin
 
 FAILED_STYLE = {"marker": "x", "s": 60, "linewidths": 2, "zorder": 5}
 WRONG_STYLE = {"marker": "o", "s": 140, "facecolors": "none", "edgecolors": "red", "linewidths": 2, "zorder": 6}
@@ -52,7 +52,7 @@ def variant_color(name: str) -> Any:
     """The same colour for a variant in every chart: built-ins by position, plugins by name hash.
     A variant run with options (`chunked[block_size=64]`) keeps its variant's colour."""
     name = name.partition("[")[0]
-    names = list(BUILTIN)
+    names = list(builtin())
     if name in names:
         return _PALETTE[names.index(name) % len(_PALETTE)]
     return plt.get_cmap("Set2")(zlib.crc32(name.encode()) % 8)

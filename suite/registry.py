@@ -1,6 +1,6 @@
 """The registry of attention variants: built-ins, installed plugins and plugin files, by name.
 
-Three sources, in order: the built-ins listed in ``attnbench.variants.BUILTIN``; classes named by
+Three sources, in order: the built-ins found in ``variants/`` (``attnbench.variants.builtin``); classes named by
 the entry-point group ``attnbench.variants`` of installed packages; and ``--plugin path.py`` files.
 Nothing is imported until a variant is asked for, and a source that fails to import makes only
 its own variants unavailable (with the error as the reason); the rest of the registry works.
@@ -25,8 +25,8 @@ from typing import Any, Literal
 import torch
 
 from attnbench.suite.errors import UserError
-from attnbench.variants import BUILTIN
-from attnbench.variants.contract import AttentionSpec, Variant, VariantInfo
+from attnbench.variants import builtin, defined_variants
+from attnbench.variants.contract import AttentionSpec, Variant
 
 ENTRY_POINT_GROUP = "attnbench.variants"
 
@@ -48,14 +48,8 @@ def _distribution_version(name: str) -> str | None:
 
 
 def _variant_classes(module: object) -> list[type[Variant]]:
-    """Variant subclasses defined in `module` (not merely imported into it)."""
-    return [
-        obj
-        for _, obj in inspect.getmembers(module, inspect.isclass)
-        if issubclass(obj, Variant)
-        and obj.__module__ == getattr(module, "__name__", None)
-        and isinstance(getattr(obj, "info", None), VariantInfo)
-    ]
+    """Variant subclasses defined in `module` (not merely imported into it) with their own info."""
+    return defined_variants(module)
 
 
 def load_plugin_file(path: str | Path) -> list[type[Variant]]:
@@ -194,13 +188,16 @@ def _entry_point_entries() -> Iterable[Entry]:
             yield Entry(ep.name, origin, ep.value, error="names no Variant class", **where)
         for cls in classes:
             name = getattr(getattr(cls, "info", None), "name", ep.name)
+            if inspect.isclass(obj) and name != ep.name:  # a variant is known by one name: the one it declares
+                yield Entry(ep.name, origin, ep.value, error=f"the class declares the name {name!r}", **where)
+                continue
             yield Entry(name, origin, cls, **where)
 
 
 def load_registry(plugin_files: Iterable[str | Path] = ()) -> Registry:
     """Built-ins, then installed entry-point plugins, then plugin files."""
     registry = Registry()
-    for name, target in BUILTIN.items():
+    for name, target in builtin().items():
         registry.add(Entry(name, "built-in", target))
     for entry in _entry_point_entries():
         try:

@@ -23,7 +23,7 @@ from rich.progress import (
 
 from attnbench.suite import env as environment
 from attnbench.suite.errors import UserError
-from attnbench.suite.executor import Executor
+from attnbench.suite.executors import Executor
 from attnbench.suite.points import Point
 from attnbench.suite.records import FINAL, append_record, read_records, repair_tail, write_env
 from attnbench.suite.registry import Registry

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +255,67 @@ def train(
     }
 
 
+def with_options(preset: TrainPreset, options: dict[str, dict[str, Any]]) -> TrainPreset:
+    """`preset` with per-variant options ({variant: {key: value}}) merged into every task's setup."""
+    for setup in preset.tasks.values():
+        for variant, values in options.items():
+            setup.options[variant] = setup.options.get(variant, {}) | values
+    return preset
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training run to make: plain JSON-able data, so any executor can carry it to a worker."""
+
+    task: str
+    variant: str
+    seed: int
+    preset: str
+    device: str
+    out: str  # the run folder the record and model go into (shared with the driver)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {variant: {key: value}}
+    plugins: tuple[str, ...] = ()
+    data_dir: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainJob:
+        return cls(**{**data, "plugins": tuple(data.get("plugins", ()))})
+
+    def argv(self) -> list[str]:
+        """`attnbench train` arguments that make this run into `out` (the local executor's process)."""
+        args = ["train", "--task", self.task, "--variant", self.variant, "--preset", self.preset,
+                "--seed", str(self.seed), "--device", self.device, "--out", self.out]  # fmt: skip
+        for variant, values in sorted(self.options.items()):
+            args += [
+                a for key, value in sorted(values.items()) for a in ("--option", f"{variant}.{key}={json.dumps(value)}")
+            ]
+        args += [a for plugin in self.plugins for a in ("--plugin", plugin)]
+        return args + (["--data-dir", self.data_dir] if self.data_dir else [])
+
+
+def train_here(data: dict[str, Any], executor: str) -> dict[str, Any]:
+    """Make one training run (`TrainJob.to_dict()`) in this process and return its record: a cluster job's body.
+
+    The record is appended to the job's run folder by the job, as `attnbench train` does, under the
+    lock the driver holds. A refusal (bad input) comes back as an `error` status with its one line.
+    """
+    from attnbench.suite.registry import load_registry
+    from attnbench.tasks import DataFormatError
+
+    job = TrainJob.from_dict(data)
+    try:
+        preset = with_options(load_train_preset(job.preset), job.options)
+        registry = load_registry(job.plugins)
+        return run_training(job.task, job.variant, preset, job.seed, registry, job.device, Path(job.out),
+                            Path(job.data_dir) if job.data_dir else None, job.plugins, Console(quiet=True),
+                            executor=executor)  # fmt: skip
+    except (UserError, DataFormatError) as err:
+        return {"status": "error", "reason": str(err)}
+
+
 def train_command(task: str, variant: str, preset: str, seed: int, data_dir: Path | None, device: str,
                   plugins: tuple[str, ...], options: dict[str, Any]) -> str:  # fmt: skip
     """The `attnbench train` command that reruns one training run alone, into a fresh scratch folder."""
@@ -289,6 +351,7 @@ def run_training(
     data_dir: Path | None,
     plugins: tuple[str, ...],
     console: Console,
+    executor: str = "local",
 ) -> dict[str, Any]:
     """One recorded, resumable training run; an existing record for the same run is returned as is."""
     if task not in TASKS:
@@ -315,7 +378,7 @@ def run_training(
         "train": setup.train.model_dump(), "options": setup.options.get(variant, {}), "key": key,
         "command": train_command(task, variant, preset.name, seed, data_dir, device, plugins,
                                  setup.options.get(variant, {})),
-        **environment.provenance(), "executor": "local", "source": _source(registry, variant),
+        **environment.provenance(), "executor": executor, "source": _source(registry, variant),
     }  # fmt: skip
     reason = registry.unavailable_reason(variant, device)
     started = time.perf_counter()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+import types
 
 import pytest
 
 from attnbench.suite.errors import UserError
 from attnbench.suite.registry import load_plugin_file, load_registry
-from attnbench.variants import BUILTIN
+from attnbench.variants import builtin, defined_variants
 
 EXAMPLE_VARIANT = textwrap.dedent(
     """
@@ -31,11 +34,44 @@ def _install_fake_distribution(root, entry_points: str, modules: dict[str, str])
         (root / f"{name}.py").write_text(source)
 
 
-def test_builtins_are_listed_without_importing_optional_packages():
+def test_builtins_are_found_in_their_files_without_importing_optional_packages():
     registry = load_registry()
-    assert registry.names()[: len(BUILTIN)] == list(BUILTIN)
+    assert registry.names()[: len(builtin())] == list(builtin())
+    assert len(builtin()) == 20 and list(builtin())[:4] == ["chunked", "flash-attn", "flex", "naive"]
+    for name, target in builtin().items():
+        assert registry.get(name).info.name == name  # registered under the name it declares
+        assert target.startswith("attnbench.variants.") and ".contract" not in target
     for name in ("flash-attn", "xformers"):
         assert registry.unavailable_reason(name, "cpu")
+    listed = subprocess.run(
+        [sys.executable, "-c", "import sys; from attnbench.suite.registry import load_registry; load_registry(); "
+         "print(sorted({'xformers', 'flash_attn', 'fla'} & set(sys.modules)))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert listed.stdout.strip() == "[]"
+
+
+def test_a_module_registers_the_variants_it_defines_with_their_own_info():
+    from attnbench.variants.contract import VariantInfo
+    from attnbench.variants.exact.naive import NaiveAttention
+
+    module = types.ModuleType("fake_variants")
+    imported = NaiveAttention  # imported into the module: not its own
+    inherits = type("Inherits", (NaiveAttention,), {"__module__": "fake_variants"})  # naive's info, not its own
+    info = VariantInfo(name="own", family="exact", exact=True, gqa_native=True)
+    own = type("Own", (NaiveAttention,), {"__module__": "fake_variants", "info": info})
+    module.Imported, module.Inherits, module.Own = imported, inherits, own
+    assert [cls.__name__ for cls in defined_variants(module)] == ["Own"]
+
+
+def test_an_entry_point_must_use_the_name_its_class_declares(tmp_path, monkeypatch):
+    _install_fake_distribution(
+        tmp_path, "[attnbench.variants]\nalias = fake_variant:Installed\n", {"fake_variant": EXAMPLE_VARIANT}
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry()
+    assert "declares the name 'installed-naive'" in registry.unavailable_reason("alias", "cpu")
+    assert "installed-naive" not in registry.names()
 
 
 def test_unknown_variant_suggests_the_closest_name():

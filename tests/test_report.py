@@ -14,7 +14,7 @@ from attnbench.suite.heatmap import attention_maps
 from attnbench.suite.model import ModelConfig, TaskModel
 from attnbench.suite.plots import line_style, variant_color
 from attnbench.suite.registry import load_registry
-from attnbench.variants import BUILTIN
+from attnbench.variants import builtin
 
 FAST = ["--budget", "0.05", "--repeats", "3", "--warmup", "1"]
 
@@ -80,7 +80,7 @@ def test_failed_points_are_marked_on_the_chart(tmp_path, plugins, capsys):
 
 
 def test_every_builtin_has_its_own_colour_and_approximations_their_own_line():
-    rgb = np.array([matplotlib.colors.to_rgb(variant_color(name)) for name in BUILTIN])
+    rgb = np.array([matplotlib.colors.to_rgb(variant_color(name)) for name in builtin()])
     distances = np.linalg.norm(rgb[:, None] - rgb[None, :], axis=-1)[np.triu_indices(len(rgb), 1)]
     assert distances.min() >= 0.2  # tab10's blue against Set1's, once a collision here, is 0.09 apart
     exact, approx = line_style("naive", exact=True), line_style("linformer", exact=False)

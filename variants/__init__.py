@@ -1,28 +1,49 @@
-"""Built-in attention variants. Each lives in its own module; none is imported until it is asked for.
+"""Built-in attention variants, found by scanning the family folders: a variant is its file.
 
-`BUILTIN` maps a variant's name to the import path of its class, so that listing or running one
-variant never imports another variant's optional package.
+Every module under ``exact/``, ``linear/``, ``sparse/`` and ``lowrank/`` is imported once and each
+`Variant` subclass it defines with its own ``info`` is registered under ``info.name``: adding a
+built-in takes a new file and nothing else. A variant module must not import an optional package
+at module level (import it where it is used), so the scan never needs one.
 """
 
-BUILTIN: dict[str, str] = {
-    "naive": "attnbench.variants.exact.naive:NaiveAttention",
-    "sdpa": "attnbench.variants.exact.sdpa:SdpaAttention",
-    "sdpa-math": "attnbench.variants.exact.sdpa_math:SdpaMathAttention",
-    "sdpa-flash": "attnbench.variants.exact.sdpa_flash:SdpaFlashAttention",
-    "sdpa-efficient": "attnbench.variants.exact.sdpa_efficient:SdpaEfficientAttention",
-    "sdpa-cudnn": "attnbench.variants.exact.sdpa_cudnn:SdpaCudnnAttention",
-    "chunked": "attnbench.variants.exact.chunked:ChunkedAttention",
-    "flex": "attnbench.variants.exact.flex:FlexAttention",
-    "flash-attn": "attnbench.variants.exact.flash_attn:FlashAttnAttention",
-    "xformers": "attnbench.variants.exact.xformers:XformersAttention",
-    "linear-elu": "attnbench.variants.linear.elu:LinearEluAttention",
-    "performer": "attnbench.variants.linear.performer:PerformerAttention",
-    "linear-fla": "attnbench.variants.linear.fla:FlaLinearAttention",
-    "sliding-window": "attnbench.variants.sparse.sliding_window:SlidingWindowAttention",
-    "strided": "attnbench.variants.sparse.strided:StridedAttention",
-    "fixed": "attnbench.variants.sparse.fixed:FixedAttention",
-    "longformer": "attnbench.variants.sparse.longformer:LongformerAttention",
-    "bigbird": "attnbench.variants.sparse.bigbird:BigBirdAttention",
-    "linformer": "attnbench.variants.lowrank.linformer:LinformerAttention",
-    "nystrom": "attnbench.variants.lowrank.nystrom:NystromAttention",
-}
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import pkgutil
+
+# Folder order is listing and colour order: the exact family first (it gets tab10's ten colours).
+FAMILIES = ("exact", "linear", "sparse", "lowrank")
+
+
+def defined_variants(module: object) -> list[type]:
+    """Variant subclasses `module` defines (not imports) that declare their own `info`, by name."""
+    from attnbench.variants.contract import Variant, VariantInfo
+
+    return [
+        obj
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, Variant)
+        and obj.__module__ == getattr(module, "__name__", None)
+        and isinstance(obj.__dict__.get("info"), VariantInfo)
+        and not inspect.isabstract(obj)
+    ]
+
+
+@functools.cache
+def builtin() -> dict[str, str]:
+    """Declared name -> ``module:Class`` of every built-in, family by family, module names sorted."""
+    found: dict[str, str] = {}
+    for family in FAMILIES:
+        package = importlib.import_module(f"{__name__}.{family}")
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            for cls in defined_variants(module):
+                target = f"{module.__name__}:{cls.__qualname__}"
+                if cls.info.name in found:
+                    raise RuntimeError(
+                        f"built-in variant name {cls.info.name!r} declared twice: {found[cls.info.name]}, {target}"
+                    )
+                found[cls.info.name] = target
+    return found

@@ -1,9 +1,6 @@
-"""Executors run points and return their results. The local one: one fresh worker process per point.
+"""The `local` executor: one fresh worker process per point, on this machine, one at a time.
 
-The sweep only calls ``executor.run(point) -> result dict``, so a cluster executor (a Ray task or
-a submitit SLURM job running ``python -m attnbench.suite.worker``) can replace this one without
-the sweep changing. Points run one at a time: two measurements sharing a device would time each
-other.
+Points run one at a time: two measurements sharing a device would time each other.
 
 Each worker is forked from a fork server (multiprocessing's ``forkserver``) that imported torch
 and the worker once and never initialised CUDA: a point gets a fresh process, so its peak memory
@@ -29,27 +26,20 @@ import multiprocessing.util
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from attnbench.suite.points import Point
+from attnbench.suite.records import read_records
+from attnbench.suite.train import TrainJob
 
 PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
 FORK_DIR_PREFIX = "attnbench-fork-"
-
-
-class Executor(Protocol):
-    """Anything that turns a point into its result, and measures the device's matmul peak."""
-
-    name: str
-
-    def run(self, point: Point) -> dict[str, Any]: ...
-
-    def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None: ...
 
 
 def _last_line(text: str) -> str:
@@ -113,7 +103,7 @@ def _context() -> multiprocessing.context.ForkServerContext:
     _fork_server_dir()
     context = multiprocessing.get_context("forkserver")
     # torch._dynamo: imported lazily by the SDPA-backend trace and by flex, ~4 s on 2 cores, once here.
-    context.set_forkserver_preload(["torch._dynamo", "attnbench.suite.worker", "attnbench.suite.executor"])
+    context.set_forkserver_preload(["torch._dynamo", "attnbench.suite.worker", "attnbench.suite.executors.local"])
     return context
 
 
@@ -193,6 +183,18 @@ class LocalExecutor:
             "status": "error",
             "reason": f"worker exited with {code}: {_last_line(stderr) or 'no message'}",
         }
+
+    def train(self, job: TrainJob) -> dict[str, Any]:
+        """Run `attnbench train` for `job` in its own process; its record, or why there is none."""
+        done = subprocess.run([sys.executable, "-m", "attnbench", *job.argv()])
+        if done.returncode == 2:  # a one-line error, printed by the run: nothing was recorded
+            return {"status": "error", "reason": "run refused; see the error above"}
+        run = (job.task, job.variant, job.seed, job.preset)
+        mine = [r for r in read_records(Path(job.out))
+                if r.get("kind") == "train" and (r["task"], r["variant"], r["seed"], r["preset"]) == run]  # fmt: skip
+        if mine:
+            return mine[-1]
+        return {"status": "error", "reason": f"run exited with {done.returncode} (killed: out of memory?)"}
 
     def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None:
         """Measured matmul TFLOP/s for device/dtype, or None if the calibration failed."""

@@ -1,0 +1,71 @@
+"""The `ray` executor: each point a Ray task in a fresh worker process, on a local Ray or a cluster.
+
+Tasks are submitted one at a time (timing is serial; a cluster runs many sweeps, not many points of
+one). A task asks for one GPU on CUDA, and on CPU for every core of the smallest node, so no other
+task shares the cores it is timed on. `max_calls=1` gives each task a fresh worker process, as the
+local executor does, so peak memory and a crash stay the point's own: a task whose worker dies
+(a segfault, `os.abort()`) is recorded `error`, and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attnbench.suite.executors import require
+from attnbench.suite.points import Point
+from attnbench.suite.train import TrainJob, train_here
+from attnbench.suite.worker import calibrate_here, measure_here
+
+
+class RayExecutor:
+    """Runs each point as a Ray task; `address` None starts (or joins) a local Ray."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        self._ray = require("ray", "ray")
+        if not self._ray.is_initialized():
+            self._ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        self._measure = self._ray.remote(max_calls=1, max_retries=0)(measure_here)
+        self._calibrate = self._ray.remote(max_calls=1, max_retries=0)(calibrate_here)
+        self._train = self._ray.remote(max_calls=1, max_retries=0)(train_here)
+
+    def _resources(self, device: str) -> dict[str, Any]:
+        if device == "cuda":
+            return {"num_gpus": 1, "num_cpus": 1}
+        cores = [node["Resources"].get("CPU", 1) for node in self._ray.nodes() if node.get("Alive")]
+        return {"num_cpus": min(cores, default=1)}
+
+    def run(self, point: Point) -> dict[str, Any]:
+        ref = self._measure.options(**self._resources(point.device)).remote(point.to_dict())
+        exceptions = self._ray.exceptions
+        try:
+            return self._ray.get(ref, timeout=point.timeout_s)
+        except exceptions.GetTimeoutError:
+            self._ray.cancel(ref, force=True)
+            return {"status": "timeout", "reason": f"no result within {point.timeout_s:g} s; Ray task cancelled"}
+        except exceptions.OutOfMemoryError as err:
+            return {"status": "oom", "reason": _one_line(err)}
+        except exceptions.RayError as err:
+            return {"status": "error", "reason": f"Ray task failed: {_one_line(err)}"}
+
+    def train(self, job: TrainJob) -> dict[str, Any]:
+        """Make one training run in a Ray task; it appends its record to the shared run folder."""
+        ref = self._train.options(**self._resources(job.device)).remote(job.to_dict(), self.name)
+        try:
+            return self._ray.get(ref)
+        except self._ray.exceptions.RayError as err:
+            return {"status": "error", "reason": f"Ray task failed: {_one_line(err)}"}
+
+    def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None:
+        """Measured matmul TFLOP/s for device/dtype on a worker, or None if it failed."""
+        ref = self._calibrate.options(**self._resources(device)).remote(device, dtype, threads)
+        try:
+            return self._ray.get(ref, timeout=300)
+        except self._ray.exceptions.RayError:
+            return None
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]

@@ -1,0 +1,82 @@
+"""The `slurm` executor: each point a submitit job, on SLURM or on submitit's local cluster.
+
+Every job is a fresh `python -m submitit.core._submit` process that measures one point with the
+worker's code and returns its result, so records are the same as the local executor's. Jobs run
+one at a time. The job folder (pickles and logs, needed on a shared filesystem by SLURM) is the
+run's `.submitit/`; a job's log there says why it failed. `cluster="local"` runs the same path
+without SLURM (tests, laptops).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from attnbench.suite.errors import UserError
+from attnbench.suite.executors import require
+from attnbench.suite.points import Point
+from attnbench.suite.train import TrainJob, train_here
+from attnbench.suite.worker import calibrate_here, measure_here
+
+
+class SlurmExecutor:
+    """Submits each point as a submitit job (array jobs of one: timing is serial)."""
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        folder: Path,
+        cluster: str = "slurm",
+        partition: str | None = None,
+        account: str | None = None,
+        time_min: int | None = None,
+    ) -> None:
+        self._submitit = require("submitit", "slurm")
+        if cluster not in ("slurm", "local"):
+            raise ValueError(f"unknown cluster {cluster!r}: slurm or local")
+        try:
+            self._executor = self._submitit.AutoExecutor(folder=folder, cluster=cluster)
+        except RuntimeError as err:  # submitit's "Could not detect srun"
+            raise UserError(f"no SLURM here ({err}): use --cluster local, or run where srun is") from None
+        self._slurm = {"slurm_partition": partition, "slurm_account": account}
+        self._time_min = time_min
+
+    def _submit(self, fn: Any, *args: Any, device: str, timeout_s: float) -> Any:
+        minutes = self._time_min or max(1, math.ceil(timeout_s / 60))
+        extra = {k: v for k, v in self._slurm.items() if v is not None}
+        self._executor.update_parameters(timeout_min=minutes, gpus_per_node=1 if device == "cuda" else 0,
+                                         nodes=1, tasks_per_node=1, **extra)  # fmt: skip
+        return self._executor.submit(fn, *args)
+
+    def run(self, point: Point) -> dict[str, Any]:
+        job = self._submit(measure_here, point.to_dict(), device=point.device, timeout_s=point.timeout_s)
+        try:
+            return job.result()
+        except self._submitit.core.utils.UncompletedJobError as err:
+            return {"status": "timeout" if "TIMEOUT" in str(err) else "error",
+                    "reason": f"job {job.job_id} did not finish: {_one_line(err)}"}  # fmt: skip
+        except Exception as err:  # FailedJobError and whatever the job raised, with its log's last line
+            return {"status": "error", "reason": f"job {job.job_id} failed: {_one_line(err)}"}
+
+    def train(self, job: TrainJob) -> dict[str, Any]:
+        """Make one training run as a job; it appends its record to the shared run folder."""
+        submitted = self._submit(train_here, job.to_dict(), self.name, device=job.device, timeout_s=24 * 3600)
+        try:
+            return submitted.result()
+        except Exception as err:
+            return {"status": "error", "reason": f"job {submitted.job_id} failed: {_one_line(err)}"}
+
+    def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None:
+        """Measured matmul TFLOP/s for device/dtype in a job, or None if it failed."""
+        job = self._submit(calibrate_here, device, dtype, threads, device=device, timeout_s=300)
+        try:
+            return job.result()
+        except Exception:
+            return None
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(err).__name__)[:300]
