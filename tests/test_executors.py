@@ -13,7 +13,8 @@ from attnbench.suite.records import read_records
 from attnbench.suite.schema import load
 
 FAST = ["--budget", "0.05", "--repeats", "5", "--warmup", "1", "--threads", "1", "--no-report"]
-SWEEP = ["bench", "--variants", "naive,sdpa", "--seq", "64,128", "--mode", "fwd", *FAST]
+# Small: a submitit local job is a fresh Python that imports torch (seconds each on 2 cores).
+SWEEP = ["bench", "--variants", "naive,sdpa", "--seq", "64", "--mode", "fwd", *FAST]
 
 
 def bench(capsys, *argv):
@@ -55,7 +56,7 @@ def test_a_sweep_through_each_executor_gives_the_same_records(local_run, executo
     assert code == 0, out + err
     local_keys, local_records = keys_and_formats(local_run)
     keys, records = keys_and_formats(tmp_path)
-    assert keys == local_keys and len(records) == 4
+    assert keys == local_keys and len(records) == 2
     assert all(r["status"] == "ok" and r["correct"] for r in records)
     assert {r["executor"] for r in records} == {executor[1]} and all(r["host"] for r in records)
     assert {r["executor"] for r in local_records} == {"local"}
@@ -64,16 +65,16 @@ def test_a_sweep_through_each_executor_gives_the_same_records(local_run, executo
 
 def test_a_job_that_kills_its_ray_worker_is_an_error_and_a_rerun_resumes(plugins, tmp_path, capsys):
     pytest.importorskip("ray")
-    argv = ["bench", "--variants", "aborts,sdpa", "--seq", "64,128", *FAST, "--plugin", str(plugins / "aborts.py"),
+    argv = ["bench", "--variants", "aborts,sdpa", "--seq", "128", *FAST, "--plugin", str(plugins / "aborts.py"),
             "--executor", "ray", "--out", str(tmp_path)]  # fmt: skip
     code, out, err = bench(capsys, *argv)
     records = {(r["variant"], r["seq"]): r for r in read_records(tmp_path)}
-    assert code == 0 and len(records) == 4 and records["aborts", 128]["status"] == "error", out + err
+    assert code == 0 and len(records) == 2 and records["aborts", 128]["status"] == "error", out + err
     assert "Ray task failed" in records["aborts", 128]["reason"]
-    assert all(r["status"] == "ok" for k, r in records.items() if k != ("aborts", 128))
+    assert records["sdpa", 128]["status"] == "ok"  # the sweep went on
     code, out, _ = bench(capsys, *argv)
-    assert code == 0 and "4 of 4 points already recorded" in out
-    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 4  # nothing measured twice
+    assert code == 0 and "2 of 2 points already recorded" in out
+    assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 2  # nothing measured twice
 
 
 def test_unknown_executor_and_missing_extra_are_one_line(tmp_path, capsys, monkeypatch):
