@@ -272,7 +272,7 @@ class TrainJob:
     seed: int
     preset: str
     device: str
-    out: str  # the run folder the record and model go into (shared with the driver)
+    out: str | None  # the run folder the record and model go into (shared with the driver); None: a scratch one
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {variant: {key: value}}
     plugins: tuple[str, ...] = ()
     data_dir: str | None = None
@@ -285,15 +285,15 @@ class TrainJob:
         return cls(**{**data, "plugins": tuple(data.get("plugins", ()))})
 
     def argv(self) -> list[str]:
-        """`attnbench train` arguments that make this run into `out` (the local executor's process)."""
+        """`attnbench train` arguments that make this run into `out` (or `--scratch`): the one place they are built."""
         args = ["train", "--task", self.task, "--variant", self.variant, "--preset", self.preset,
-                "--seed", str(self.seed), "--device", self.device, "--out", self.out]  # fmt: skip
+                "--seed", str(self.seed), "--device", self.device]  # fmt: skip
         for variant, values in sorted(self.options.items()):
-            args += [
-                a for key, value in sorted(values.items()) for a in ("--option", f"{variant}.{key}={json.dumps(value)}")
-            ]
+            for key, value in sorted(values.items()):
+                args += ["--option", f"{variant}.{key}={json.dumps(value)}"]
         args += [a for plugin in self.plugins for a in ("--plugin", plugin)]
-        return args + (["--data-dir", self.data_dir] if self.data_dir else [])
+        args += ["--data-dir", self.data_dir] if self.data_dir else []
+        return args + (["--out", self.out] if self.out else ["--scratch"])
 
 
 def train_here(data: dict[str, Any], executor: str) -> dict[str, Any]:
@@ -321,15 +321,9 @@ def train_command(task: str, variant: str, preset: str, seed: int, data_dir: Pat
     """The `attnbench train` command that reruns one training run alone, into a fresh scratch folder."""
     import shlex
 
-    args = ["attnbench", "train", "--task", task, "--variant", variant, "--preset", preset, "--seed", str(seed),
-            "--device", device, "--scratch"]  # fmt: skip
-    for key, value in sorted(options.items()):
-        args += ["--option", f"{variant}.{key}={json.dumps(value)}"]
-    if data_dir is not None:
-        args += ["--data-dir", str(data_dir)]
-    for plugin in plugins:
-        args += ["--plugin", plugin]
-    return shlex.join(args)
+    job = TrainJob(task, variant, seed, preset, device, None, {variant: options} if options else {}, plugins,
+                   str(data_dir) if data_dir is not None else None)  # fmt: skip
+    return shlex.join(["attnbench", *job.argv()])
 
 
 def _source(registry: Registry, variant: str) -> dict[str, Any] | None:
