@@ -1,5 +1,5 @@
 """`python -m attnbench`: the same CLI as the `attnbench` command."""
 
-from attnbench.suite.cli import main
+from .suite.cli import main
 
 main()

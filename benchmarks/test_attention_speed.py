@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnbench.suite.registry import load_registry
+from attnbench.suite.core.registry import load_registry
 from attnbench.variants.contract import AttentionSpec
 
 SHAPES = {

@@ -15,10 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from attnbench.suite.devices import dtype_name, parse_dtype, resolve_device
-from attnbench.suite.env import device_name as env_device_name
-from attnbench.suite.errors import UserError
-from attnbench.suite.registry import Registry, load_registry
+from .core.devices import dtype_name, parse_dtype, resolve_device
+from .core.env import device_name as env_device_name
+from .core.errors import UserError
+from .core.registry import Registry, load_registry
 
 app = typer.Typer(
     help="attnbench: attention variants on one harness (speed, memory, correctness, accuracy).",
@@ -115,7 +115,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
 ) -> None:
     """Run the conformance checks; exit 1 if any check fails."""
-    from attnbench.suite.conformance import Checker, default_dtypes
+    from .checks.conformance import Checker, default_dtypes
 
     registry = _registry(plugin)
     device = resolve_device(device)
@@ -221,7 +221,7 @@ def _executor_choice(
     executor: str, address: str | None, cluster: str, partition: str | None, account: str | None, time_min: int | None
 ) -> tuple[str, dict]:
     """The executor's name and its options, checked (one line on a bad name)."""
-    from attnbench.suite.executors import NAMES
+    from .executors import NAMES
 
     if executor not in NAMES:
         raise UserError(f"unknown executor {executor!r}: choose one of {', '.join(NAMES)}")
@@ -289,7 +289,7 @@ def bench(
     Exits 1 after recording everything if any point's output is off its definition beyond the
     variant's tolerance (marked `correct: false` in its record, the summary and the charts).
     """
-    from attnbench.suite.config import BenchConfig, load_config, load_preset, validate
+    from .core.config import BenchConfig, load_config, load_preset, validate
 
     if preset and config:
         raise UserError("give --preset or --config, not both")
@@ -352,11 +352,11 @@ def _measure(
 ) -> list:
     """Run the sweep of `cfg` into `run_dir` under its lock, on `executor` (name, options); write
     env.json, the summary and charts."""
-    from attnbench.suite.executors import make_executor
-    from attnbench.suite.points import expand
-    from attnbench.suite.records import read_env, run_lock, write_atomic, write_env
-    from attnbench.suite.summary import bench_frame, markdown
-    from attnbench.suite.sweep import run_sweep
+    from .executors import make_executor
+    from .outputs.summary import bench_frame, markdown
+    from .runs.points import expand
+    from .runs.records import read_env, run_lock, write_atomic, write_env
+    from .runs.sweep import run_sweep
 
     points = expand(cfg, device, plugins)
     console.print(f"{len(points)} points -> {run_dir}")
@@ -375,7 +375,7 @@ def _measure(
         write_atomic(run_dir / "summary.md", text)
         console.print(text, markup=False, highlight=False)
         if charts:
-            from attnbench.suite.report import write_report
+            from .outputs.report import write_report
 
             console.print(f"charts and report: {write_report(run_dir)}")
     return records
@@ -389,7 +389,7 @@ DataDirOpt = Annotated[
 
 
 def _train_setup(preset: str, option: list[str] | None):
-    from attnbench.suite.train import load_train_preset, with_options
+    from .training.train import load_train_preset, with_options
 
     return with_options(load_train_preset(preset), _options(option))
 
@@ -410,8 +410,8 @@ def train(
     plugin: PluginOpt = None,
 ) -> None:
     """Train the task model with one variant; record accuracy, speed and memory (resumable)."""
-    from attnbench.suite.train import run_training
-    from attnbench.tasks import DataFormatError
+    from ..tasks import DataFormatError
+    from .training.train import outcome, run_training
 
     registry = _registry(plugin)
     setups = _train_setup(preset, option)
@@ -423,7 +423,7 @@ def train(
         out = Path(tempfile.mkdtemp(prefix="attnbench-scratch-"))
     out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
-    from attnbench.suite.records import run_lock
+    from .runs.records import run_lock
 
     try:
         with run_lock(out):
@@ -433,14 +433,7 @@ def train(
     if record["status"] != "ok":
         console.print(f"{task} / {variant} / seed {seed}: {record['status']}: {record.get('reason', '')}")
         raise typer.Exit(1)
-    console.print(
-        f"{task} / {variant} / seed {seed}: test accuracy {record['test_acc']:.4f} "
-        f"(best val {record['best_val_acc']:.4f} at step {record['best_step']}, "
-        f"final val {record['final_val_acc']:.4f}; "
-        f"majority baseline {record['majority_test_acc']:.4f}); {record['steps_per_s']:.1f} steps/s, "
-        f"{record['train_s']:.0f} s -> {out}",
-        highlight=False,
-    )
+    console.print(f"{task} / {variant} / seed {seed}: {outcome(record)} -> {out}", highlight=False)
 
 
 @app.command("suite")
@@ -464,9 +457,9 @@ def suite_command(
     time_min: TimeMinOpt = None,
 ) -> None:
     """Train every task x variant x seed, each run in its own process; write the accuracy table."""
-    from attnbench.suite.env import read_checked_env
-    from attnbench.suite.records import read_records, run_lock
-    from attnbench.suite.report import write_accuracy
+    from .core.env import read_checked_env
+    from .outputs.report import write_accuracy
+    from .runs.records import read_records, run_lock
 
     registry = _registry(plugin)
     setups = _train_setup(preset, option)
@@ -478,11 +471,11 @@ def suite_command(
         raise UserError(f"preset {setups.name} has no setup for task {missing[0]!r} (it has {', '.join(setups.tasks)})")
     device = resolve_device(device)
     out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
-    read_checked_env(out, device)  # up front: each run would refuse the folder alike
-    signal.signal(signal.SIGTERM, _interrupt)
     name, settings = _executor_choice(executor, address, cluster, partition, account, time_min)
-    from attnbench.suite.executors import make_executor
-    from attnbench.suite.train import TrainJob
+    read_checked_env(out, device, name)  # up front: each run would refuse the folder alike
+    signal.signal(signal.SIGTERM, _interrupt)
+    from .executors import make_executor
+    from .training.train import TrainJob
 
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
     jobs = [TrainJob(t, v, s, preset, device, str(out.resolve()), _options(option), plugins,
@@ -495,6 +488,8 @@ def suite_command(
 
 def _train_each(jobs: list, executor, out: Path) -> None:
     """Each (task, variant, seed) as a job on `executor`, one at a time; a failed run is reported and skipped."""
+    from .training.train import outcome
+
     for i, job in enumerate(jobs, start=1):
         console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}")
         try:
@@ -502,8 +497,7 @@ def _train_each(jobs: list, executor, out: Path) -> None:
         except KeyboardInterrupt:
             console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to resume")
             raise typer.Exit(130) from None
-        if record.get("status") != "ok":
-            console.print(f"  {record.get('status')}: {record.get('reason', '')}", markup=False, highlight=False)
+        console.print(f"  {outcome(record)}", markup=False, highlight=False)
 
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]
@@ -515,8 +509,8 @@ def plot(
     baseline: Annotated[str | None, typer.Option(help="Variant the speedup chart is against.")] = None,
 ) -> None:
     """Draw every chart of a run from its records alone (PNG and SVG, into the run folder)."""
-    from attnbench.suite.plots import plot_run
-    from attnbench.suite.records import require_run
+    from .outputs.plots import plot_run
+    from .runs.records import require_run
 
     paths = plot_run(require_run(run), baseline)
     console.print(f"{len(paths)} files written to {run}")
@@ -525,7 +519,7 @@ def plot(
 @app.command()
 def report(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> None:
     """Write README.md (environment, tables, charts) into each run folder."""
-    from attnbench.suite.report import write_report
+    from .outputs.report import write_report
 
     for run in runs:
         console.print(f"wrote {write_report(run)}")
@@ -539,11 +533,11 @@ def rerun(
     ] = None,
 ) -> None:
     """Re-measure a run's points into a fresh folder; print recorded vs new; exit 1 beyond the run's spread."""
-    from attnbench.suite.compare import compare_records
-    from attnbench.suite.executors.local import LocalExecutor
-    from attnbench.suite.records import read_env, read_records, require_run, run_lock
-    from attnbench.suite.rerun import parse_where, scratch_folder, select
-    from attnbench.suite.sweep import run_sweep
+    from .executors.local import LocalExecutor
+    from .outputs.compare import compare_records
+    from .runs.records import read_env, read_records, require_run, run_lock
+    from .runs.rerun import parse_where, scratch_folder, select
+    from .runs.sweep import run_sweep
 
     conditions = parse_where(where)
     recorded = read_records(require_run(run))
@@ -590,7 +584,7 @@ def compare(
     alpha: Annotated[float, typer.Option(help="Significance level of the U test over the repeats.")] = 0.05,
 ) -> None:
     """A verdict per point of B against A (U test over the repeats, as benchstat); exit 1 if anything regressed."""
-    from attnbench.suite.compare import compare_runs, render
+    from .outputs.compare import compare_runs, render
 
     result = compare_runs(run_a, run_b, threshold, memory_threshold, alpha)
     if not result.points:
@@ -619,10 +613,10 @@ def heatmap(
 
     import torch
 
-    from attnbench.suite.heatmap import save_heatmap
-    from attnbench.suite.model import TaskModel
-    from attnbench.suite.train import run_key
-    from attnbench.tasks import DataFormatError, load_task
+    from ..tasks import DataFormatError, load_task
+    from .outputs.heatmap import save_heatmap
+    from .training.model import TaskModel
+    from .training.train import run_key
 
     registry = _registry(plugin)
     setups = _train_setup(preset, option)

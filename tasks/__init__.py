@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from attnbench.tasks.base import DataFormatError, TaskData
-from attnbench.tasks.cache import cached
+from .base import DataFormatError, TaskData
+from .cache import cached
 
 TASKS = ("listops", "pathfinder", "mqar", "text", "retrieval")
 
@@ -48,7 +48,7 @@ def load_task(
     Generated data depends only on the task parameters (including `data_seed`), never on the
     training seed, so every variant and seed trains on the same examples.
     """
-    from attnbench.tasks import listops, mqar, pathfinder, retrieval, text
+    from . import listops, mqar, pathfinder, retrieval, text
 
     params = dict(params or {})
     if name not in TASKS:

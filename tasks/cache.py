@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from attnbench.tasks.base import Split, TaskData
+from .base import Split, TaskData
 
 
 def default_cache_dir() -> Path:

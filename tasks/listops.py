@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from attnbench.tasks.base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences
+from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 # [FIRST and [LAST exist in the original generator (disabled in LRA's); the loader accepts them.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from attnbench.tasks.base import FIRST_SYMBOL, IGNORE, PAD, Split, TaskData
+from .base import FIRST_SYMBOL, IGNORE, PAD, Split, TaskData
 
 
 class MqarParams(BaseModel):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from attnbench.tasks.base import FIRST_SYMBOL, DataFormatError, Split, TaskData
+from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData
 
 PATTERNS = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "hard": "curv_contour_length_14"}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from attnbench.tasks.base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences
-from attnbench.tasks.text import encode_bytes
+from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences
+from .text import encode_bytes
 
 
 def read_pairs(path: Path, max_len: int) -> Split:

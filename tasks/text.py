@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from attnbench.tasks.base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences, split_train_val
+from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences, split_train_val
 
 
 def encode_bytes(text: bytes) -> list[int]:

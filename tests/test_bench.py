@@ -17,9 +17,9 @@ import torch
 from conftest import ROOT
 
 from attnbench.suite.cli import main
-from attnbench.suite.records import read_records
-from attnbench.suite.schema import SCHEMA_VERSION
-from attnbench.suite.summary import bench_frame, exponents
+from attnbench.suite.outputs.summary import bench_frame, exponents
+from attnbench.suite.runs.records import read_records
+from attnbench.suite.runs.schema import SCHEMA_VERSION
 
 FAST = ["--budget", "0.05", "--repeats", "3", "--warmup", "1"]
 
@@ -111,8 +111,8 @@ def test_every_mode_runs_end_to_end(tmp_path, capsys, mode):
 
 
 def test_timed_backward_builds_a_fresh_graph_and_leaves_grad_alone():
-    from attnbench.suite.points import Point
-    from attnbench.suite.worker import _call_plan, make_inputs
+    from attnbench.suite.measure.worker import _call_plan, make_inputs
+    from attnbench.suite.runs.points import Point
     from attnbench.variants.contract import AttentionSpec
     from attnbench.variants.exact.naive import NaiveAttention
 
@@ -185,6 +185,19 @@ def test_a_run_from_another_machine_is_never_resumed(tmp_path, capsys):
     message = out + err
     assert code != 0 and "another machine" in message and "'elsewhere'" in message and "choose another --out" in message
     assert (tmp_path / "records.jsonl").read_text() == before
+
+
+def test_a_local_run_never_adds_to_a_folder_of_several_hosts(tmp_path, capsys):
+    # A cluster run's records name the hosts that measured them; a local bench must not mix in its own.
+    argv = ["--variants", "sdpa", "--seq", "128", *FAST, "--out", str(tmp_path)]
+    bench(capsys, *argv)
+    lines = (tmp_path / "records.jsonl").read_text().splitlines()
+    moved = [json.dumps(json.loads(line) | {"host": "node-7"}) for line in lines]
+    (tmp_path / "records.jsonl").write_text("\n".join(moved) + "\n")
+    code, out, err = bench(capsys, *argv, "--seq", "256")
+    message = out + err
+    assert code != 0 and "other hosts (node-7)" in message and "--executor ray|slurm" in message
+    assert (tmp_path / "records.jsonl").read_text().splitlines() == moved
 
 
 @pytest.mark.slow

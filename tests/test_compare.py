@@ -8,7 +8,7 @@ import random
 import pytest
 
 from attnbench.suite.cli import main
-from attnbench.suite.compare import (
+from attnbench.suite.outputs.compare import (
     compare_records,
     identity,
     judge_memory,

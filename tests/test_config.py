@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from attnbench.suite.config import load_config, load_preset, preset_names
-from attnbench.suite.errors import UserError
-from attnbench.suite.points import Point, expand
+from attnbench.suite.core.config import load_config, load_preset, preset_names
+from attnbench.suite.core.errors import UserError
+from attnbench.suite.runs.points import Point, expand
 
 
 def test_all_presets_load_and_expand():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnbench.suite.conformance import CHECKS, Checker, default_dtypes
-from attnbench.suite.registry import load_plugin_file, load_registry
+from attnbench.suite.checks.conformance import CHECKS, Checker, default_dtypes
+from attnbench.suite.core.registry import load_plugin_file, load_registry
 from attnbench.variants import builtin
 
 # plugin file -> the checks it must fail (and the words the failure must contain)

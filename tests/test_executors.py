@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from attnbench.suite.cli import main
-from attnbench.suite.records import read_records
-from attnbench.suite.schema import load
+from attnbench.suite.runs.records import read_records
+from attnbench.suite.runs.schema import load
 
 FAST = ["--budget", "0.05", "--repeats", "5", "--warmup", "1", "--threads", "1", "--no-report"]
 # Small: a submitit local job is a fresh Python that imports torch (seconds each on 2 cores).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnbench.suite.flops import attention_flops, causal_pairs
+from attnbench.suite.measure.flops import attention_flops, causal_pairs
 
 
 def test_full_attention_by_hand():

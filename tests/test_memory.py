@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnbench.suite import memory
-from attnbench.suite.memory import CPU_CALLS, cpu_peak_supported, peak_bytes, peak_record
+from attnbench.suite.measure import memory
+from attnbench.suite.measure.memory import CPU_CALLS, cpu_peak_supported, peak_bytes, peak_record
 from attnbench.variants.contract import AttentionSpec
 from attnbench.variants.exact.chunked import ChunkedAttention
 from attnbench.variants.exact.naive import NaiveAttention

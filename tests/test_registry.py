@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from attnbench.suite.errors import UserError
-from attnbench.suite.registry import load_plugin_file, load_registry
+from attnbench.suite.core.errors import UserError
+from attnbench.suite.core.registry import load_plugin_file, load_registry
 from attnbench.variants import builtin, defined_variants
 
 EXAMPLE_VARIANT = textwrap.dedent(
@@ -44,7 +44,7 @@ def test_builtins_are_found_in_their_files_without_importing_optional_packages()
     for name in ("flash-attn", "xformers"):
         assert registry.unavailable_reason(name, "cpu")
     listed = subprocess.run(
-        [sys.executable, "-c", "import sys; from attnbench.suite.registry import load_registry; load_registry(); "
+        [sys.executable, "-c", "import sys; from attnbench.suite.core.registry import load_registry; load_registry(); "
          "print(sorted({'xformers', 'flash_attn', 'fla'} & set(sys.modules)))"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from attnbench.suite.cli import main
-from attnbench.suite.heatmap import attention_maps
-from attnbench.suite.model import ModelConfig, TaskModel
-from attnbench.suite.plots import line_style, variant_color
-from attnbench.suite.registry import load_registry
+from attnbench.suite.core.registry import load_registry
+from attnbench.suite.outputs.heatmap import attention_maps
+from attnbench.suite.outputs.plots import line_style, variant_color
+from attnbench.suite.training.model import ModelConfig, TaskModel
 from attnbench.variants import builtin
 
 FAST = ["--budget", "0.05", "--repeats", "3", "--warmup", "1"]
@@ -57,9 +57,9 @@ def test_failed_points_are_marked_on_the_chart(tmp_path, plugins, capsys):
         "--plugin", str(plugins / "fails_long.py"), "--out", str(tmp_path))  # fmt: skip
     import matplotlib.pyplot as plt
 
-    from attnbench.suite.plots import bench_charts
-    from attnbench.suite.records import read_env, read_records
-    from attnbench.suite.summary import bench_frame
+    from attnbench.suite.outputs.plots import bench_charts
+    from attnbench.suite.outputs.summary import bench_frame
+    from attnbench.suite.runs.records import read_env, read_records
 
     saved = []
     real_save = plt.Figure.savefig

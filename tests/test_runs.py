@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from attnbench.suite import records as run_records
 from attnbench.suite.cli import main
-from attnbench.suite.records import read_records, run_lock, write_env
+from attnbench.suite.runs import records as run_records
+from attnbench.suite.runs.records import read_records, run_lock, write_env
 
 FAST = ["--budget", "0.05", "--repeats", "3", "--warmup", "1"]
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnbench.suite import schema
-from attnbench.suite import train as training
 from attnbench.suite.cli import main
-from attnbench.suite.records import read_records
-from attnbench.suite.registry import load_registry
+from attnbench.suite.core.registry import load_registry
+from attnbench.suite.runs import schema
+from attnbench.suite.runs.records import read_records
+from attnbench.suite.training import train as training
 from attnbench.tasks import load_task
 
 TINY = training.load_train_preset("tiny")

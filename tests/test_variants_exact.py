@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnbench.suite.registry import load_registry
+from attnbench.suite.core.registry import load_registry
 from attnbench.variants.contract import AttentionSpec
 from attnbench.variants.exact.chunked import ChunkedAttention
 from attnbench.variants.exact.naive import softmax_attention
@@ -15,10 +15,11 @@ from attnbench.variants.exact.naive import softmax_attention
 @pytest.mark.parametrize(("nq", "causal"), [(9, False), (9, True), (15, True)])
 def test_chunked_any_block_size_forward_and_backward(block, nq, causal):
     # Nq = 15 > Nk = 11 under causality: rows with no key must have zero gradient, not NaN.
-    spec = AttentionSpec(num_heads=4, num_kv_heads=2, head_dim=8, causal=causal, options={"block_size": block})
-    q = torch.randn(1, 4, nq, 8, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(1, 2, 11, 8, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(1, 2, 11, 8, dtype=torch.float64, requires_grad=True)
+    # Small on purpose: gradcheck perturbs every input element (GQA kept: 2 query heads per K/V head).
+    spec = AttentionSpec(num_heads=2, num_kv_heads=1, head_dim=4, causal=causal, options={"block_size": block})
+    q = torch.randn(1, 2, nq, 4, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, 1, 11, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 1, 11, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(ChunkedAttention(spec), (q, k, v))
     torch.testing.assert_close(ChunkedAttention(spec)(q, k, v), softmax_attention(q, k, v, causal=causal))
 

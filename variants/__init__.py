@@ -19,7 +19,7 @@ FAMILIES = ("exact", "linear", "sparse", "lowrank")
 
 def defined_variants(module: object) -> list[type]:
     """Variant subclasses `module` defines (not imports) that declare their own `info`, by name."""
-    from attnbench.variants.contract import Variant, VariantInfo
+    from .contract import Variant, VariantInfo
 
     return [
         obj

@@ -169,7 +169,7 @@ class Variant(nn.Module):
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """The dense definition this variant must equal, evaluated on the given (float64) inputs."""
         # Imported here because naive.py builds on this module.
-        from attnbench.variants.exact.naive import softmax_attention
+        from .exact.naive import softmax_attention
 
         return softmax_attention(q, k, v, causal=self.spec.causal)
 
@@ -177,7 +177,7 @@ class Variant(nn.Module):
         """The (B, H, Nq, Nk) weights the variant applies to v (for heatmaps), or None if it has none."""
         if not self.info.exact:
             return None
-        from attnbench.variants.exact.naive import softmax_weights
+        from .exact.naive import softmax_weights
 
         return softmax_weights(q, k, causal=self.spec.causal)
 

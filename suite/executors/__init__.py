@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from attnbench.suite.errors import UserError
-from attnbench.suite.points import Point
-from attnbench.suite.train import TrainJob
+from ..core.errors import UserError
+from ..runs.points import Point
+from ..training.train import TrainJob
 
 NAMES = ("local", "ray", "slurm")
 
@@ -33,15 +33,15 @@ def make_executor(name: str, run_dir: Path, options: dict[str, Any] | None = Non
     """The executor called `name`; `options` are its settings (Ray's address, SLURM's partition...)."""
     options = {k: v for k, v in (options or {}).items() if v is not None}
     if name == "local":
-        from attnbench.suite.executors.local import LocalExecutor
+        from .local import LocalExecutor
 
         return LocalExecutor()
     if name == "ray":
-        from attnbench.suite.executors.ray import RayExecutor
+        from .ray import RayExecutor
 
         return RayExecutor(**options)
     if name == "slurm":
-        from attnbench.suite.executors.slurm import SlurmExecutor
+        from .slurm import SlurmExecutor
 
         return SlurmExecutor(run_dir / ".submitit", **options)
     raise UserError(f"unknown executor {name!r}: choose one of {', '.join(NAMES)}")

@@ -26,7 +26,6 @@ import multiprocessing.util
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,9 +33,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from attnbench.suite.points import Point
-from attnbench.suite.records import read_records
-from attnbench.suite.train import TrainJob
+from ..runs.points import Point
+from ..training.train import TrainJob
 
 PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
 FORK_DIR_PREFIX = "attnbench-fork-"
@@ -73,7 +71,7 @@ def _serve(args: list[str], results: Connection, errors: Connection, environ: di
     os.environ.update(environ)  # the server's environment is the one it started with, not the caller's now
     os.dup2(errors.fileno(), 2)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    from attnbench.suite import worker
+    from ..measure import worker
 
     code = worker.main([*args, str(results.fileno())])
     sys.stderr.flush()
@@ -103,11 +101,18 @@ def _context() -> multiprocessing.context.ForkServerContext:
     _fork_server_dir()
     context = multiprocessing.get_context("forkserver")
     # torch._dynamo: imported lazily by the SDPA-backend trace and by flex, ~4 s on 2 cores, once here.
-    context.set_forkserver_preload(["torch._dynamo", "attnbench.suite.worker", "attnbench.suite.executors.local"])
+    context.set_forkserver_preload(
+        [
+            "torch._dynamo",
+            "attnbench.suite.measure.worker",
+            "attnbench.suite.training.train",
+            "attnbench.suite.executors.local",
+        ]
+    )
     return context
 
 
-def spawn_worker(args: list[str], timeout_s: float) -> tuple[int | None, dict[str, Any] | None, str]:
+def spawn_worker(args: list[str], timeout_s: float | None) -> tuple[int | None, dict[str, Any] | None, str]:
     """Run the worker's main(ARGS + [FD]) in a process forked from the fork server.
 
     Returns (exit code, negative for a signal, or None on timeout; the last whole result line; stderr).
@@ -185,16 +190,20 @@ class LocalExecutor:
         }
 
     def train(self, job: TrainJob) -> dict[str, Any]:
-        """Run `attnbench train` for `job` in its own process; its record, or why there is none."""
-        done = subprocess.run([sys.executable, "-m", "attnbench", *job.argv()])
-        if done.returncode == 2:  # a one-line error, printed by the run: nothing was recorded
-            return {"status": "error", "reason": "run refused; see the error above"}
-        run = (job.task, job.variant, job.seed, job.preset)
-        mine = [r for r in read_records(Path(job.out))
-                if r.get("kind") == "train" and (r["task"], r["variant"], r["seed"], r["preset"]) == run]  # fmt: skip
-        if mine:
-            return mine[-1]
-        return {"status": "error", "reason": f"run exited with {done.returncode} (killed: out of memory?)"}
+        """Make one training run in a fresh worker (no time limit); its record, or why there is none.
+
+        The worker appends the record to the job's folder under the lock its driver holds; a refused
+        run (bad input) comes back as an `error` with its one line and records nothing.
+        """
+        code, result, stderr = spawn_worker(["--train", json.dumps(job.to_dict())], None)
+        if result is not None:
+            return result
+        if code == -signal.SIGKILL:
+            return {"status": "oom", "reason": "training worker killed by SIGKILL (the out-of-memory killer?)"}
+        return {
+            "status": "error",
+            "reason": f"training worker exited with {code}: {_last_line(stderr) or 'no message'}",
+        }
 
     def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None:
         """Measured matmul TFLOP/s for device/dtype, or None if the calibration failed."""

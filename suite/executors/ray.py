@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from attnbench.suite.executors import require
-from attnbench.suite.points import Point
-from attnbench.suite.train import TrainJob, train_here
-from attnbench.suite.worker import calibrate_here, measure_here
+from ..measure.worker import calibrate_here, measure_here
+from ..runs.points import Point
+from ..training.train import TrainJob, train_here
+from . import require
 
 
 class RayExecutor:

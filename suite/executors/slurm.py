@@ -13,11 +13,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from attnbench.suite.errors import UserError
-from attnbench.suite.executors import require
-from attnbench.suite.points import Point
-from attnbench.suite.train import TrainJob, train_here
-from attnbench.suite.worker import calibrate_here, measure_here
+from ..core.errors import UserError
+from ..measure.worker import calibrate_here, measure_here
+from ..runs.points import Point
+from ..training.train import TrainJob, train_here
+from . import require
 
 
 class SlurmExecutor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from attnbench.variants.contract import (
+from ..contract import (
     Options,
     Variant,
     VariantInfo,

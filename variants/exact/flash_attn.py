@@ -11,7 +11,7 @@ import importlib.util
 
 import torch
 
-from attnbench.variants.contract import Unsupported, Variant, VariantInfo, check_qkv, softmax_scale
+from ..contract import Unsupported, Variant, VariantInfo, check_qkv, softmax_scale
 
 # FA3 ships as the module flash_attn_interface; FA2 as flash_attn.
 _MODULES = ("flash_attn_interface", "flash_attn")

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.variants.contract import (
+from ..contract import (
     Variant,
     VariantInfo,
     accumulate_dtype,
     check_qkv,
     softmax_scale,
 )
-from attnbench.variants.masks import causal_mask
+from ..masks import causal_mask
 
 
 def softmax_weights(

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attnbench.variants.contract import Unsupported, Variant, VariantInfo, check_qkv
-from attnbench.variants.masks import causal_mask
+from ..contract import Unsupported, Variant, VariantInfo, check_qkv
+from ..masks import causal_mask
 
 # Fragments of torch's messages when no kernel accepts an input under the pinned backend.
 _REFUSALS = ("No available kernel", "No viable backend")

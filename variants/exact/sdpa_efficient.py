@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from torch.nn.attention import SDPBackend
 
-from attnbench.variants.exact.sdpa import SdpaAttention
+from .sdpa import SdpaAttention
 
 
 class SdpaEfficientAttention(SdpaAttention):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.variants.contract import Variant, VariantInfo, check_qkv, softmax_scale
+from ..contract import Variant, VariantInfo, check_qkv, softmax_scale
 
 
 class XformersAttention(Variant):

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from attnbench.variants.contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv
-from attnbench.variants.linear.prefix import linear_attention, quadratic_form
-from attnbench.variants.masks import causal_mask
+from ..contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv
+from ..masks import causal_mask
+from .prefix import linear_attention, quadratic_form
 
 
 def elu_features(x: torch.Tensor) -> torch.Tensor:

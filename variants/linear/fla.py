@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.variants.contract import Unsupported, VariantInfo, check_qkv
-from attnbench.variants.linear.elu import LinearEluAttention, elu_features
+from ..contract import Unsupported, VariantInfo, check_qkv
+from .elu import LinearEluAttention, elu_features
 
 
 class FlaLinearAttention(LinearEluAttention):

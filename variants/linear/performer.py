@@ -25,9 +25,9 @@ import math
 import torch
 from pydantic import Field
 
-from attnbench.variants.contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv
-from attnbench.variants.linear.prefix import safe_divide
-from attnbench.variants.masks import causal_mask
+from ..contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv
+from ..masks import causal_mask
+from .prefix import safe_divide
 
 NEG_INF = float("-inf")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.variants.masks import causal_mask
+from ..masks import causal_mask
 
 
 def safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from attnbench.variants.contract import Options, Unsupported, Variant, VariantInfo, check_qkv
-from attnbench.variants.exact.naive import softmax_attention
+from ..contract import Options, Unsupported, Variant, VariantInfo, check_qkv
+from ..exact.naive import softmax_attention
 
 
 class LinformerOptions(Options):

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from attnbench.variants.contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv, softmax_scale
+from ..contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv, softmax_scale
 
 
 def landmarks(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -61,7 +61,7 @@ class NystromAttention(Variant):
     )
     Options = NystromOptions
 
-    def _attend(self, q, k, v, exact_pinv: bool) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         g, acc = h // hkv, accumulate_dtype(q.dtype)
         s = softmax_scale(d)
@@ -74,14 +74,42 @@ class NystromAttention(Variant):
         kernel_b = torch.softmax(q_land @ kk.transpose(-2, -1) * s, dim=-1)  # (B, Hkv, G*m, Nk)
         a = kernel_a.view(b, hkv, g, m, m)
         iterations = self.options.pinv_iterations
-        a_pinv = torch.linalg.pinv(a) if exact_pinv else iterative_pinv(a, iterations)  # (B, Hkv, G, m, m)
+        a_pinv = iterative_pinv(a, iterations) if iterations else torch.linalg.pinv(a)  # (B, Hkv, G, m, m)
         bv = (kernel_b @ vv).view(b, hkv, g, m, d)  # (B, Hkv, G, m, D)
         out = kernel_f.view(b, hkv, g, nq, m) @ (a_pinv @ bv)  # (B, Hkv, G, Nq, D)
-        return out.reshape(q.shape)
-
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self._attend(q, k, v, exact_pinv=not self.options.pinv_iterations).to(q.dtype)
+        return out.reshape(q.shape).to(q.dtype)
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The same formula and pseudoinverse, evaluated on the (float64) inputs as given."""
-        return self._attend(q, k, v, exact_pinv=not self.options.pinv_iterations)
+        """The paper's formula one (batch, head) at a time, written apart from `forward`: segment means
+        from explicit segment bounds, the three softmax kernels, and the pseudoinverse by its own loop."""
+        b, h, hkv, nq, nk, d = check_qkv(q, k, v)
+        s = softmax_scale(d)
+        m = min(self.options.landmarks, nq, nk)
+        out = torch.empty_like(q)
+        for bi in range(b):
+            for hi in range(h):
+                qh, kh, vh = q[bi, hi], k[bi, hi * hkv // h], v[bi, hi * hkv // h]
+                q_land, k_land = _segment_means(qh, m), _segment_means(kh, m)
+                f = torch.softmax(qh @ k_land.T * s, dim=-1)
+                a = torch.softmax(q_land @ k_land.T * s, dim=-1)
+                bk = torch.softmax(q_land @ kh.T * s, dim=-1)
+                out[bi, hi] = f @ _pinv(a, self.options.pinv_iterations) @ (bk @ vh)
+        return out
+
+
+def _segment_means(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(N, D) -> (m, D): the mean of rows floor(i N / m) .. ceil((i + 1) N / m) - 1 for each segment i."""
+    n = x.shape[0]
+    return torch.stack([x[(i * n) // m : -(-((i + 1) * n) // m)].mean(0) for i in range(m)])
+
+
+def _pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Pseudoinverse of one (m, m) matrix: Newton-Schulz as in the paper's eq. 14, or exact for 0 steps."""
+    if not iterations:
+        return torch.linalg.pinv(a)
+    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    z = a.T / (a.sum(0).max() * a.sum(1).max())  # a is row-stochastic: its entries are non-negative
+    for _ in range(iterations):
+        az = a @ z
+        z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+    return z

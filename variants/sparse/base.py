@@ -18,26 +18,32 @@ from collections.abc import Callable
 
 import torch
 
-from attnbench.variants.contract import accumulate_dtype
-from attnbench.variants.exact.flex import FlexAttention, FlexOptions
-from attnbench.variants.exact.naive import softmax_attention, softmax_weights
-from attnbench.variants.masks import MaskMod, dense_mask
+from ..contract import Variant, accumulate_dtype
+from ..exact.naive import softmax_attention, softmax_weights
+from ..flex_kernel import CompileOptions, FlexKernel
+from ..masks import MaskMod, dense_mask
 
+# keep(q_pos, kv_idx) -> bool tensor: whether the query at key position q_pos may attend to key kv_idx.
+# Each sparse file writes its pattern as a named module-level function that returns one of these.
 Pattern = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Rows of the dense mask materialised at once when counting kept pairs.
 _COUNT_ROWS = 1024
 
 
-class SparseOptions(FlexOptions):
+class SparseOptions(CompileOptions):
     """Options every sparse variant has: whether its FlexAttention kernel is compiled."""
 
 
-class SparseAttention(FlexAttention):
-    """Base of the sparse variants: subclasses define `pattern`."""
+class SparseAttention(Variant):
+    """A pattern on the shared FlexAttention kernel. Subclasses set `pattern` from their options."""
+
+    def __init__(self, spec) -> None:
+        super().__init__(spec)
+        self._kernel = FlexKernel(self.mask_mod, self.options.compile)
 
     def pattern(self, num_keys: int, device: torch.device | str) -> Pattern:
-        """keep(q_pos, kv_idx): whether the query at key position q_pos may attend to key kv_idx."""
-        raise NotImplementedError
+        """This variant's pattern for `num_keys` keys, its tensors on `device`."""
+        raise NotImplementedError(f"{type(self).__name__} defines no pattern")
 
     def mask_mod(self, num_queries: int, num_keys: int, device: torch.device | str = "cpu") -> MaskMod:
         """The pattern, aligned bottom-right and intersected with causality when asked for."""
@@ -57,7 +63,7 @@ class SparseAttention(FlexAttention):
         if needs_grad and q.device.type == "cpu":
             acc = accumulate_dtype(q.dtype)
             return self.reference(q.to(acc), k.to(acc), v.to(acc)).to(q.dtype)
-        return super().forward(q, k, v)
+        return self._kernel(q, k, v)
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Softmax attention under the dense form of the mask."""

@@ -13,8 +13,8 @@ import functools
 import torch
 from pydantic import Field
 
-from attnbench.variants.contract import VariantInfo
-from attnbench.variants.sparse.base import SparseAttention, SparseOptions
+from ..contract import VariantInfo
+from .base import Pattern, SparseAttention, SparseOptions
 
 
 class BigBirdOptions(SparseOptions):
@@ -35,6 +35,22 @@ def random_block_table(num_blocks: int, per_row: int, seed: int) -> torch.Tensor
     return table
 
 
+def bigbird(num_keys: int, block_size: int, window_blocks: int, global_blocks: int, random_blocks: int,
+            seed: int, device: torch.device | str) -> Pattern:  # fmt: skip
+    """Keep the window blocks, the global blocks and each query block's seeded random blocks."""
+    num_blocks = -(-num_keys // block_size)
+    table = random_block_table(num_blocks, random_blocks, seed).to(device)
+
+    def bigbird_pattern(q_pos, kv_idx):
+        qb, kb = q_pos // block_size, kv_idx // block_size
+        near = (qb - kb).abs() <= window_blocks // 2
+        glob = (qb < global_blocks) | (kb < global_blocks)
+        # Queries before the first key (causal, Nq > Nk) have negative positions: clamp into the table.
+        return near | glob | table[qb.clamp(0, num_blocks - 1), kb]
+
+    return bigbird_pattern
+
+
 class BigBirdAttention(SparseAttention):
     """BigBird attention: window + global + random blocks."""
 
@@ -51,14 +67,4 @@ class BigBirdAttention(SparseAttention):
 
     def pattern(self, num_keys, device):
         o = self.options
-        num_blocks = -(-num_keys // o.block_size)
-        table = random_block_table(num_blocks, o.random_blocks, o.seed).to(device)
-
-        def keep(q_pos, kv_idx):
-            qb, kb = q_pos // o.block_size, kv_idx // o.block_size
-            near = (qb - kb).abs() <= o.window_blocks // 2
-            glob = (qb < o.global_blocks) | (kb < o.global_blocks)
-            # Queries before the first key (causal, Nq > Nk) have negative positions: clamp into the table.
-            return near | glob | table[qb.clamp(0, num_blocks - 1), kb]
-
-        return keep
+        return bigbird(num_keys, o.block_size, o.window_blocks, o.global_blocks, o.random_blocks, o.seed, device)

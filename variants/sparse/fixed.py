@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from attnbench.variants.contract import VariantInfo
-from attnbench.variants.sparse.base import SparseAttention, SparseOptions
+from ..contract import VariantInfo
+from .base import Pattern, SparseAttention, SparseOptions
+
+
+def fixed(stride: int, summary: int) -> Pattern:
+    """Keep the own block and the last `summary` positions of every block."""
+
+    def fixed_pattern(q_pos, kv_idx):
+        return (q_pos // stride == kv_idx // stride) | (kv_idx % stride >= stride - summary)
+
+    return fixed_pattern
 
 
 class FixedOptions(SparseOptions):
@@ -39,5 +48,4 @@ class FixedAttention(SparseAttention):
     Options = FixedOptions
 
     def pattern(self, num_keys, device):
-        stride, summary = self.options.stride, self.options.summary
-        return lambda q_pos, kv_idx: (q_pos // stride == kv_idx // stride) | (kv_idx % stride >= stride - summary)
+        return fixed(self.options.stride, self.options.summary)

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from attnbench.variants.contract import VariantInfo
-from attnbench.variants.sparse.base import SparseAttention, SparseOptions
+from ..contract import VariantInfo
+from .base import Pattern, SparseAttention, SparseOptions
+
+
+def longformer(window: int, global_tokens: int) -> Pattern:
+    """Keep |i - j| <= window / 2, and every pair with a global token on either side."""
+    half = window // 2
+
+    def longformer_pattern(q_pos, kv_idx):
+        return ((q_pos - kv_idx).abs() <= half) | (q_pos < global_tokens) | (kv_idx < global_tokens)
+
+    return longformer_pattern
 
 
 class LongformerOptions(SparseOptions):
@@ -32,5 +42,4 @@ class LongformerAttention(SparseAttention):
     Options = LongformerOptions
 
     def pattern(self, num_keys, device):
-        half, g = self.options.window // 2, self.options.global_tokens
-        return lambda q_pos, kv_idx: ((q_pos - kv_idx).abs() <= half) | (q_pos < g) | (kv_idx < g)
+        return longformer(self.options.window, self.options.global_tokens)

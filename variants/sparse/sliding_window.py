@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from attnbench.variants.contract import VariantInfo
-from attnbench.variants.sparse.base import SparseAttention, SparseOptions
+from ..contract import VariantInfo
+from .base import Pattern, SparseAttention, SparseOptions
+
+
+def sliding_window(window: int) -> Pattern:
+    """Keep |i - j| < window."""
+
+    def sliding_window_pattern(q_pos, kv_idx):
+        return (q_pos - kv_idx).abs() < window
+
+    return sliding_window_pattern
 
 
 class SlidingWindowOptions(SparseOptions):
@@ -32,5 +41,4 @@ class SlidingWindowAttention(SparseAttention):
     Options = SlidingWindowOptions
 
     def pattern(self, num_keys, device):
-        window = self.options.window
-        return lambda q_pos, kv_idx: (q_pos - kv_idx).abs() < window
+        return sliding_window(self.options.window)

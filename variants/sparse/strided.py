@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from attnbench.variants.contract import VariantInfo
-from attnbench.variants.sparse.base import SparseAttention, SparseOptions
+from ..contract import VariantInfo
+from .base import Pattern, SparseAttention, SparseOptions
+
+
+def strided(stride: int) -> Pattern:
+    """Keep the previous `stride` positions and every stride-th one."""
+
+    def strided_pattern(q_pos, kv_idx):
+        return ((q_pos - kv_idx).abs() < stride) | ((q_pos - kv_idx) % stride == 0)
+
+    return strided_pattern
 
 
 class StridedOptions(SparseOptions):
@@ -32,5 +41,4 @@ class StridedAttention(SparseAttention):
     Options = StridedOptions
 
     def pattern(self, num_keys, device):
-        stride = self.options.stride
-        return lambda q_pos, kv_idx: ((q_pos - kv_idx).abs() < stride) | ((q_pos - kv_idx) % stride == 0)
+        return strided(self.options.stride)

@@ -17,9 +17,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from attnbench.suite.registry import Registry
-from attnbench.tasks.base import CLS, PAD
-from attnbench.variants.contract import AttentionSpec, Variant
+from ...tasks.base import CLS, PAD
+from ...variants.contract import AttentionSpec, Variant
+from ..core.registry import Registry
 
 
 class ModelConfig(BaseModel):

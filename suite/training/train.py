@@ -29,17 +29,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from attnbench.suite import env as environment
-from attnbench.suite.errors import UserError
-from attnbench.suite.failures import classify
-from attnbench.suite.memory import PeakTracker
-from attnbench.suite.model import ModelConfig, TaskModel
-from attnbench.suite.records import FINAL, append_record, read_records, repair_tail, write_env
-from attnbench.suite.registry import Registry
-from attnbench.tasks import TASKS, load_task
-from attnbench.tasks.base import IGNORE, Split, TaskData
+from ...tasks import TASKS, load_task
+from ...tasks.base import IGNORE, Split, TaskData
+from ..core import env as environment
+from ..core.errors import UserError
+from ..core.registry import Registry
+from ..measure.memory import PeakTracker
+from ..runs.failures import classify
+from ..runs.records import FINAL, append_record, read_records, repair_tail, write_env
+from .model import ModelConfig, TaskModel
 
-TRAIN_PRESETS = Path(__file__).parent / "presets" / "train"
+TRAIN_PRESETS = Path(__file__).parents[1] / "presets" / "train"
 
 
 class TrainSettings(BaseModel):
@@ -296,21 +296,32 @@ class TrainJob:
         return args + (["--out", self.out] if self.out else ["--scratch"])
 
 
-def train_here(data: dict[str, Any], executor: str) -> dict[str, Any]:
-    """Make one training run (`TrainJob.to_dict()`) in this process and return its record: a cluster job's body.
+def outcome(record: dict[str, Any]) -> str:
+    """One line for a training record: its accuracy and speed, or its status and reason."""
+    if record.get("status") != "ok":
+        return f"{record.get('status')}: {record.get('reason', '')}"
+    r = record
+    return (f"test accuracy {r['test_acc']:.4f} (best val {r['best_val_acc']:.4f} at step {r['best_step']}, "
+            f"final val {r['final_val_acc']:.4f}; majority baseline {r['majority_test_acc']:.4f}); "
+            f"{r['steps_per_s']:.1f} steps/s, {r['train_s']:.0f} s")  # fmt: skip
+
+
+def train_here(data: dict[str, Any], executor: str, console: Console | None = None) -> dict[str, Any]:
+    """Make one training run (`TrainJob.to_dict()`) in this process and return its record: the body of a
+    local worker's or a cluster job's training job (quiet unless given a console).
 
     The record is appended to the job's run folder by the job, as `attnbench train` does, under the
     lock the driver holds. A refusal (bad input) comes back as an `error` status with its one line.
     """
-    from attnbench.suite.registry import load_registry
-    from attnbench.tasks import DataFormatError
+    from ...tasks import DataFormatError
+    from ..core.registry import load_registry
 
     job = TrainJob.from_dict(data)
     try:
         preset = with_options(load_train_preset(job.preset), job.options)
         registry = load_registry(job.plugins)
         return run_training(job.task, job.variant, preset, job.seed, registry, job.device, Path(job.out),
-                            Path(job.data_dir) if job.data_dir else None, job.plugins, Console(quiet=True),
+                            Path(job.data_dir) if job.data_dir else None, job.plugins, console or Console(quiet=True),
                             executor=executor)  # fmt: skip
     except (UserError, DataFormatError) as err:
         return {"status": "error", "reason": str(err)}
@@ -356,7 +367,7 @@ def run_training(
     registry.entry(variant)
     key = run_key(task, variant, seed, preset.name, setup, data_dir)
     # Checked before anything recorded is reused: a folder holds one machine's numbers.
-    if not environment.read_checked_env(out, device):
+    if not environment.read_checked_env(out, device, executor):
         write_env(out, environment.capture(device, setup.train.threads))
     repair_tail(out)
     for record in read_records(out):

@@ -26,8 +26,8 @@ from typing import Literal
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attnbench.variants.contract import AttentionSpec, Unsupported, Variant
-from attnbench.variants.exact.naive import softmax_attention
+from ...variants.contract import AttentionSpec, Unsupported, Variant
+from ...variants.exact.naive import softmax_attention
 
 Status = Literal["pass", "fail", "skip", "report"]
 Shape = tuple[int, int, int, int, int, int]  # (B, H, H_kv, Nq, Nk, D)

@@ -1,4 +1,4 @@
-"""Measures one point in this (fresh) process: ``python -m attnbench.suite.worker POINT_JSON FD``.
+"""Measures one point in this (fresh) process: ``python -m attnbench.suite.measure.worker POINT_JSON FD``.
 
 Order inside the worker: build the variant and random-normal inputs; warm up (the first call,
 which includes any compilation, is timed and recorded apart as ``first_call_s``); time repeats;
@@ -20,16 +20,17 @@ import traceback
 from typing import Any
 
 import torch
+from rich.console import Console
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attnbench.suite import failures
-from attnbench.suite.devices import parse_dtype
-from attnbench.suite.flops import attention_flops
-from attnbench.suite.memory import memory_method, peak_record
-from attnbench.suite.points import Point
-from attnbench.suite.registry import load_registry
-from attnbench.suite.timing import clock_name, time_calls
-from attnbench.variants.contract import AttentionSpec, Unsupported, Variant
+from ...variants.contract import AttentionSpec, Unsupported, Variant
+from ..core.devices import parse_dtype
+from ..core.registry import load_registry
+from ..runs import failures
+from ..runs.points import Point
+from .flops import attention_flops
+from .memory import memory_method, peak_record
+from .timing import clock_name, time_calls
 
 
 class PointFailed(Exception):
@@ -99,7 +100,7 @@ def _sync(device: str) -> None:
 def reference_error(variant: Variant, point: Point, q, k, v) -> dict[str, Any]:
     """Relative-norm error against the float64 definition, judged against the variant's tolerance
     for the dtype (and, for non-exact variants, the error against exact softmax, reported only)."""
-    from attnbench.variants.exact.naive import softmax_attention
+    from ...variants.exact.naive import softmax_attention
 
     # The float64 definition materialises about three (B, H, Nq, Nk) float64 tensors.
     need = 3 * 8 * point.batch * point.heads * point.q_len * point.seq
@@ -279,7 +280,14 @@ def calibrate_here(device: str, dtype: str, threads: int | None) -> float:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of a worker process: ``POINT_JSON FD`` or ``--calibrate DEVICE DTYPE THREADS FD``."""
+    """Entry point of a worker process: ``POINT_JSON FD``, ``--train JOB_JSON FD`` (a training run, its
+    record sent back) or ``--calibrate DEVICE DTYPE THREADS FD``."""
+    if argv[:1] == ["--train"]:
+        from ..training.train import train_here
+
+        _, job, fd = argv
+        _send(int(fd), train_here(json.loads(job), "local", Console()))
+        return 0
     if argv[:1] == ["--calibrate"]:
         _, device, dtype, threads, fd = argv
         value = calibrate(device, parse_dtype(dtype), int(threads) if threads != "none" else None)

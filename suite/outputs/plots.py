@@ -24,8 +24,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from attnbench.suite.records import read_env, read_records
-from attnbench.suite.summary import (
+from ...variants import builtin
+from ..runs.records import read_env, read_records
+from .summary import (
     FIT_POINTS,
     HEADS_GROUP,
     SERIES,
@@ -35,7 +36,6 @@ from attnbench.suite.summary import (
     series_title,
     train_frame,
 )
-from attnbench.variants import builtin
 
 FAILED_STYLE = {"marker": "x", "s": 60, "linewidths": 2, "zorder": 5}
 WRONG_STYLE = {"marker": "o", "s": 140, "facecolors": "none", "edgecolors": "red", "linewidths": 2, "zorder": 6}

@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.suite.plots import plot_run
-from attnbench.suite.records import read_env, read_records, require_run
-from attnbench.suite.summary import accuracy_markdown, bench_frame, markdown, train_frame
+from ..runs.records import read_env, read_records, require_run
+from .plots import plot_run
+from .summary import accuracy_markdown, bench_frame, markdown, train_frame
 
 ENV_ROWS = (
     ("device", "device_name"), ("driver", "driver"), ("CPU", "cpu"), ("threads", "threads"), ("CUDA", "cuda"),

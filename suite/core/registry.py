@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 import torch
 
-from attnbench.suite.errors import UserError
-from attnbench.variants import builtin, defined_variants
-from attnbench.variants.contract import AttentionSpec, Variant
+from ...variants import builtin, defined_variants
+from ...variants.contract import AttentionSpec, Variant
+from .errors import UserError
 
 ENTRY_POINT_GROUP = "attnbench.variants"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.variants.contract import Unsupported
+from ...variants.contract import Unsupported
 
 OOM_MARKERS = ("out of memory", "can't allocate memory")
 

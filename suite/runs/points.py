@@ -13,7 +13,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from attnbench.suite.config import BenchConfig
+from ..core.config import BenchConfig
 
 # The fields that say which measurement a point is; the rest say how it is measured.
 IDENTITY = (

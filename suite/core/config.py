@@ -15,7 +15,7 @@ import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from attnbench.suite.errors import UserError
+from .errors import UserError
 
 Mode = Literal["fwd", "bwd", "fwd_bwd"]
 

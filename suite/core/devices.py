@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.suite.errors import UserError
+from .errors import UserError
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

@@ -21,12 +21,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from attnbench.suite import env as environment
-from attnbench.suite.errors import UserError
-from attnbench.suite.executors import Executor
-from attnbench.suite.points import Point
-from attnbench.suite.records import FINAL, append_record, read_records, repair_tail, write_env
-from attnbench.suite.registry import Registry
+from ..core import env as environment
+from ..core.errors import UserError
+from ..core.registry import Registry
+from ..executors import Executor
+from .points import Point
+from .records import FINAL, append_record, read_records, repair_tail, write_env
 
 
 def prepare_env(
@@ -95,7 +95,7 @@ def run_sweep(
 ) -> list[dict[str, Any]]:
     """Measure every point not yet recorded in `run_dir`; returns all of the run's records."""
     # A folder holds one machine's numbers: never resume (or skip points) from another's.
-    recorded = environment.read_checked_env(run_dir, device)
+    recorded = environment.read_checked_env(run_dir, device, executor.name)
     repair_tail(run_dir)
     done = {r.get("key") for r in read_records(run_dir) if r.get("status") in FINAL}
     todo = [p for p in points if p.key() not in done]

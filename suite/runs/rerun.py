@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from attnbench.suite.errors import UserError
-from attnbench.suite.points import IDENTITY, Point
+from ..core.errors import UserError
+from .points import IDENTITY, Point
 
 POINT_FIELDS = [f.name for f in dataclasses.fields(Point)]
 

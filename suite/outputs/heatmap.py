@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from attnbench.suite.model import TaskModel
-from attnbench.tasks.base import PAD
+from ...tasks.base import PAD
+from ..training.model import TaskModel
 
 
 def attention_maps(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> list[torch.Tensor]:

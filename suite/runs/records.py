@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from attnbench.suite import schema
-from attnbench.suite.errors import UserError
+from ..core.errors import UserError
+from . import schema
 
 RECORDS = "records.jsonl"
 ENV = "env.json"

@@ -47,9 +47,9 @@ from typing import Any
 
 import pandas as pd
 
-from attnbench.suite.points import IDENTITY
-from attnbench.suite.records import read_records, require_run
-from attnbench.suite.summary import variant_label
+from ..runs.points import IDENTITY
+from ..runs.records import read_records, require_run
+from .summary import variant_label
 
 ALPHA = 0.05
 # Fewer repeats a side give no verdict: the U test's normal approximation, and a median, need more.

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from attnbench.suite.errors import UserError
-from attnbench.suite.records import read_env
+from ..runs.records import read_env, read_records
+from .errors import UserError
 
 # Distributions whose versions change attention numbers.
 PACKAGES = ("torch", "triton", "flash-attn", "flash-attn-3", "xformers", "flash-linear-attention", "numpy")
@@ -40,7 +40,7 @@ def cpu_model() -> str:
 
 def git_commit() -> dict[str, Any]:
     """Commit of the attnbench checkout (and whether it had uncommitted changes), if it is one."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # suite/core/env.py -> the checkout
 
     def git(*args: str) -> str | None:
         try:
@@ -118,11 +118,20 @@ def _identity(device: str) -> dict[str, Any]:
             "hostname": platform.node(), "cpu_count": os.cpu_count(), "torch": _version("torch")}  # fmt: skip
 
 
-def read_checked_env(run_dir: Path, device: str) -> dict[str, Any]:
-    """The run's env.json ({} when new); a one-line error when it records another machine or torch."""
+def read_checked_env(run_dir: Path, device: str, executor: str = "local") -> dict[str, Any]:
+    """The run's env.json ({} when new); a one-line error when it records another machine or torch, or
+    when a local run would add to a folder that a cluster run filled from other hosts."""
     recorded = read_env(run_dir)
     if not recorded:
         return recorded
+    if executor == "local":
+        here = platform.node()
+        others = sorted({str(r["host"]) for r in read_records(run_dir) if r.get("host") not in (None, here)})
+        if others:
+            raise UserError(
+                f"{run_dir} holds points measured on other hosts ({', '.join(others[:3])}): only a cluster run "
+                "(--executor ray|slurm) mixes hosts in one folder; choose another --out"
+            )
     here = _identity(device)
     there = {field: recorded.get(field) for field in here} | {"torch": recorded.get("versions", {}).get("torch")}
     differences = [f"{field} {there[field]!r} here {here[field]!r}"

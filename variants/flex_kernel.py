@@ -1,0 +1,71 @@
+"""FlexAttention as a shared kernel: softmax attention under a mask function, compiled where possible.
+
+The exact `flex` variant and every sparse variant run through :class:`FlexKernel`; each brings only
+its mask function (variants/masks.py). The mask becomes a BlockMask, so fully masked blocks are
+skipped and the rest run in one fused kernel when compiled. Compiled by default wherever
+torch.compile works (CUDA; CPU with a C++ compiler): eager FlexAttention materialises the scores
+and exists for debugging. Compile time is paid once per shape and kept out of timings by the
+harness's warm-up.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import warnings
+from collections.abc import Callable
+
+import torch
+from pydantic import Field
+
+from .contract import Options, check_qkv
+from .masks import MaskMod
+
+# (num_queries, num_keys, device) -> the mask for that shape, or None for full attention.
+MaskFor = Callable[[int, int, torch.device], MaskMod | None]
+
+
+@functools.cache
+def _flex(compiled: bool):
+    """flex_attention, compiled once per process when asked."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
+
+
+def can_compile(device: str) -> bool:
+    """Whether torch.compile can build FlexAttention on `device` here (CPU needs a C++ compiler)."""
+    return device == "cuda" or any(shutil.which(cc) for cc in ("c++", "g++", "clang++"))
+
+
+class CompileOptions(Options):
+    """The option every FlexAttention-backed variant has."""
+
+    compile: bool | None = Field(None, description="compile the kernel (default: wherever possible)")
+
+
+class FlexKernel:
+    """flex_attention under one mask function, its block mask built once per shape and device."""
+
+    def __init__(self, mask_for: MaskFor, compile: bool | None) -> None:
+        self._mask_for = mask_for
+        self._compile = compile
+        self._block_masks: dict[tuple, object] = {}
+
+    def _block_mask(self, nq: int, nk: int, device: torch.device):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        key = (nq, nk, str(device))
+        if key not in self._block_masks:
+            mod = self._mask_for(nq, nk, device)
+            self._block_masks[key] = None if mod is None else create_block_mask(mod, None, None, nq, nk, device=device)
+        return self._block_masks[key]
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
+        compiled = can_compile(q.device.type) if self._compile is None else self._compile
+        block_mask = self._block_mask(nq, nk, q.device)
+        with warnings.catch_warnings():
+            # Eager flex warns that it is unfused; that is the documented point of compile=False.
+            warnings.filterwarnings("ignore", message=".*flex_attention.*")
+            return _flex(compiled)(q, k, v, block_mask=block_mask, enable_gqa=hkv != h)
