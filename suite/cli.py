@@ -64,8 +64,11 @@ def list_variants(
             "available": reason is None,
             "reason": reason,
         }
-        if reason is None or not reason.startswith("variant "):  # its class loaded
+        try:
             info = registry.get(name).info
+        except UserError:  # its class did not load: the reason says why
+            info = None
+        if info is not None:
             row |= {
                 "family": info.family,
                 "exact": info.exact,

@@ -62,7 +62,8 @@ def load_task(
         if not root.is_dir():
             raise DataFormatError(f"--data-dir {root} is not a folder")
         if name == "listops":
-            return listops.load_release(lra_root(root), release.max_len or 2000)
+            # A preset's generator length bounds the release's expressions too (longer ones are left out).
+            return listops.load_release(lra_root(root), release.max_len or params.get("max_length") or 2000)
         if name == "pathfinder":
             return pathfinder.load_release(lra_root(root), release.resolution, release.difficulty)
         if name == "text":

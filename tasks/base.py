@@ -30,6 +30,7 @@ class Split:
     tokens: torch.Tensor
     labels: torch.Tensor
     tokens2: torch.Tensor | None = None
+    skipped: int = 0  # examples of the source files left out (longer than the task's max_len)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]

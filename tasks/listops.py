@@ -28,6 +28,7 @@ from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 # [FIRST and [LAST exist in the original generator (disabled in LRA's); the loader accepts them.
 SYMBOLS = (*OPERATORS, "[FIRST", "[LAST", "]", *(str(d) for d in range(10)))
+DIGITS = tuple(str(d) for d in range(10))
 VOCAB = {symbol: FIRST_SYMBOL + i for i, symbol in enumerate(SYMBOLS)}
 OPERATOR_PROBABILITY = 0.25  # chance that a node above max depth is an operator, as in LRA's generator
 
@@ -138,10 +139,14 @@ def generate(params: ListOpsParams, seed: int) -> TaskData:
 
 
 def read_tsv(path: Path, max_len: int) -> Split:
-    """One LRA ListOps release file: header Source<TAB>Target, then one expression per line."""
+    """One LRA ListOps release file: header Source<TAB>Target, then one expression per line.
+
+    Each expression is evaluated and must give its target. Expressions longer than `max_len`
+    symbols are left out (cutting one would change its value) and counted in `Split.skipped`.
+    """
     if not path.is_file():
         raise DataFormatError(f"missing ListOps file {path}")
-    sequences, labels = [], []
+    sequences, labels, too_long = [], [], 0
     with open(path, newline="") as f:
         reader = csv.reader(f, delimiter="\t")
         header = next(reader, None)
@@ -155,13 +160,25 @@ def read_tsv(path: Path, max_len: int) -> Split:
             unknown = {s for s in source.replace("(", " ").replace(")", " ").split() if s not in VOCAB}
             if unknown:
                 raise DataFormatError(f"{path}:{line}: unknown ListOps symbol {sorted(unknown)[0]!r}")
-            if not target.strip().isdigit() or not 0 <= int(target) <= 9:
+            if target.strip() not in DIGITS:  # not isdigit(): it accepts '²', which int() refuses
                 raise DataFormatError(f"{path}:{line}: target must be a digit 0-9, got {target!r}")
-            sequences.append(tokenize(source))
+            symbols = source.replace("(", " ").replace(")", " ").split()
+            try:
+                value = parse(symbols)
+            except (ValueError, IndexError) as err:  # IndexError: a ']' with no open operator
+                raise DataFormatError(f"{path}:{line}: not a well-formed expression ({err or 'unbalanced'})") from None
+            if value != int(target):
+                raise DataFormatError(f"{path}:{line}: the expression evaluates to {value}, the target says {target}")
+            if len(symbols) > max_len:
+                too_long += 1
+                continue
+            sequences.append([VOCAB[s] for s in symbols])
             labels.append(int(target))
     if not labels:
-        raise DataFormatError(f"{path}: no examples")
-    return Split(pad_sequences(sequences, max_len), torch.tensor(labels))
+        raise DataFormatError(
+            f"{path}: no examples" + (f" of at most {max_len} symbols ({too_long} longer)" if too_long else "")
+        )
+    return Split(pad_sequences(sequences, max_len), torch.tensor(labels), skipped=too_long)
 
 
 def load_release(root: Path, max_len: int = 2000) -> TaskData:
@@ -175,6 +192,7 @@ def load_release(root: Path, max_len: int = 2000) -> TaskData:
         vocab_size=FIRST_SYMBOL + len(SYMBOLS),
         num_classes=10,
         max_len=max_len,
-        description=f"ListOps, LRA release ({folder})",
+        description=f"ListOps, LRA release ({folder}), expressions of at most {max_len} symbols"
+        + (f" ({skipped} longer left out)" if (skipped := sum(s.skipped for s in splits.values())) else ""),
         params={"data": str(folder), "max_len": max_len},
     )

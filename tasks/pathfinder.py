@@ -143,21 +143,36 @@ def generate(params: PathfinderParams, seed: int) -> TaskData:
     return _task(splits, r, f"Pathfinder {r}x{r}, paths of {params.contour_length} paddles", params.model_dump())
 
 
+MIN_EXAMPLES = 10  # the fewest that leave every split of 80/10/10 an example
+
+
 def read_metadata(folder: Path) -> list[tuple[Path, int]]:
     """(image path, label) for every line of every metadata file, files in numeric order."""
     meta = folder / "metadata"
     files = sorted(meta.glob("*.npy"), key=lambda f: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", f.name)])
     if not files:
         raise DataFormatError(f"no metadata files: expected {meta}/*.npy")
-    items = []
+    items, listed = [], {}
     for path in files:
-        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataFormatError(f"{path}: not a readable metadata file ({err})") from None
+        for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             cols = line.split()
             if len(cols) < 4 or cols[3] not in ("0", "1"):
                 raise DataFormatError(f"{path}:{lineno}: expected 'folder file _ label(0/1) ...', got {line[:80]!r}")
-            items.append((folder / cols[0] / cols[1], int(cols[3])))
+            image = folder / cols[0] / cols[1]
+            if image in listed:
+                raise DataFormatError(
+                    f"{path}:{lineno}: {cols[0]}/{cols[1]} is listed twice (first at {listed[image]})"
+                )
+            listed[image] = f"{path.name}:{lineno}"
+            items.append((image, int(cols[3])))
+    if len(items) < MIN_EXAMPLES:
+        raise DataFormatError(f"{meta}: {len(items)} images listed; the 80/10/10 split needs at least {MIN_EXAMPLES}")
     return items
 
 

@@ -74,6 +74,10 @@ def test_listops_release_files_load(tmp_path):
         ("Source\tTarget\n( [MAX 2 ] )\t2\n( [MAX 2 ] )\t3\textra\n", ":3:", "2 tab-separated fields"),
         ("Source\tTarget\n( [MAX 2 ] )\t2\n( [MOD 2 ] )\t2\n", ":3:", "unknown ListOps symbol '[MOD'"),
         ("Source\tTarget\n( [MAX 2 ] )\tten\n", ":2:", "target must be a digit"),
+        ("Source\tTarget\n( [MAX 2 ] )\t\u00b2\n", ":2:", "target must be a digit"),  # isdigit() says yes
+        ("Source\tTarget\n( [MAX 2 ] )\t2\n( ( [MAX 2 ) 3 )\t3\n", ":3:", "not a well-formed expression"),
+        ("Source\tTarget\n( [MAX 2 ] )\t2\n( 2 ] )\t2\n", ":3:", "not a well-formed expression"),
+        ("Source\tTarget\n( [MAX 2 ] )\t2\n( [MIN 2 7 ] )\t7\n", ":3:", "evaluates to 2, the target says 7"),
     ],
 )
 def test_listops_malformed_file_names_file_and_line(tmp_path, text, where, words):
@@ -81,6 +85,15 @@ def test_listops_malformed_file_names_file_and_line(tmp_path, text, where, words
     with pytest.raises(DataFormatError, match=re.escape(words)) as info:
         load_task("listops", data_dir=tmp_path)
     assert f"{folder / 'basic_train.tsv'}{where}" in str(info.value)
+
+
+def test_release_expressions_longer_than_the_presets_length_are_left_out_and_counted(tmp_path):
+    # The tiny preset generates up to 32 symbols; on release files the same bound holds (never a cut).
+    long = "( " * 40 + "[SM " + " ) ".join(["1"] * 40) + " ) ] )"
+    write_listops(tmp_path, train=LISTOPS_TSV + f"{long}\t0\n")
+    data = load_task("listops", {"max_length": 32, "min_length": 4, "train_size": 10}, data_dir=tmp_path)
+    assert data.train.tokens.shape == (2, 32) and data.train.skipped == 1
+    assert "at most 32 symbols (1 longer left out)" in data.description
 
 
 def test_missing_release_file_is_named(tmp_path):
@@ -174,6 +187,22 @@ def test_pathfinder_malformed_metadata_names_file_and_line(tmp_path):
     folder = write_pathfinder(tmp_path, bad_line="imgs/0 sample_9.png")
     with pytest.raises(DataFormatError, match=f"{folder / 'metadata' / '0.npy'}:3:"):
         load_task("pathfinder", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("labels", "words"), [((), "0 images listed"), ((0, 1, 1), "3 images listed; the 80/10/10 split needs at least 10")]
+)
+def test_pathfinder_empty_or_short_metadata_is_one_error(tmp_path, labels, words):
+    write_pathfinder(tmp_path, labels=labels)
+    with pytest.raises(DataFormatError, match=re.escape(words)):
+        load_task("pathfinder", data_dir=tmp_path)
+
+
+def test_pathfinder_image_listed_twice_is_named(tmp_path):
+    folder = write_pathfinder(tmp_path, bad_line="imgs/0 sample_0.png 0 1 14 1.5 1 0")
+    with pytest.raises(DataFormatError, match=r"0\.npy:3: imgs/0/sample_0\.png is listed twice \(first at 0\.npy:1\)"):
+        load_task("pathfinder", data_dir=tmp_path)
+    assert folder.is_dir()
 
 
 def test_pathfinder_other_difficulty_is_selectable_and_missing_one_named(tmp_path):

@@ -4,8 +4,9 @@ Dao et al. 2022, "FlashAttention: Fast and Memory-Efficient Exact Attention with
 the loop order and the backward follow FlashAttention-2 (Dao 2023). Keys are visited one block
 at a time; each query row keeps a running max ``m``, a running sum ``row_sum`` of exp(score - m) and an
 unnormalised output ``acc``, rescaled whenever the max grows. Extra memory is O(Nq * block), not
-O(Nq * Nk). Queries are not tiled, so under causality the masked part of each block is still
-computed (no 2x saving). The backward recomputes each block's probabilities from the saved log-sum-exp instead
+O(Nq * Nk). Under causality each key block meets only the query rows that can see it (the tiles
+above the diagonal are skipped, as FlashAttention skips them) and only the rows the diagonal
+crosses are masked. The backward recomputes each block's probabilities from the saved log-sum-exp instead
 of storing them, so training memory stays linear in N as well. No kernel fusion: this is the
 algorithm made readable, and its speed is torch's matmuls plus Python overhead per block.
 """
@@ -27,17 +28,40 @@ from ..contract import (
 NEG_INF = float("-inf")
 
 
-def _visible_until(nq: int, nk: int, groups: int, device: torch.device) -> torch.Tensor:
-    """Last key index each grouped query row may see under bottom-right causality: (G*Nq, 1)."""
-    return (torch.arange(nq, device=device) + (nk - nq)).repeat(groups)[:, None]
+def _rows(nq: int, nk: int, start: int, end: int, causal: bool) -> tuple[int, int]:
+    """Queries [first, masked_until) for the key block [start, end) under bottom-right causality.
+
+    Queries before `first` see none of the block and are skipped, as FlashAttention skips the tiles
+    above the diagonal; queries from `masked_until` on see all of it and need no mask.
+    """
+    if not causal:
+        return 0, 0
+    offset = nk - nq  # query i sits at key position i + offset
+    return min(max(start - offset, 0), nq), min(max(end - 1 - offset, 0), nq)
 
 
-def _block_scores(qg: torch.Tensor, kj: torch.Tensor, start: int, last_visible: torch.Tensor | None) -> torch.Tensor:
-    """Scaled scores of all query rows against one key block, causally masked: (B, Hkv, G*Nq, blk)."""
-    scores = qg @ kj.transpose(-2, -1)
-    if last_visible is not None:
-        cols = torch.arange(start, start + kj.shape[-2], device=qg.device)
-        scores.masked_fill_(cols[None, :] > last_visible, NEG_INF)
+def _by_position(x: torch.Tensor, hkv: int) -> torch.Tensor:
+    """(B, H, N, D) -> (B, Hkv, N*G, D), row i*G + g: the G query heads that share a K/V head, one
+    position after another, so the queries from any position on are one contiguous slice."""
+    b, h, n, d = x.shape
+    return x.view(b, hkv, h // hkv, n, d).transpose(2, 3).reshape(b, hkv, n * (h // hkv), d)
+
+
+def _by_head(x: torch.Tensor, h: int) -> torch.Tensor:
+    """The inverse of `_by_position`: (B, Hkv, N*G, D) -> (B, H, N, D)."""
+    b, hkv, rows, d = x.shape
+    g = h // hkv
+    return x.view(b, hkv, rows // g, g, d).transpose(2, 3).reshape(b, h, rows // g, d)
+
+
+def _block_scores(qi: torch.Tensor, kj: torch.Tensor, first: int, masked_until: int, start: int, offset: int,
+                  groups: int) -> torch.Tensor:  # fmt: skip
+    """Scaled scores of the query rows of positions first.. against one key block, causally masked."""
+    scores = qi @ kj.transpose(-2, -1)  # (B, Hkv, rows, blk)
+    if masked_until > first:  # the positions the diagonal crosses
+        pos = torch.arange(first, masked_until, device=qi.device).repeat_interleave(groups)[:, None] + offset
+        cols = torch.arange(start, start + kj.shape[-2], device=qi.device)[None, :]
+        scores[..., : (masked_until - first) * groups, :].masked_fill_(cols > pos, NEG_INF)
     return scores
 
 
@@ -47,25 +71,30 @@ class _ChunkedAttention(torch.autograd.Function):
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         g = h // hkv
         acc_dtype = accumulate_dtype(q.dtype)
-        qg = (q.to(acc_dtype) * softmax_scale(d)).reshape(b, hkv, g * nq, d)  # (B, Hkv, G*Nq, D)
-        last_visible = _visible_until(nq, nk, g, q.device) if causal else None
+        qg = _by_position(q.to(acc_dtype) * softmax_scale(d), hkv)  # (B, Hkv, Nq*G, D)
 
-        m = torch.full((b, hkv, g * nq, 1), NEG_INF, dtype=acc_dtype, device=q.device)  # running max
+        m = torch.full((b, hkv, nq * g, 1), NEG_INF, dtype=acc_dtype, device=q.device)  # running max
         row_sum = torch.zeros_like(m)  # running sum of exp(score - m)
-        acc = torch.zeros((b, hkv, g * nq, d), dtype=acc_dtype, device=q.device)
+        acc = torch.zeros((b, hkv, nq * g, d), dtype=acc_dtype, device=q.device)
         for start in range(0, nk, block):
-            kj = k[:, :, start : start + block].to(acc_dtype)  # (B, Hkv, blk, D)
-            vj = v[:, :, start : start + block].to(acc_dtype)
-            scores = _block_scores(qg, kj, start, last_visible)
-            m_new = torch.maximum(m, scores.amax(dim=-1, keepdim=True))
+            end = min(start + block, nk)
+            first, masked_until = _rows(nq, nk, start, end, causal)
+            if first == nq:
+                break  # no query sees this block, nor any later one
+            kj = k[:, :, start:end].to(acc_dtype)  # (B, Hkv, blk, D)
+            vj = v[:, :, start:end].to(acc_dtype)
+            r = first * g  # rows before r see nothing of this block
+            scores = _block_scores(qg[..., r:, :], kj, first, masked_until, start, nk - nq, g)
+            m_rows, sum_rows, acc_rows = m[..., r:, :], row_sum[..., r:, :], acc[..., r:, :]
+            m_new = torch.maximum(m_rows, scores.amax(dim=-1, keepdim=True))
             # Rows that have seen no visible key yet have m = -inf: shift them by 0 so that
             # exp(-inf - shift) is 0 rather than NaN.
             shift = m_new.masked_fill(m_new == NEG_INF, 0.0)
-            p = scores.sub_(shift).exp_()  # in place: (B, Hkv, G*Nq, blk)
-            rescale = torch.exp(m - shift)
-            row_sum.mul_(rescale).add_(p.sum(dim=-1, keepdim=True))
-            acc.mul_(rescale).add_(p @ vj)
-            m = m_new
+            p = scores.sub_(shift).exp_()  # in place: (B, Hkv, rows, blk)
+            rescale = torch.exp(m_rows - shift)
+            sum_rows.mul_(rescale).add_(p.sum(dim=-1, keepdim=True))  # views: row_sum and acc change in place
+            acc_rows.mul_(rescale).add_(p @ vj)
+            m_rows.copy_(m_new)
             del scores, p  # freed before the next block's scores: one (G*Nq, blk) buffer at a time
         seen = row_sum > 0  # false only for queries that see no key at all (causal, Nq > Nk)
         out = torch.where(seen, acc / row_sum.clamp_min(torch.finfo(acc_dtype).tiny), 0.0)
@@ -74,7 +103,7 @@ class _ChunkedAttention(torch.autograd.Function):
         ctx.save_for_backward(qg, k, v, out, lse)
         ctx.shape = (b, h, hkv, nq, nk, d)
         ctx.causal, ctx.block = causal, block
-        return out.view(b, h, nq, d).to(q.dtype)
+        return _by_head(out, h).to(q.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -82,24 +111,28 @@ class _ChunkedAttention(torch.autograd.Function):
         b, h, hkv, nq, nk, d = ctx.shape
         g = h // hkv
         acc_dtype = qg.dtype
-        do = grad_out.to(acc_dtype).reshape(b, hkv, g * nq, d)  # (B, Hkv, G*Nq, D)
-        delta = (do * out).sum(dim=-1, keepdim=True)  # rowsum(dO * O): (B, Hkv, G*Nq, 1)
-        last_visible = _visible_until(nq, nk, g, qg.device) if ctx.causal else None
+        do = _by_position(grad_out.to(acc_dtype), hkv)  # (B, Hkv, Nq*G, D)
+        delta = (do * out).sum(dim=-1, keepdim=True)  # rowsum(dO * O): (B, Hkv, Nq*G, 1)
 
         dq = torch.zeros_like(qg)
         dk = torch.zeros((b, hkv, nk, d), dtype=acc_dtype, device=qg.device)
         dv = torch.zeros_like(dk)
         for start in range(0, nk, ctx.block):
             end = min(start + ctx.block, nk)
+            first, masked_until = _rows(nq, nk, start, end, ctx.causal)
+            if first == nq:
+                break  # keys no query sees: their gradients stay zero
             kj = k[:, :, start:end].to(acc_dtype)
             vj = v[:, :, start:end].to(acc_dtype)
-            p = _block_scores(qg, kj, start, last_visible).sub_(lse).exp_()  # (B, Hkv, G*Nq, blk)
-            dv[:, :, start:end] = p.transpose(-2, -1) @ do
-            ds = (do @ vj.transpose(-2, -1)).sub_(delta).mul_(p)  # gradient of the (scaled) scores
-            dq += ds @ kj
-            dk[:, :, start:end] = ds.transpose(-2, -1) @ qg  # qg already carries the scale
+            r = first * g
+            q_rows, do_rows = qg[..., r:, :], do[..., r:, :]
+            p = _block_scores(q_rows, kj, first, masked_until, start, nk - nq, g).sub_(lse[..., r:, :]).exp_()
+            dv[:, :, start:end] = p.transpose(-2, -1) @ do_rows
+            ds = (do_rows @ vj.transpose(-2, -1)).sub_(delta[..., r:, :]).mul_(p)  # grad of the scaled scores
+            dq[..., r:, :] += ds @ kj
+            dk[:, :, start:end] = ds.transpose(-2, -1) @ q_rows  # q_rows already carry the scale
             del p, ds  # freed before the next block's: two (G*Nq, blk) buffers at a time
-        dq = (dq * softmax_scale(d)).view(b, h, nq, d)
+        dq = _by_head(dq * softmax_scale(d), h)
         return dq.to(grad_out.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
 
 
