@@ -78,6 +78,7 @@ def list_variants(
                 "backward": [d for d in info.devices if info.has_backward(d)],
                 "devices": list(info.devices),
                 "dtypes": [dtype_name(d) for d in info.dtypes],
+                "lengths": info.lengths,
                 "summary": info.summary,
             }
         rows.append(row)
@@ -477,22 +478,30 @@ def suite_command(
     name, settings = _executor_choice(executor, address, cluster, partition, account, time_min)
     read_checked_env(out, device, name)  # up front: each run would refuse the folder alike
     signal.signal(signal.SIGTERM, _interrupt)
+    from ..tasks import RELEASE_TASKS
     from .executors import make_executor
     from .training.train import TrainJob
 
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
-    jobs = [TrainJob(t, v, s, preset, device, str(out.resolve()), _options(option), plugins,
-                     str(data_dir.resolve()) if data_dir else None)
+    # --data-dir feeds the tasks read from release files; synthetic ones (mqar) are generated as ever.
+    data = {t: str(data_dir.resolve()) if data_dir and t in RELEASE_TASKS else None for t in task_list}
+    jobs = [TrainJob(t, v, s, preset, device, str(out.resolve()), _options(option), plugins, data[t])
             for t in task_list for v in variant_list for s in seed_list]  # fmt: skip
     with run_lock(out):  # the runs below write into the folder under this lock
-        _train_each(jobs, make_executor(name, out, settings), out)
-        console.print(write_accuracy(out, read_records(out)), markup=False, highlight=False)
+        failed = _train_each(jobs, make_executor(name, out, settings), out)
+        if (out / "records.jsonl").exists():
+            console.print(write_accuracy(out, read_records(out)), markup=False, highlight=False)
+    if failed:
+        console.print(f"{failed} of {len(jobs)} runs ended in error, oom or timeout (see above)")
+        raise typer.Exit(1)
 
 
-def _train_each(jobs: list, executor, out: Path) -> None:
-    """Each (task, variant, seed) as a job on `executor`, one at a time; a failed run is reported and skipped."""
+def _train_each(jobs: list, executor, out: Path) -> int:
+    """Each (task, variant, seed) as a job on `executor`, one at a time; a failed run is reported and skipped.
+    Returns how many failed (a variant that cannot run here is recorded `unavailable`, not failed)."""
     from .training.train import outcome
 
+    failed = 0
     for i, job in enumerate(jobs, start=1):
         console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}")
         try:
@@ -501,6 +510,8 @@ def _train_each(jobs: list, executor, out: Path) -> None:
             console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to resume")
             raise typer.Exit(130) from None
         console.print(f"  {outcome(record)}", markup=False, highlight=False)
+        failed += record.get("status") not in ("ok", "unavailable")
+    return failed
 
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]

@@ -12,6 +12,7 @@ from .base import DataFormatError, TaskData
 from .cache import cached
 
 TASKS = ("listops", "pathfinder", "mqar", "text", "retrieval")
+RELEASE_TASKS = ("listops", "pathfinder", "text", "retrieval")  # the ones --data-dir can feed
 
 
 class _ReleaseParams(BaseModel):
@@ -81,4 +82,4 @@ def load_task(
     return cached(name, validated.model_dump(), data_seed, lambda: module.generate(validated, data_seed), cache_dir)
 
 
-__all__ = ["TASKS", "DataFormatError", "TaskData", "load_task"]
+__all__ = ["RELEASE_TASKS", "TASKS", "DataFormatError", "TaskData", "load_task"]

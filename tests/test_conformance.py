@@ -29,6 +29,10 @@ BROKEN = {
     "breaks_at_d128.py": {"large-shapes": "wrong at head dim 128"},
     "breaks_beyond_1024.py": {"large-shapes": "wrong beyond N=1024"},
     "fp32_output.py": {"output": "output dtype torch.float32 != input dtype torch.bfloat16"},
+    "attends_padding.py": {
+        "padding": "real queries of sequence 1 (length 29 of 45) change with the padding keys' values",
+        "key-lengths": "lengths=[45, 29, 1]",
+    },
 }
 # The dtype a plugin is checked in where float32 would not show its bug.
 BROKEN_DTYPE = {"fp32_output.py": torch.bfloat16}
@@ -62,7 +66,18 @@ def test_the_variant_is_built_with_the_options_given():
     assert checker.build((1, 2, 2, 8, 8, 16), causal=False).options.block_size == 7
 
 
-@pytest.mark.parametrize("plugin", ["decode_misaligned.py", "breaks_at_d128.py", "breaks_beyond_1024.py"])
+def test_a_variant_without_key_lengths_is_refused_them_in_one_line():
+    from attnbench.variants.contract import AttentionSpec, Unsupported, attend
+    from attnbench.variants.lowrank.nystrom import NystromAttention
+
+    q = torch.randn(2, 2, 8, 16)
+    with pytest.raises(Unsupported, match="nystrom does not take per-sequence key lengths"):
+        attend(NystromAttention(AttentionSpec(num_heads=2, head_dim=16)), q, q, q, torch.tensor([8, 3]))
+
+
+@pytest.mark.parametrize(
+    "plugin", ["decode_misaligned.py", "breaks_at_d128.py", "breaks_beyond_1024.py", "attends_padding.py"]
+)
 def test_a_bug_of_one_shape_fails_only_its_own_check(plugins, plugin):
     (cls,) = load_plugin_file(plugins / plugin)
     failed = {r.check for r in _results(cls).values() if r.status == "fail"}

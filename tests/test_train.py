@@ -43,6 +43,7 @@ def test_variants_train_on_the_causal_lm_task(variant):
 def test_classification_kinds_train(tmp_path):
     result = run("listops")
     assert 0 <= result["test_acc"] <= 1 and result["majority_test_acc"] > 0
+    assert result["padding_masked"] is True  # sdpa takes the key lengths: padding is never attended
     for key in ("steps_per_s", "tokens_per_s", "peak_bytes", "final_val_acc", "best_val_acc", "best_step"):
         assert result[key] is not None
 
@@ -56,7 +57,8 @@ def test_pair_kind_trains_two_towers(tmp_path):
     setup = TINY.tasks["retrieval"]
     data = load_task("retrieval", setup.params, data_dir=tmp_path)
     result = training.train(data, "sdpa", setup, 0, load_registry(), "cpu")
-    assert result["status"] == "ok"
+    assert result["status"] == "ok" and result["padding_masked"] is True
+    assert training.train(data, "nystrom", setup, 0, load_registry(), "cpu")["padding_masked"] is False
 
 
 def test_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -170,3 +172,56 @@ def test_training_presets_cover_every_task():
     lra = training.load_train_preset("lra").tasks
     assert lra["listops"].params["max_length"] == 2000 and lra["text"].params["max_len"] == 4096
     assert lra["retrieval"].params["max_len"] == 4000 and lra["pathfinder"].params["resolution"] == 32
+
+
+@pytest.mark.parametrize("variant", ["sdpa", "chunked", "linear-elu", "linformer", "sliding-window", "nystrom"])
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_more_padding_leaves_a_models_output_alone_where_the_variant_takes_lengths(variant, pooling):
+    from attnbench.suite.training.model import ModelConfig, TaskModel
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=16, depth=2, heads=2, pooling=pooling)
+    options = {"window": 3, "compile": False} if variant == "sliding-window" else {}
+    model = TaskModel("classify", 20, 3, 40, cfg, load_registry(), variant, options).eval()
+    tokens = torch.randint(2, 20, (2, 12))
+    tokens[1, 7:] = 0  # the second sequence is 7 long
+    padded = torch.cat([tokens, torch.zeros(2, 20, dtype=torch.long)], dim=1)  # 20 more padding positions
+    with torch.no_grad():
+        short, long = model(tokens), model(padded)
+    if model.masks_padding:
+        torch.testing.assert_close(long, short, rtol=1e-5, atol=1e-6)
+    else:  # nystrom takes no lengths: it attends the padding, and says so
+        assert variant == "nystrom" and not torch.allclose(long, short, rtol=1e-5, atol=1e-6)
+
+
+def _listops_release(root: Path) -> Path:
+    """A listops-1000 folder in the release format, 24 short expressions per split."""
+    folder = root / "lra_release" / "listops-1000"
+    folder.mkdir(parents=True)
+    rows = "".join(f"( ( [MAX {i % 10} ) {(i * 3) % 10} ) ] )\t{max(i % 10, (i * 3) % 10)}\n" for i in range(24))
+    for split in ("train", "val", "test"):
+        (folder / f"basic_{split}.tsv").write_text("Source\tTarget\n" + rows)
+    return folder
+
+
+def test_suite_data_dir_feeds_release_tasks_and_mqar_is_still_generated(capsys, tmp_path):
+    _listops_release(tmp_path / "data")
+    out = tmp_path / "run"
+    code, _, _ = cli(capsys, "suite", "--tasks", "mqar,listops", "--variants", "sdpa", "--seeds", "0",
+                     "--preset", "tiny", "--data-dir", str(tmp_path / "data"), "--out", str(out))  # fmt: skip
+    records = {r["task"]: r for r in read_records(out)}
+    assert code == 0 and {r["status"] for r in records.values()} == {"ok"}
+    assert "LRA release" in records["listops"]["data"] and records["listops"]["split_sizes"] == {
+        "train": 24, "val": 24, "test": 24,
+    }  # fmt: skip
+    assert records["listops"]["max_len"] == 32 and records["listops"]["padding_masked"] is True
+    assert "| listops" in (out / "accuracy.md").read_text()
+
+
+def test_a_suite_with_a_refused_run_exits_1_and_a_refused_train_leaves_no_env(capsys, tmp_path):
+    code, out, _ = cli(capsys, "suite", "--tasks", "text", "--variants", "sdpa", "--seeds", "0", "--preset", "tiny",
+                       "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))  # fmt: skip
+    assert code == 1 and "1 of 1 runs ended in error" in out
+    code, _, err = cli(capsys, "train", "--task", "text", "--variant", "sdpa", "--preset", "tiny",
+                       "--data-dir", str(tmp_path), "--out", str(tmp_path / "alone"))  # fmt: skip
+    assert code == 2 and "no IMDB data" in err and not (tmp_path / "alone" / "env.json").exists()

@@ -92,6 +92,9 @@ class VariantInfo:
     # True, False, or the devices on which gradients work.
     backward: bool | tuple[str, ...] = True
     packages: tuple[str, ...] = ()
+    # True when forward (and reference) take key_lengths: (B,) real keys per sequence, the rest
+    # padding that no query may attend to. A variant without it is refused such inputs.
+    lengths: bool = False
     # What the variant must equal: exact ones softmax attention, the others their own dense form.
     definition: str = "softmax attention"
     # Whether the definition applies the 1/sqrt(D) softmax scale (false for kernelised forms).
@@ -166,12 +169,13 @@ class Variant(nn.Module):
             return f"package {', '.join(missing)} not installed"
         return None
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """The dense definition this variant must equal, evaluated on the given (float64) inputs."""
         # Imported here because naive.py builds on this module.
         from .exact.naive import softmax_attention
 
-        return softmax_attention(q, k, v, causal=self.spec.causal)
+        return softmax_attention(q, k, v, causal=self.spec.causal, key_lengths=key_lengths)
 
     def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
         """The (B, H, Nq, Nk) weights the variant applies to v (for heatmaps), or None if it has none."""
@@ -183,6 +187,18 @@ class Variant(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+
+def attend(variant: Variant, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Call `variant`, with per-sequence key lengths where given; Unsupported if it does not take them."""
+    if key_lengths is None:
+        return variant(q, k, v)
+    if not variant.info.lengths:
+        raise Unsupported(f"{variant.info.name} does not take per-sequence key lengths (padding would be attended)")
+    if key_lengths.shape != (q.shape[0],) or bool((key_lengths < 1).any()) or bool((key_lengths > k.shape[-2]).any()):
+        raise ValueError(f"key_lengths must be (B,) = ({q.shape[0]},) values in 1..{k.shape[-2]}")
+    return variant(q, k, v, key_lengths=key_lengths)
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, int, int, int, int]:

@@ -38,6 +38,16 @@ def can_compile(device: str) -> bool:
     return device == "cuda" or any(shutil.which(cc) for cc in ("c++", "g++", "clang++"))
 
 
+def with_key_lengths(mask_mod: MaskMod | None, key_lengths: torch.Tensor) -> MaskMod:
+    """`mask_mod` (None: full attention) that also hides the keys past each sequence's length."""
+
+    def within_length(b, h, q_idx, kv_idx):
+        real = kv_idx < key_lengths[b]
+        return real if mask_mod is None else real & mask_mod(b, h, q_idx, kv_idx)
+
+    return within_length
+
+
 class CompileOptions(Options):
     """The option every FlexAttention-backed variant has."""
 
@@ -52,19 +62,26 @@ class FlexKernel:
         self._compile = compile
         self._block_masks: dict[tuple, object] = {}
 
-    def _block_mask(self, nq: int, nk: int, device: torch.device):
+    def _block_mask(self, nq: int, nk: int, device: torch.device, key_lengths: torch.Tensor | None):
         from torch.nn.attention.flex_attention import create_block_mask
 
-        key = (nq, nk, str(device))
+        lengths = None if key_lengths is None else tuple(key_lengths.tolist())
+        key = (nq, nk, str(device), lengths)
         if key not in self._block_masks:
             mod = self._mask_for(nq, nk, device)
-            self._block_masks[key] = None if mod is None else create_block_mask(mod, None, None, nq, nk, device=device)
+            if lengths is None:
+                mask = None if mod is None else create_block_mask(mod, None, None, nq, nk, device=device)
+            else:  # one mask per sequence: the blocks past its length are skipped like masked ones
+                mod = with_key_lengths(mod, key_lengths.to(device))
+                mask = create_block_mask(mod, len(lengths), None, nq, nk, device=device)
+            self._block_masks[key] = mask
         return self._block_masks[key]
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                 key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
         compiled = can_compile(q.device.type) if self._compile is None else self._compile
-        block_mask = self._block_mask(nq, nk, q.device)
+        block_mask = self._block_mask(nq, nk, q.device, key_lengths)
         with warnings.catch_warnings():
             # Eager flex warns that it is unfused; that is the documented point of compile=False.
             warnings.filterwarnings("ignore", message=".*flex_attention.*")

@@ -33,6 +33,11 @@ def dense_mask(mask_mod: MaskMod, num_queries: int, num_keys: int, device: torch
     return mask_mod(zero, zero, q_idx, kv_idx).expand(num_queries, num_keys)
 
 
+def key_mask(key_lengths: torch.Tensor, num_keys: int) -> torch.Tensor:
+    """(B, Nk) bool: key j of sequence b is real iff j < key_lengths[b]; the rest is padding."""
+    return torch.arange(num_keys, device=key_lengths.device)[None, :] < key_lengths[:, None]
+
+
 def causal_mask(num_queries: int, num_keys: int, device: torch.device | str) -> torch.Tensor:
     """Bottom-right causal mask as a bool tensor (num_queries, num_keys)."""
     return dense_mask(causal(num_queries, num_keys), num_queries, num_keys, device)

@@ -26,8 +26,9 @@ from typing import Literal
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ...variants.contract import AttentionSpec, Unsupported, Variant
+from ...variants.contract import AttentionSpec, Unsupported, Variant, attend
 from ...variants.exact.naive import softmax_attention
+from ...variants.masks import key_mask
 
 Status = Literal["pass", "fail", "skip", "report"]
 Shape = tuple[int, int, int, int, int, int]  # (B, H, H_kv, Nq, Nk, D)
@@ -446,6 +447,62 @@ def check_large_logits(c: Checker) -> str:
     return f"finite; rel err vs definition {_fmt(max(out_errors))}"
 
 
+LENGTHS_SHAPE = (3, 4, 2, 45, 45, 16)  # B=3 sequences padded to 45 keys, GQA
+LENGTHS = (45, 29, 1)
+
+
+def _lengths_case(c: Checker, variant: Variant, pad_salt: int) -> tuple:
+    """(out, the inputs, key_lengths) with padding keys and values drawn from `pad_salt`."""
+    q, k, v = c.inputs(LENGTHS_SHAPE, salt=6)
+    _, pad_k, pad_v = c.inputs(LENGTHS_SHAPE, salt=pad_salt)
+    lengths = torch.tensor(LENGTHS, device=c.device)
+    real = key_mask(lengths, LENGTHS_SHAPE[4])[:, None, :, None]
+    k, v = torch.where(real, k, pad_k * 30), torch.where(real, v, pad_v * 30)  # loud padding
+    with torch.no_grad():
+        out = attend(variant, q, k, v, lengths)
+    c.check_output(out, q)
+    return out, (q, k, v), lengths
+
+
+def _lengths_variant(c: Checker, causal: bool) -> Variant:
+    if not c.info.lengths:
+        raise Skipped("declares no key lengths (such inputs are refused)")
+    return c.build(LENGTHS_SHAPE, causal)
+
+
+def check_key_lengths(c: Checker) -> str:
+    """With per-sequence key lengths, values equal the definition under the same lengths."""
+    errors = {}
+    for causal in c.modes():
+        variant = _lengths_variant(c, causal)
+        out, (q, k, v), lengths = _lengths_case(c, variant, pad_salt=7)
+        with torch.no_grad():
+            ref = variant.reference(q.double(), k.double(), v.double(), lengths)
+        rows = key_mask(lengths, q.shape[-2])[:, None, :, None]  # real queries (self-attention: same lengths)
+        errors[_label(LENGTHS_SHAPE, causal) + f",lengths={list(LENGTHS)}"] = c.error(out * rows, ref * rows)
+    return c.within(errors, "length-masked")
+
+
+def check_padding(c: Checker) -> str:
+    """Padding keys never reach a real query: changing them leaves every real query's output as it was."""
+    worst = 0.0
+    for causal in c.modes():
+        variant = _lengths_variant(c, causal)  # one build: a variant's own parameters stay the same
+        a, _, lengths = _lengths_case(c, variant, pad_salt=7)
+        b, _, _ = _lengths_case(c, variant, pad_salt=8)
+        if not torch.isfinite(a).all() or not torch.isfinite(b).all():
+            raise CheckFailed("NaN/inf in the output with padded keys")
+        rows = key_mask(lengths, a.shape[-2])[:, None, :, None]
+        for seq in range(len(LENGTHS)):  # per sequence: a one-key sequence must not hide in the others' norm
+            err = c.error(b[seq] * rows[seq], (a[seq] * rows[seq]).double())
+            if not err <= c.tol:
+                raise CheckFailed(f"real queries of sequence {seq} (length {LENGTHS[seq]} of {LENGTHS_SHAPE[4]}) "
+                                  f"change with the padding keys' values: rel diff {_fmt(err)} > tol "
+                                  f"{_fmt(c.tol)}{' (causal)' if causal else ''}")  # fmt: skip
+            worst = max(worst, err)
+    return f"real queries unchanged by padding (rel diff {_fmt(worst)}) at lengths {list(LENGTHS)}"
+
+
 def check_head_dim_mismatch(c: Checker) -> str:
     """q and k with different head dims raise an error instead of broadcasting silently."""
     shape = (1, 2, 2, 8, 8, 16)
@@ -636,6 +693,8 @@ CHECKS: tuple[tuple[str, Callable], ...] = (
     ("causal-offsets", check_causal_offsets),
     ("fully-masked-rows", check_fully_masked_rows),
     ("large-logits", check_large_logits),
+    ("key-lengths", check_key_lengths),
+    ("padding", check_padding),
     ("head-dim-mismatch", check_head_dim_mismatch),
     ("gqa", check_gqa),
     ("gqa-native", check_gqa_native),

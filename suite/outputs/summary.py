@@ -262,7 +262,9 @@ def accuracy_markdown(records: Iterable[dict[str, Any]], reference: str = "sdpa"
             "",
         ]
         if "linear-elu" in gap.index:
-            longest = int(df["task_params"].map(lambda p: p.get("seq_len") or p.get("max_length") or 0).max())
+            # max_len is recorded since records name it; older ones have only the generator's parameters.
+            params = df["task_params"].map(lambda p: p.get("seq_len") or p.get("max_length") or p.get("max_len") or 0)
+            longest = int(df["max_len"].fillna(params).max() if "max_len" in df else params.max())
             parts += [
                 f"The seed article claims linear attention loses {ARTICLE_CLAIM_POINTS} points on tasks beyond "
                 f"1,000 tokens. Measured here (sequences up to {longest} tokens), `linear-elu` loses "

@@ -127,6 +127,9 @@ class TrainRecord(_Record):
     task_params: dict[str, Any]
     model: dict[str, Any]
     train: dict[str, Any]
+    max_len: int | None = None  # tokens per example after padding
+    split_sizes: dict[str, int] | None = None  # examples per split (train, val, test)
+    padding_masked: bool | None = None  # padded tasks: whether attention skipped the padding (key lengths)
     steps: int | None = None
     stopped_early: bool | None = None
     best_step: int | None = None

@@ -5,8 +5,10 @@ Pre-LayerNorm blocks, learned positions, and a head per task kind: a classifier 
 [u, v, u*v, u-v] combination), and a causal language-model head for MQAR. Everything but the
 attention core is identical across variants, and is initialised from the same seed.
 
-The attention core sees every position, padding included: the variant contract has no key mask.
-Padding is one learned embedding, the same for every variant; pooling ignores it.
+Classification and pair inputs are right-padded: each sequence's length goes to the attention core
+as its key lengths, so no real position attends to padding, where the variant takes lengths
+(`masks_padding`; the training record says which). A variant without them attends to the padding
+(one learned embedding, the same for every variant). Pooling ignores padding either way.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ...tasks.base import CLS, PAD
-from ...variants.contract import AttentionSpec, Variant
+from ...variants.contract import AttentionSpec, Variant, attend
 from ..core.registry import Registry
 
 
@@ -48,11 +50,11 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(self.heads * self.head_dim, cfg.dim)
         self.core = core
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         q = self.q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
         k, v = self.kv(x).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, Hkv, N, hd)
-        o = self.core(q, k, v)  # (B, H, N, hd)
+        o = attend(self.core, q, k, v, lengths)  # (B, H, N, hd)
         return self.out(o.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
 
 
@@ -67,8 +69,8 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.dim))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x)))
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), lengths))
         return x + self.drop(self.mlp(self.ln2(x)))
 
 
@@ -83,10 +85,10 @@ class Encoder(nn.Module):
         self.ln = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         x = self.drop(self.embed(tokens) + self.pos[: tokens.shape[1]])
         for block in self.blocks:
-            x = block(x)
+            x = block(x, lengths)
         return self.ln(x)
 
 
@@ -119,6 +121,8 @@ class TaskModel(nn.Module):
             options=options or {},
         )
         self.encoder = Encoder(cfg, vocab_size, seq_len, lambda: registry.build(variant, spec))
+        # Padding exists in classification and pair inputs; the causal LM task has none at the end it reads.
+        self.masks_padding = kind != "lm" and registry.get(variant).info.lengths
         width = 4 * cfg.dim if kind == "pair" else cfg.dim
         self.head = nn.Sequential(nn.Linear(width, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, num_classes))
         if kind == "lm":
@@ -128,9 +132,12 @@ class TaskModel(nn.Module):
         """One vector per sequence: the CLS position, or the mean over non-padding positions."""
         if self.prepend_cls:
             tokens = torch.cat([torch.full_like(tokens[:, :1], CLS), tokens], dim=1)
-            return self.encoder(tokens)[:, 0]
-        h = self.encoder(tokens)  # (B, N, dim)
-        keep = (tokens != PAD).unsqueeze(-1).to(h.dtype)
+        real = tokens != PAD
+        lengths = real.sum(1).clamp_min(1) if self.masks_padding else None  # right-padded: a prefix is real
+        h = self.encoder(tokens, lengths)  # (B, N, dim)
+        if self.prepend_cls:
+            return h[:, 0]
+        keep = real.unsqueeze(-1).to(h.dtype)
         return (h * keep).sum(1) / keep.sum(1).clamp_min(1)
 
     def forward(self, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> torch.Tensor:

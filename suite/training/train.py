@@ -252,6 +252,7 @@ def train(
         "peak_bytes": peak,
         "curve": state["curve"],
         "threads": torch.get_num_threads(),
+        "padding_masked": model.masks_padding if data.kind != "lm" else None,
     }
 
 
@@ -367,8 +368,7 @@ def run_training(
     registry.entry(variant)
     key = run_key(task, variant, seed, preset.name, setup, data_dir)
     # Checked before anything recorded is reused: a folder holds one machine's numbers.
-    if not environment.read_checked_env(out, device, executor):
-        write_env(out, environment.capture(device, setup.train.threads))
+    fresh = not environment.read_checked_env(out, device, executor)
     repair_tail(out)
     for record in read_records(out):
         if record.get("key") == key and record.get("status") in FINAL:
@@ -376,10 +376,13 @@ def run_training(
             return record
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     checkpoint, model_path = out / "checkpoints" / f"{digest}.pt", out / "models" / f"{digest}.pt"
-    data = load_task(task, setup.params, data_dir)
+    data = load_task(task, setup.params, data_dir)  # a refusal here leaves no env.json behind
+    if fresh:
+        write_env(out, environment.capture(device, setup.train.threads))
     record: dict[str, Any] = {
         "kind": "train", "run_id": out.name, "task": task, "variant": variant, "seed": seed, "preset": preset.name,
         "device": device, "data": data.description, "task_params": data.params, "model": setup.model.model_dump(),
+        "max_len": data.max_len, "split_sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
         "train": setup.train.model_dump(), "options": setup.options.get(variant, {}), "key": key,
         "command": train_command(task, variant, preset.name, seed, data_dir, device, plugins,
                                  setup.options.get(variant, {})),

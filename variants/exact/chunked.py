@@ -55,20 +55,25 @@ def _by_head(x: torch.Tensor, h: int) -> torch.Tensor:
 
 
 def _block_scores(qi: torch.Tensor, kj: torch.Tensor, first: int, masked_until: int, start: int, offset: int,
-                  groups: int) -> torch.Tensor:  # fmt: skip
-    """Scaled scores of the query rows of positions first.. against one key block, causally masked."""
+                  groups: int, lengths: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """Scaled scores of the query rows of positions first.. against one key block, masked by causality
+    and, where given, by each sequence's key length."""
     scores = qi @ kj.transpose(-2, -1)  # (B, Hkv, rows, blk)
+    cols = torch.arange(start, start + kj.shape[-2], device=qi.device)[None, :]
     if masked_until > first:  # the positions the diagonal crosses
         pos = torch.arange(first, masked_until, device=qi.device).repeat_interleave(groups)[:, None] + offset
-        cols = torch.arange(start, start + kj.shape[-2], device=qi.device)[None, :]
         scores[..., : (masked_until - first) * groups, :].masked_fill_(cols > pos, NEG_INF)
+    if lengths is not None and start + kj.shape[-2] > int(lengths.min()):  # a block some sequence ends in
+        scores.masked_fill_((cols >= lengths[:, None])[:, None, None, :], NEG_INF)
     return scores
 
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal: bool, block: int):
+    def forward(ctx, q, k, v, causal: bool, block: int, lengths: torch.Tensor | None):
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
+        # Key blocks past the longest sequence are padding for every query: skipped like hidden ones.
+        nk_real = nk if lengths is None else int(lengths.max())
         g = h // hkv
         acc_dtype = accumulate_dtype(q.dtype)
         qg = _by_position(q.to(acc_dtype) * softmax_scale(d), hkv)  # (B, Hkv, Nq*G, D)
@@ -76,7 +81,7 @@ class _ChunkedAttention(torch.autograd.Function):
         m = torch.full((b, hkv, nq * g, 1), NEG_INF, dtype=acc_dtype, device=q.device)  # running max
         row_sum = torch.zeros_like(m)  # running sum of exp(score - m)
         acc = torch.zeros((b, hkv, nq * g, d), dtype=acc_dtype, device=q.device)
-        for start in range(0, nk, block):
+        for start in range(0, nk_real, block):
             end = min(start + block, nk)
             first, masked_until = _rows(nq, nk, start, end, causal)
             if first == nq:
@@ -84,7 +89,7 @@ class _ChunkedAttention(torch.autograd.Function):
             kj = k[:, :, start:end].to(acc_dtype)  # (B, Hkv, blk, D)
             vj = v[:, :, start:end].to(acc_dtype)
             r = first * g  # rows before r see nothing of this block
-            scores = _block_scores(qg[..., r:, :], kj, first, masked_until, start, nk - nq, g)
+            scores = _block_scores(qg[..., r:, :], kj, first, masked_until, start, nk - nq, g, lengths)
             m_rows, sum_rows, acc_rows = m[..., r:, :], row_sum[..., r:, :], acc[..., r:, :]
             m_new = torch.maximum(m_rows, scores.amax(dim=-1, keepdim=True))
             # Rows that have seen no visible key yet have m = -inf: shift them by 0 so that
@@ -102,7 +107,7 @@ class _ChunkedAttention(torch.autograd.Function):
         lse = torch.where(seen, m + torch.log(row_sum.clamp_min(torch.finfo(acc_dtype).tiny)), float("inf"))
         ctx.save_for_backward(qg, k, v, out, lse)
         ctx.shape = (b, h, hkv, nq, nk, d)
-        ctx.causal, ctx.block = causal, block
+        ctx.causal, ctx.block, ctx.lengths, ctx.nk_real = causal, block, lengths, nk_real
         return _by_head(out, h).to(q.dtype)
 
     @staticmethod
@@ -117,7 +122,7 @@ class _ChunkedAttention(torch.autograd.Function):
         dq = torch.zeros_like(qg)
         dk = torch.zeros((b, hkv, nk, d), dtype=acc_dtype, device=qg.device)
         dv = torch.zeros_like(dk)
-        for start in range(0, nk, ctx.block):
+        for start in range(0, ctx.nk_real, ctx.block):
             end = min(start + ctx.block, nk)
             first, masked_until = _rows(nq, nk, start, end, ctx.causal)
             if first == nq:
@@ -126,14 +131,15 @@ class _ChunkedAttention(torch.autograd.Function):
             vj = v[:, :, start:end].to(acc_dtype)
             r = first * g
             q_rows, do_rows = qg[..., r:, :], do[..., r:, :]
-            p = _block_scores(q_rows, kj, first, masked_until, start, nk - nq, g).sub_(lse[..., r:, :]).exp_()
+            scores = _block_scores(q_rows, kj, first, masked_until, start, nk - nq, g, ctx.lengths)
+            p = scores.sub_(lse[..., r:, :]).exp_()
             dv[:, :, start:end] = p.transpose(-2, -1) @ do_rows
             ds = (do_rows @ vj.transpose(-2, -1)).sub_(delta[..., r:, :]).mul_(p)  # grad of the scaled scores
             dq[..., r:, :] += ds @ kj
             dk[:, :, start:end] = ds.transpose(-2, -1) @ q_rows  # q_rows already carry the scale
             del p, ds  # freed before the next block's: two (G*Nq, blk) buffers at a time
         dq = _by_head(dq * softmax_scale(d), h)
-        return dq.to(grad_out.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
+        return dq.to(grad_out.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None
 
 
 class ChunkedOptions(Options):
@@ -150,9 +156,11 @@ class ChunkedAttention(Variant):
         gqa_native=True,
         summary="FlashAttention's online softmax in plain torch, O(N) extra memory",
         paper="Dao et al. 2022 (FlashAttention), Dao 2023 (FlashAttention-2)",
+        lengths=True,
     )
     Options = ChunkedOptions
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         check_qkv(q, k, v)
-        return _ChunkedAttention.apply(q, k, v, self.spec.causal, self.options.block_size)
+        return _ChunkedAttention.apply(q, k, v, self.spec.causal, self.options.block_size, key_lengths)

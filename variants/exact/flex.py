@@ -24,6 +24,7 @@ class FlexAttention(Variant):
         summary="torch FlexAttention (block mask, compiled where possible)",
         backward=("cuda",),  # torch has no FlexAttention backward on CPU
         paper="Dong et al. 2024, FlexAttention (PyTorch)",
+        lengths=True,
     )
     Options = CompileOptions
 
@@ -35,5 +36,6 @@ class FlexAttention(Variant):
         """The causal mask when asked for, None for full attention."""
         return causal(num_queries, num_keys) if self.spec.causal else None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return self._kernel(q, k, v)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        return self._kernel(q, k, v, key_lengths)

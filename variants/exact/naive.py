@@ -1,7 +1,8 @@
 """Softmax attention written out: the readable definition every exact variant must equal.
 
     scores = (q / sqrt(D)) @ k^T          (B, H, Nq, Nk)
-    scores[~mask] = -inf                 causal: bottom-right, key j visible to query i iff j <= i + Nk - Nq
+    scores[~mask] = -inf                 causal: bottom-right, key j visible to query i iff j <= i + Nk - Nq;
+                                         key lengths: key j of sequence b visible iff j < key_lengths[b]
     probs  = softmax(scores, dim=-1)     a query that sees no key gets zeros, not NaN
     out    = probs @ v                   (B, H, Nq, D)
 
@@ -20,7 +21,7 @@ from ..contract import (
     check_qkv,
     softmax_scale,
 )
-from ..masks import causal_mask
+from ..masks import causal_mask, key_mask
 
 
 def softmax_weights(
@@ -30,14 +31,21 @@ def softmax_weights(
     causal: bool = False,
     mask: torch.Tensor | None = None,
     scale: float | None = None,
+    key_lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The attention weights softmax(q k^T * scale) under the mask, (B, H, Nq, Nk); empty rows are 0."""
+    """The attention weights softmax(q k^T * scale) under the mask, (B, H, Nq, Nk); empty rows are 0.
+
+    `mask` is (Nq, Nk); `key_lengths` (B,) masks each sequence's padding keys on top of it.
+    """
     b, h, hkv, nq, nk, d = check_qkv(q, k, k)
     g = h // hkv
     scale = softmax_scale(d) if scale is None else scale
     if causal:
         cm = causal_mask(nq, nk, q.device)
         mask = cm if mask is None else mask & cm
+    if key_lengths is not None:  # (B, 1, 1, 1, Nk) against the (B, Hkv, G, Nq, Nk) view below
+        keys = key_mask(key_lengths, nk)[:, None, None, None, :]
+        mask = keys if mask is None else mask & keys
     # The G query heads of a group share one K/V head: fold them into the query axis so K and V
     # are used as they are, never repeated.
     qg = (q * scale).reshape(b, hkv, g * nq, d)  # (B, Hkv, G*Nq, D)
@@ -46,9 +54,9 @@ def softmax_weights(
         scores.view(b, hkv, g, nq, nk).masked_fill_(~mask, float("-inf"))
     probs = scores.softmax(dim=-1)  # (B, Hkv, G*Nq, Nk)
     if mask is not None:
-        empty = ~mask.any(dim=-1)  # (Nq,) queries that see no key
+        empty = ~mask.any(dim=-1)  # queries that see no key: (Nq,), or (B, 1, 1, Nq) with key lengths
         if bool(empty.any()):
-            probs = probs.view(b, hkv, g, nq, nk).masked_fill(empty[:, None], 0.0)
+            probs = probs.view(b, hkv, g, nq, nk).masked_fill(empty[..., None], 0.0)
     return probs.view(b, h, nq, nk)
 
 
@@ -60,10 +68,12 @@ def softmax_attention(
     causal: bool = False,
     mask: torch.Tensor | None = None,
     scale: float | None = None,
+    key_lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scaled dot-product softmax attention; `mask` (Nq, Nk) bool keeps True pairs."""
+    """Scaled dot-product softmax attention; `mask` (Nq, Nk) bool keeps True pairs; `key_lengths`
+    (B,) hides each sequence's padding keys."""
     b, h, hkv, nq, nk, d = check_qkv(q, k, v)
-    probs = softmax_weights(q, k, causal=causal, mask=mask, scale=scale)  # (B, H, Nq, Nk)
+    probs = softmax_weights(q, k, causal=causal, mask=mask, scale=scale, key_lengths=key_lengths)  # (B, H, Nq, Nk)
     out = probs.view(b, hkv, (h // hkv) * nq, nk) @ v  # (B, Hkv, G*Nq, D)
     return out.view(b, h, nq, d)
 
@@ -77,9 +87,11 @@ class NaiveAttention(Variant):
         exact=True,
         gqa_native=True,
         summary="the readable reference: full scores, softmax, weighted sum",
+        lengths=True,
     )
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         acc = accumulate_dtype(q.dtype)
-        out = softmax_attention(q.to(acc), k.to(acc), v.to(acc), causal=self.spec.causal)
+        out = softmax_attention(q.to(acc), k.to(acc), v.to(acc), causal=self.spec.causal, key_lengths=key_lengths)
         return out.to(q.dtype)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..contract import Unsupported, Variant, VariantInfo, check_qkv
-from ..masks import causal_mask
+from ..masks import causal_mask, key_mask
 
 # Fragments of torch's messages when no kernel accepts an input under the pinned backend.
 _REFUSALS = ("No available kernel", "No viable backend")
@@ -36,16 +36,21 @@ class SdpaAttention(Variant):
         exact=True,
         gqa_native=True,
         summary="torch.nn.functional.scaled_dot_product_attention, torch picks the kernel",
+        lengths=True,
     )
     backend: ClassVar[SDPBackend | None] = None
     # Whether the pinned backend accepts enable_gqa (fewer K/V heads than query heads); where it
     # does not, the adapter repeats K/V itself and the variant declares gqa_native=False.
     accepts_enable_gqa: ClassVar[bool] = True
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
         kwargs: dict = {}
-        if self.spec.causal:
+        if key_lengths is not None:  # a bool mask (B, 1, Nq, Nk): padding keys, and causality, in one
+            mask = key_mask(key_lengths, nk)[:, None, None, :]
+            kwargs["attn_mask"] = mask & causal_mask(nq, nk, q.device) if self.spec.causal else mask
+        elif self.spec.causal:
             if nq == nk:
                 kwargs["is_causal"] = True
             else:

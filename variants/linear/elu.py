@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv
-from ..masks import causal_mask
+from ..masks import causal_mask, key_mask
 from .prefix import linear_attention, quadratic_form
 
 
@@ -37,17 +37,22 @@ class LinearEluAttention(Variant):
         definition="quadratic form phi(q) phi(k)^T v / rowsum, phi = elu + 1",
         summary="linear attention, phi = elu + 1 (chunked causal scan)",
         paper="Katharopoulos et al. 2020, Transformers are RNNs",
+        lengths=True,  # padding keys get zero features: they add nothing to the sums
     )
     Options = LinearEluOptions
 
-    def _features(self, q, k, v):
-        b, h, hkv, nq, _, d = check_qkv(q, k, v)
+    def _features(self, q, k, v, key_lengths=None):
+        b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         acc = accumulate_dtype(q.dtype)
         fq = elu_features(q.to(acc)).reshape(b, hkv, h // hkv, nq, d)  # (B, Hkv, G, Nq, D)
-        return fq, elu_features(k.to(acc)), v.to(acc)
+        fk = elu_features(k.to(acc))
+        if key_lengths is not None:
+            fk = fk * key_mask(key_lengths, nk)[:, None, :, None]
+        return fq, fk, v.to(acc)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        fq, fk, vv = self._features(q, k, v)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        fq, fk, vv = self._features(q, k, v, key_lengths)
         out = linear_attention(fq, fk, vv, self.spec.causal, self.options.chunk_size)
         return out.reshape(q.shape).to(q.dtype)
 
@@ -59,7 +64,8 @@ class LinearEluAttention(Variant):
             scores = scores * causal_mask(q.shape[-2], k.shape[-2], q.device)
         return (scores / scores.sum(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)).flatten(1, 2)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """The quadratic form with phi = elu + 1."""
-        fq, fk, vv = self._features(q, k, v)
+        fq, fk, vv = self._features(q, k, v, key_lengths)
         return quadratic_form(fq, fk, vv, self.spec.causal).reshape(q.shape)

@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 
 from ..contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv
-from ..masks import causal_mask
+from ..masks import causal_mask, key_mask
 from .prefix import safe_divide
 
 NEG_INF = float("-inf")
@@ -66,6 +66,7 @@ class PerformerAttention(Variant):
         definition="quadratic form of the FAVOR+ kernel phi(q) . phi(k) with positive random features",
         summary="Performer FAVOR+, positive orthogonal random features",
         paper="Choromanski et al. 2021, Rethinking Attention with Performers",
+        lengths=True,  # padding keys get zero weight in the sums
     )
     Options = PerformerOptions
 
@@ -81,7 +82,8 @@ class PerformerAttention(Variant):
         lq = log_features(q.to(acc), w).reshape(b, hkv, h // hkv, nq, -1)  # (B, Hkv, G, Nq, m)
         return lq, log_features(k.to(acc), w), v.to(acc)  # (B, Hkv, Nk, m), (B, Hkv, Nk, D)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         lq, lk, vv = self._log_features(q, k, v)
         fq = torch.exp(lq - lq.amax(-1, keepdim=True))  # query stabiliser: per query, cancels
         key_max = lk.amax(-1)  # m_j: (B, Hkv, Nk)
@@ -89,14 +91,19 @@ class PerformerAttention(Variant):
         if self.spec.causal:
             out = _causal_scan(fq, fk, key_max, vv, self.options.chunk_size)
         else:
+            if key_lengths is not None:  # a padding key's scale becomes exp(-inf) = 0
+                key_max = key_max.masked_fill(~key_mask(key_lengths, key_max.shape[-1])[:, None], NEG_INF)
             scale = torch.exp(key_max - key_max.amax(-1, keepdim=True))[..., None]  # every key is visible
             state = (fk * scale).transpose(-2, -1) @ vv  # (B, Hkv, m, D)
             z = (fk * scale).sum(-2)  # (B, Hkv, m)
             out = safe_divide(fq @ state[:, :, None], fq @ z[:, :, None, :, None])
         return out.reshape(q.shape).to(q.dtype)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """The kernel's quadratic form: weights K_ij / sum_j K_ij, computed as a softmax of log K."""
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """The kernel's quadratic form: weights K_ij / sum_j K_ij, computed as a softmax of log K.
+
+        Causal, padding keys (after a sequence's last key) are hidden from its real queries already."""
         lq, lk, vv = self._log_features(q, k, v)
         cq, ck = lq.amax(-1, keepdim=True), lk.amax(-1, keepdim=True)
         kernel = torch.exp(lq - cq) @ torch.exp(lk - ck)[:, :, None].transpose(-2, -1)  # (B, Hkv, G, Nq, Nk)
@@ -107,6 +114,8 @@ class PerformerAttention(Variant):
             empty = ~mask.any(-1)[:, None]
             weights = log_kernel.masked_fill(empty, 0.0).softmax(-1).masked_fill(empty, 0.0)
         else:
+            if key_lengths is not None:
+                log_kernel = log_kernel.masked_fill(~key_mask(key_lengths, lk.shape[-2])[:, None, None, None], NEG_INF)
             weights = log_kernel.softmax(-1)
         return (weights @ vv[:, :, None]).reshape(q.shape)
 

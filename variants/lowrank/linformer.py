@@ -16,6 +16,7 @@ from torch import nn
 
 from ..contract import Options, Unsupported, Variant, VariantInfo, check_qkv
 from ..exact.naive import softmax_attention
+from ..masks import key_mask
 
 
 class LinformerOptions(Options):
@@ -34,6 +35,7 @@ class LinformerAttention(Variant):
         definition="softmax(q (E k)^T / sqrt(D)) (F v) with the variant's projections E, F",
         summary="Linformer: K, V projected to k rows along the sequence (non-causal, fixed max length)",
         paper="Wang et al. 2020, Linformer: Self-Attention with Linear Complexity",
+        lengths=True,  # padding keys and values are zeroed before the projection
     )
     Options = LinformerOptions
 
@@ -44,21 +46,26 @@ class LinformerAttention(Variant):
         self.proj_k = nn.Parameter(torch.randn(rank, n) / n**0.5)  # E
         self.proj_v = nn.Parameter(torch.randn(rank, n) / n**0.5)  # F
 
-    def _project(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _project(self, k: torch.Tensor, v: torch.Tensor, key_lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
         nk = k.shape[-2]
         if nk > self.spec.max_seq_len:
             raise Unsupported(f"linformer's projections cover {self.spec.max_seq_len} keys, got {nk}")
+        if key_lengths is not None:
+            real = key_mask(key_lengths, nk)[:, None, :, None]
+            k, v = k * real, v * real
         e = self.proj_k[:, :nk].to(k.dtype)
         f = self.proj_v[:, :nk].to(v.dtype)
         return e @ k, f @ v  # (B, Hkv, k, D)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         _, h, hkv, _, _, _ = check_qkv(q, k, v)
-        pk, pv = self._project(k, v)
+        pk, pv = self._project(k, v, key_lengths)
         return F.scaled_dot_product_attention(q, pk, pv, enable_gqa=hkv != h)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Softmax attention over the projected keys and values."""
         check_qkv(q, k, v)
-        pk, pv = self._project(k, v)
+        pk, pv = self._project(k, v, key_lengths)
         return softmax_attention(q, pk, pv)

@@ -58,18 +58,20 @@ class SparseAttention(Variant):
 
         return sparse_mask
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         if needs_grad and q.device.type == "cpu":
             acc = accumulate_dtype(q.dtype)
-            return self.reference(q.to(acc), k.to(acc), v.to(acc)).to(q.dtype)
-        return self._kernel(q, k, v)
+            return self.reference(q.to(acc), k.to(acc), v.to(acc), key_lengths).to(q.dtype)
+        return self._kernel(q, k, v, key_lengths)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Softmax attention under the dense form of the mask."""
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Softmax attention under the dense form of the mask (and of the key lengths, when given)."""
         nq, nk = q.shape[-2], k.shape[-2]
         mask = dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device)
-        return softmax_attention(q, k, v, mask=mask)
+        return softmax_attention(q, k, v, mask=mask, key_lengths=key_lengths)
 
     def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Softmax weights under the dense mask."""

@@ -62,6 +62,8 @@ class BigBirdAttention(SparseAttention):
         definition="masked softmax over window, global and seeded random blocks",
         summary="BigBird window + global + random blocks (FlexAttention)",
         paper="Zaheer et al. 2020, Big Bird: Transformers for Longer Sequences",
+        # No key lengths: the random blocks are drawn for the padded length, so padding would move them.
+        lengths=False,
     )
     Options = BigBirdOptions
 

@@ -44,6 +44,7 @@ class FixedAttention(SparseAttention):
         definition="masked softmax, keep i // l == j // l or j mod l >= l - c",
         summary="Sparse Transformer fixed pattern (FlexAttention)",
         paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",
+        lengths=True,  # a position-only pattern: padding after a sequence leaves it as it is
     )
     Options = FixedOptions
 

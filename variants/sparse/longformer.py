@@ -38,6 +38,7 @@ class LongformerAttention(SparseAttention):
         definition="masked softmax, keep |i - j| <= w/2 or i < g or j < g",
         summary="Longformer window + global tokens (FlexAttention)",
         paper="Beltagy et al. 2020, Longformer: The Long-Document Transformer",
+        lengths=True,  # a position-only pattern: padding after a sequence leaves it as it is
     )
     Options = LongformerOptions
 

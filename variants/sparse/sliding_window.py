@@ -37,6 +37,7 @@ class SlidingWindowAttention(SparseAttention):
         definition="masked softmax, keep |i - j| < window",
         summary="local attention, band |i - j| < window (FlexAttention)",
         paper="Parmar et al. 2018; Beltagy et al. 2020 (local part)",
+        lengths=True,  # a position-only pattern: padding after a sequence leaves it as it is
     )
     Options = SlidingWindowOptions
 

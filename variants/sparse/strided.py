@@ -37,6 +37,7 @@ class StridedAttention(SparseAttention):
         definition="masked softmax, keep |i - j| < stride or (i - j) mod stride == 0",
         summary="Sparse Transformer strided pattern (FlexAttention)",
         paper="Child et al. 2019, Generating Long Sequences with Sparse Transformers",
+        lengths=True,  # a position-only pattern: padding after a sequence leaves it as it is
     )
     Options = StridedOptions
 
