@@ -138,9 +138,12 @@ def _growth_chart(group: pd.DataFrame, column: str, scale: float, ylabel: str, t
     if not ok.empty:
         ns = np.array(sorted(ok["seq"].unique()), dtype=float)
         first = ok[ok["seq"] == ns.min()][column]
-        _guides(ax, ns, float(np.exp(np.log(first / scale).mean())))
+        first = first[first > 0]  # a 0-byte peak (nothing allocated) has no place on a log axis
+        if not first.empty:
+            _guides(ax, ns, float(np.exp(np.log(first / scale).mean())))
     ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    if (ok[column] > 0).any():  # all zero (nothing allocated): a linear axis shows it
+        ax.set_yscale("log")
     ax.set_xlabel("sequence length N")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
