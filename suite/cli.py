@@ -476,6 +476,8 @@ def suite_command(
     device = resolve_device(device)
     out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
     name, settings = _executor_choice(executor, address, cluster, partition, account, time_min)
+    if data_dir is not None and not data_dir.is_dir():  # up front, not once per run
+        raise UserError(f"--data-dir {data_dir} is not a folder")
     read_checked_env(out, device, name)  # up front: each run would refuse the folder alike
     signal.signal(signal.SIGTERM, _interrupt)
     from ..tasks import RELEASE_TASKS

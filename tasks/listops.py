@@ -87,22 +87,26 @@ def random_tree(rng: random.Random, depth: int, params: ListOpsParams) -> tuple[
 def parse(symbols: list[str]) -> int:
     """Evaluate a symbol sequence (the inverse check of the generator and of the files)."""
     stack: list[list] = []
-    value = None
+    values: list[int] = []  # the finished top-level values: a well-formed source has exactly one
     for symbol in symbols:
         if symbol in OPERATORS or symbol in ("[FIRST", "[LAST"):
             stack.append([symbol])
-        elif symbol == "]":
+            continue
+        if symbol == "]":
+            if not stack:
+                raise ValueError("a ']' closes no operator")
             op, *args = stack.pop()
+            if not args:
+                raise ValueError(f"{op} has no arguments")
             value = evaluate(op, args)
-            if stack:
-                stack[-1].append(value)
         else:
             value = int(symbol)
-            if stack:
-                stack[-1].append(value)
-    if stack or value is None:
-        raise ValueError("unbalanced expression")
-    return value
+        (stack[-1] if stack else values).append(value)
+    if stack:
+        raise ValueError(f"{len(stack)} operator(s) never closed")
+    if len(values) != 1:
+        raise ValueError(f"{len(values)} top-level values, not one expression")
+    return values[0]
 
 
 def tokenize(source: str) -> list[int]:
@@ -148,7 +152,7 @@ def read_tsv(path: Path, max_len: int) -> Split:
         raise DataFormatError(f"missing ListOps file {path}")
     sequences, labels, too_long = [], [], 0
     with open(path, newline="") as f:
-        reader = csv.reader(f, delimiter="\t")
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)  # a stray quote is data, not a field
         header = next(reader, None)
         if header != ["Source", "Target"]:
             raise DataFormatError(f"{path}:1: expected the header 'Source<TAB>Target', got {header!r}")
@@ -165,8 +169,8 @@ def read_tsv(path: Path, max_len: int) -> Split:
             symbols = source.replace("(", " ").replace(")", " ").split()
             try:
                 value = parse(symbols)
-            except (ValueError, IndexError) as err:  # IndexError: a ']' with no open operator
-                raise DataFormatError(f"{path}:{line}: not a well-formed expression ({err or 'unbalanced'})") from None
+            except ValueError as err:
+                raise DataFormatError(f"{path}:{line}: not a well-formed expression ({err})") from None
             if value != int(target):
                 raise DataFormatError(f"{path}:{line}: the expression evaluates to {value}, the target says {target}")
             if len(symbols) > max_len:

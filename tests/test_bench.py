@@ -161,6 +161,20 @@ def test_failing_and_hanging_points_are_recorded_and_the_rest_present(plugins, t
     assert status["sdpa", 1024][0] == "ok"
 
 
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        ("fwd", "output shape (1, 128, 8, 64) != q shape (1, 8, 128, 64)"),
+        ("fwd_bwd", "Mismatch in shape: grad_output[0] has a shape of torch.Size([1, 8, 128, 64])"),  # torch's
+    ],
+)
+def test_a_wrong_shaped_output_is_an_error_not_a_timed_point(plugins, tmp_path, capsys, mode, words):
+    bench(capsys, "--variants", "wrong-shape", "--seq", "128", "--mode", mode, *FAST,
+          "--plugin", str(plugins / "wrong_shape.py"), "--out", str(tmp_path))  # fmt: skip
+    (record,) = read_records(tmp_path)
+    assert record["status"] == "error" and words in record["reason"]
+
+
 def test_rerun_skips_recorded_points(tmp_path, capsys):
     argv = ["--variants", "sdpa,chunked", "--seq", "128,256", *FAST, "--out", str(tmp_path)]
     bench(capsys, *argv)

@@ -78,6 +78,10 @@ def test_listops_release_files_load(tmp_path):
         ("Source\tTarget\n( [MAX 2 ] )\t2\n( ( [MAX 2 ) 3 )\t3\n", ":3:", "not a well-formed expression"),
         ("Source\tTarget\n( [MAX 2 ] )\t2\n( 2 ] )\t2\n", ":3:", "not a well-formed expression"),
         ("Source\tTarget\n( [MAX 2 ] )\t2\n( [MIN 2 7 ] )\t7\n", ":3:", "evaluates to 2, the target says 7"),
+        ("Source\tTarget\n( [MAX 2 ] )\t2\n1 2\t2\n", ":3:", "2 top-level values, not one expression"),
+        ("Source\tTarget\n( [MAX 2 ] )\t2\n( [MAX 1 ] ) 3\t3\n", ":3:", "2 top-level values"),
+        ("Source\tTarget\n( [MAX 2 ] )\t2\n]\t2\n", ":3:", "a ']' closes no operator"),
+        ('Source\tTarget\n( [MAX 2 ] )\t2\n"( [MAX 2 ] )\t2\n( [MAX 2 ] )\t2\n', ":3:", "unknown ListOps symbol"),
     ],
 )
 def test_listops_malformed_file_names_file_and_line(tmp_path, text, where, words):

@@ -219,6 +219,10 @@ def test_suite_data_dir_feeds_release_tasks_and_mqar_is_still_generated(capsys, 
 
 
 def test_a_suite_with_a_refused_run_exits_1_and_a_refused_train_leaves_no_env(capsys, tmp_path):
+    code, _, err = cli(capsys, "suite", "--tasks", "listops", "--variants", "sdpa", "--seeds", "0", "--preset",
+                       "tiny", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"))  # fmt: skip
+    assert code == 2 and "--data-dir" in err and "is not a folder" in err and not (tmp_path / "run").exists()
+    (tmp_path / "empty").mkdir()
     code, out, _ = cli(capsys, "suite", "--tasks", "text", "--variants", "sdpa", "--seeds", "0", "--preset", "tiny",
                        "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))  # fmt: skip
     assert code == 1 and "1 of 1 runs ended in error" in out

@@ -21,6 +21,7 @@ from pydantic import Field
 from .contract import Options, check_qkv
 from .masks import MaskMod
 
+MAX_BLOCK_MASKS = 64  # block masks kept per kernel (one per shape, device and set of key lengths)
 # (num_queries, num_keys, device) -> the mask for that shape, or None for full attention.
 MaskFor = Callable[[int, int, torch.device], MaskMod | None]
 
@@ -68,6 +69,8 @@ class FlexKernel:
         lengths = None if key_lengths is None else tuple(key_lengths.tolist())
         key = (nq, nk, str(device), lengths)
         if key not in self._block_masks:
+            if len(self._block_masks) >= MAX_BLOCK_MASKS:  # lengths vary batch to batch in training
+                self._block_masks.clear()
             mod = self._mask_for(nq, nk, device)
             if lengths is None:
                 mask = None if mod is None else create_block_mask(mod, None, None, nq, nk, device=device)

@@ -62,6 +62,16 @@ def make_inputs(point: Point, requires_grad: bool) -> tuple[torch.Tensor, torch.
     return q, k, v
 
 
+def _check_output(out: object, q: torch.Tensor) -> None:
+    """The variant's output has q's shape, dtype and device, or the point is an error saying which."""
+    if not isinstance(out, torch.Tensor):
+        raise PointFailed("error", f"the variant returned {type(out).__name__}, not a tensor")
+    for what, got, want in (("shape", tuple(out.shape), tuple(q.shape)), ("dtype", out.dtype, q.dtype),
+                            ("device", out.device, q.device)):  # fmt: skip
+        if got != want:
+            raise PointFailed("error", f"output {what} {got} != q {what} {want}")
+
+
 def _call_plan(variant: Variant, point: Point, q, k, v):
     """(setup, fn) for the mode: setup runs untimed before each timed fn(setup()).
 
@@ -183,9 +193,13 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
     setup, fn = _call_plan(variant, point, q, k, v)
 
     t0 = time.perf_counter()
-    fn(setup())
+    first = fn(setup())
     _sync(point.device)
     first_call_s = time.perf_counter() - t0
+    if point.mode != "fwd":  # the timed call returns gradients: the output is checked from a forward
+        with torch.no_grad():
+            first = variant(q, k, v)
+    _check_output(first, q)  # a point is never `ok` with an output the contract refuses
     for _ in range(point.warmup - 1):
         fn(setup())
     _sync(point.device)

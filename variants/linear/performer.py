@@ -88,11 +88,11 @@ class PerformerAttention(Variant):
         fq = torch.exp(lq - lq.amax(-1, keepdim=True))  # query stabiliser: per query, cancels
         key_max = lk.amax(-1)  # m_j: (B, Hkv, Nk)
         fk = torch.exp(lk - key_max[..., None])  # each key by its own max: in (0, 1]
+        if key_lengths is not None:  # a padding key's weight exp(m_j - ...) becomes exp(-inf) = 0 in both forms
+            key_max = key_max.masked_fill(~key_mask(key_lengths, key_max.shape[-1])[:, None], NEG_INF)
         if self.spec.causal:
             out = _causal_scan(fq, fk, key_max, vv, self.options.chunk_size)
         else:
-            if key_lengths is not None:  # a padding key's scale becomes exp(-inf) = 0
-                key_max = key_max.masked_fill(~key_mask(key_lengths, key_max.shape[-1])[:, None], NEG_INF)
             scale = torch.exp(key_max - key_max.amax(-1, keepdim=True))[..., None]  # every key is visible
             state = (fk * scale).transpose(-2, -1) @ vv  # (B, Hkv, m, D)
             z = (fk * scale).sum(-2)  # (B, Hkv, m)
@@ -101,21 +101,19 @@ class PerformerAttention(Variant):
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """The kernel's quadratic form: weights K_ij / sum_j K_ij, computed as a softmax of log K.
-
-        Causal, padding keys (after a sequence's last key) are hidden from its real queries already."""
+        """The kernel's quadratic form: weights K_ij / sum_j K_ij, computed as a softmax of log K."""
         lq, lk, vv = self._log_features(q, k, v)
         cq, ck = lq.amax(-1, keepdim=True), lk.amax(-1, keepdim=True)
         kernel = torch.exp(lq - cq) @ torch.exp(lk - ck)[:, :, None].transpose(-2, -1)  # (B, Hkv, G, Nq, Nk)
         log_kernel = torch.log(kernel) + cq + ck[:, :, None].transpose(-2, -1)
+        if key_lengths is not None:  # padding keys get no weight, in either mode
+            log_kernel = log_kernel.masked_fill(~key_mask(key_lengths, lk.shape[-2])[:, None, None, None], NEG_INF)
         if self.spec.causal:
             mask = causal_mask(lq.shape[-2], lk.shape[-2], lq.device)
             log_kernel = log_kernel.masked_fill(~mask, NEG_INF)
             empty = ~mask.any(-1)[:, None]
             weights = log_kernel.masked_fill(empty, 0.0).softmax(-1).masked_fill(empty, 0.0)
         else:
-            if key_lengths is not None:
-                log_kernel = log_kernel.masked_fill(~key_mask(key_lengths, lk.shape[-2])[:, None, None, None], NEG_INF)
             weights = log_kernel.softmax(-1)
         return (weights @ vv[:, :, None]).reshape(q.shape)
 
