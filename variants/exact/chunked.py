@@ -63,7 +63,7 @@ def _block_scores(qi: torch.Tensor, kj: torch.Tensor, first: int, masked_until: 
     if masked_until > first:  # the positions the diagonal crosses
         pos = torch.arange(first, masked_until, device=qi.device).repeat_interleave(groups)[:, None] + offset
         scores[..., : (masked_until - first) * groups, :].masked_fill_(cols > pos, NEG_INF)
-    if lengths is not None and start + kj.shape[-2] > int(lengths.min()):  # a block some sequence ends in
+    if lengths is not None:  # given only for the blocks some sequence ends in
         scores.masked_fill_((cols >= lengths[:, None])[:, None, None, :], NEG_INF)
     return scores
 
@@ -74,6 +74,8 @@ class _ChunkedAttention(torch.autograd.Function):
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         # Key blocks past the longest sequence are padding for every query: skipped like hidden ones.
         nk_real = nk if lengths is None else int(lengths.max())
+        # Blocks ending before the shortest sequence does need no length mask; read once, not per block.
+        shortest = nk if lengths is None else int(lengths.min())
         g = h // hkv
         acc_dtype = accumulate_dtype(q.dtype)
         qg = _by_position(q.to(acc_dtype) * softmax_scale(d), hkv)  # (B, Hkv, Nq*G, D)
@@ -89,7 +91,8 @@ class _ChunkedAttention(torch.autograd.Function):
             kj = k[:, :, start:end].to(acc_dtype)  # (B, Hkv, blk, D)
             vj = v[:, :, start:end].to(acc_dtype)
             r = first * g  # rows before r see nothing of this block
-            scores = _block_scores(qg[..., r:, :], kj, first, masked_until, start, nk - nq, g, lengths)
+            cut = lengths if end > shortest else None
+            scores = _block_scores(qg[..., r:, :], kj, first, masked_until, start, nk - nq, g, cut)
             m_rows, sum_rows, acc_rows = m[..., r:, :], row_sum[..., r:, :], acc[..., r:, :]
             m_new = torch.maximum(m_rows, scores.amax(dim=-1, keepdim=True))
             # Rows that have seen no visible key yet have m = -inf: shift them by 0 so that
@@ -107,7 +110,7 @@ class _ChunkedAttention(torch.autograd.Function):
         lse = torch.where(seen, m + torch.log(row_sum.clamp_min(torch.finfo(acc_dtype).tiny)), float("inf"))
         ctx.save_for_backward(qg, k, v, out, lse)
         ctx.shape = (b, h, hkv, nq, nk, d)
-        ctx.causal, ctx.block, ctx.lengths, ctx.nk_real = causal, block, lengths, nk_real
+        ctx.causal, ctx.block, ctx.lengths, ctx.nk_real, ctx.shortest = causal, block, lengths, nk_real, shortest
         return _by_head(out, h).to(q.dtype)
 
     @staticmethod
@@ -131,7 +134,8 @@ class _ChunkedAttention(torch.autograd.Function):
             vj = v[:, :, start:end].to(acc_dtype)
             r = first * g
             q_rows, do_rows = qg[..., r:, :], do[..., r:, :]
-            scores = _block_scores(q_rows, kj, first, masked_until, start, nk - nq, g, ctx.lengths)
+            cut = ctx.lengths if end > ctx.shortest else None
+            scores = _block_scores(q_rows, kj, first, masked_until, start, nk - nq, g, cut)
             p = scores.sub_(lse[..., r:, :]).exp_()
             dv[:, :, start:end] = p.transpose(-2, -1) @ do_rows
             ds = (do_rows @ vj.transpose(-2, -1)).sub_(delta[..., r:, :]).mul_(p)  # grad of the scaled scores
