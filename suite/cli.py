@@ -79,6 +79,7 @@ def list_variants(
                 "devices": list(info.devices),
                 "dtypes": [dtype_name(d) for d in info.dtypes],
                 "lengths": info.lengths,
+                "packed": info.packed,
                 "summary": info.summary,
             }
         rows.append(row)
@@ -86,7 +87,7 @@ def list_variants(
         print(json.dumps(rows, indent=2))
         return
     table = Table(title=f"attnbench variants (availability on {device})")
-    for col in ("name", "family", "exact", "causal", "gqa", "devices"):
+    for col in ("name", "family", "exact", "causal", "gqa", "ragged", "devices"):
         table.add_column(col, no_wrap=True)
     table.add_column(f"on {device}", overflow="fold")
     for r in rows:
@@ -97,6 +98,7 @@ def list_variants(
             "yes" if r.get("exact") else "no",
             causal if "causal" in r else "?",
             r.get("gqa", "?"),
+            "+".join(form for form, key in (("padded", "lengths"), ("packed", "packed")) if r.get(key)) or "no",
             ",".join(r.get("devices", [])),
             "[green]available[/]" if r["available"] else f"[yellow]unavailable:[/] {r['reason']}",
         )
@@ -265,6 +267,17 @@ def bench(
         bool | None, typer.Option("--causal/--no-causal", help="Causal mask (default: config's).")
     ] = None,
     mode: Annotated[str | None, typer.Option(help="fwd, bwd, fwd_bwd (comma-separated).")] = None,
+    lengths: Annotated[
+        str | None,
+        typer.Option(
+            help="Sequence lengths in a batch: fixed, uniform:LO:HI (fractions of N), list:L1,L2,... "
+            "Several separated by ';'."
+        ),
+    ] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(help="padded (B x N, key lengths masked), packed (end to end), or both: padded,packed."),
+    ] = None,
     device: DeviceOpt = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: all cores).")] = None,
     warmup: Annotated[int | None, typer.Option(help="Warm-up calls before timing.")] = None,
@@ -305,6 +318,7 @@ def bench(
         "heads": _csv(heads, int), "kv_heads": _csv(kv_heads, int), "head_dim": _csv(head_dim, int),
         "width": width, "dtype": [dtype_name(parse_dtype(d)) for d in _csv(dtype)] if dtype else None,
         "causal": None if causal is None else [causal], "mode": _csv(mode),
+        "lengths": lengths.split(";") if lengths else None, "layout": _csv(layout),
     }  # fmt: skip
     grid = {k: v for k, v in grid.items() if v is not None}
     if "width" in grid:

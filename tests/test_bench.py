@@ -117,8 +117,8 @@ def test_timed_backward_builds_a_fresh_graph_and_leaves_grad_alone():
     from attnbench.variants.exact.naive import NaiveAttention
 
     point = Point("naive", 1, 2, 2, 16, 16, 8, "float32", False, "bwd", "cpu")
-    q, k, v = make_inputs(point, requires_grad=True)
-    setup, fn = _call_plan(NaiveAttention(AttentionSpec(2, 8)), point, q, k, v)
+    q, k, v, layout = make_inputs(point, requires_grad=True)
+    setup, fn = _call_plan(NaiveAttention(AttentionSpec(2, 8)), point, q, k, v, layout)
     first, second = fn(setup()), fn(setup())  # a second backward over the same graph would raise
     assert torch.equal(first[0], second[0]) and q.grad is None and k.grad is None
 

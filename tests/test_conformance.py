@@ -33,6 +33,10 @@ BROKEN = {
         "padding": "the output of sequence 1 (length 29 of 45) changes with the padding keys' values",
         "key-lengths": "lengths=[45, 29, 1]",
     },
+    "packed_leaks.py": {
+        "packed-isolation": "sequence 0 (positions 0..69) sees sequence 2",
+        "packed": "packed=[70, 1, 150, 39]",
+    },
     "causal_ignores_lengths.py": {
         "padding": "changes with the padding keys' values",
         "key-lengths": "lengths=[45, 29, 1]",
@@ -72,15 +76,48 @@ def test_the_variant_is_built_with_the_options_given():
 
 def test_a_variant_without_key_lengths_is_refused_them_in_one_line():
     from attnbench.variants.contract import AttentionSpec, Unsupported, attend
-    from attnbench.variants.lowrank.nystrom import NystromAttention
+    from attnbench.variants.exact.flash_attn import FlashAttnAttention
 
     q = torch.randn(2, 2, 8, 16)
-    with pytest.raises(Unsupported, match="nystrom does not take per-sequence key lengths"):
-        attend(NystromAttention(AttentionSpec(num_heads=2, head_dim=16)), q, q, q, torch.tensor([8, 3]))
+    with pytest.raises(Unsupported, match="flash-attn does not take per-sequence key lengths"):
+        attend(FlashAttnAttention(AttentionSpec(num_heads=2, head_dim=16)), q, q, q, torch.tensor([8, 3]))
+
+
+def test_a_variant_without_packing_is_refused_a_packed_batch_in_one_line():
+    from attnbench.variants.contract import AttentionSpec, Unsupported, attend
+    from attnbench.variants.linear.elu import LinearEluAttention
+
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(Unsupported, match="linear-elu does not take packed sequences"):
+        attend(LinearEluAttention(AttentionSpec(num_heads=2, head_dim=16)), q, q, q, cu_seqlens=torch.tensor([0, 3, 8]))
 
 
 @pytest.mark.parametrize(
-    "plugin", ["decode_misaligned.py", "breaks_at_d128.py", "breaks_beyond_1024.py", "attends_padding.py"]
+    "bounds, words",
+    [([0, 3, 7], "rise strictly from 0 to N = 8"), ([0, 3, 3, 8], "rise strictly"), ([1, 8], "rise strictly"),
+     ([8], "1-D integer tensor")],
+)  # fmt: skip
+def test_packed_boundaries_that_do_not_fit_are_refused(bounds, words):
+    from attnbench.variants.contract import AttentionSpec, attend
+    from attnbench.variants.exact.naive import NaiveAttention
+
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(ValueError, match=words):
+        attend(NaiveAttention(AttentionSpec(num_heads=2, head_dim=16)), q, q, q, cu_seqlens=torch.tensor(bounds))
+
+
+def test_a_packed_batch_is_one_sequence_of_batch_one():
+    from attnbench.variants.contract import AttentionSpec, attend
+    from attnbench.variants.exact.naive import NaiveAttention
+
+    q = torch.randn(2, 2, 8, 16)
+    with pytest.raises(ValueError, match="B = 1 and Nq = Nk"):
+        attend(NaiveAttention(AttentionSpec(num_heads=2, head_dim=16)), q, q, q, cu_seqlens=torch.tensor([0, 8]))
+
+
+@pytest.mark.parametrize(
+    "plugin",
+    ["decode_misaligned.py", "breaks_at_d128.py", "breaks_beyond_1024.py", "attends_padding.py", "packed_leaks.py"],
 )
 def test_a_bug_of_one_shape_fails_only_its_own_check(plugins, plugin):
     (cls,) = load_plugin_file(plugins / plugin)

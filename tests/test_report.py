@@ -130,6 +130,24 @@ def test_heatmap_weights_are_rows_that_sum_to_one(variant):
         assert (maps[0].tril(-4) == 0).all()  # nothing beyond the window
 
 
+@pytest.mark.parametrize("variant", ["sdpa", "sliding-window", "linear-elu"])
+def test_heatmap_of_a_padded_example_shows_the_weights_the_model_applies(variant):
+    """Padding keys get no weight, and the real rows sum to one over the real keys alone."""
+    import torch
+
+    from attnbench.tasks.base import PAD
+
+    model = TaskModel("classify", 20, 3, 24, ModelConfig(dim=16, depth=2, heads=2), load_registry(), variant,
+                      {"window": 4} if variant == "sliding-window" else None)  # fmt: skip
+    tokens = torch.randint(2, 20, (2, 24))
+    tokens[0, 15:] = PAD  # 15 real tokens, plus the CLS the model prepends: 16 real keys of 25
+    maps = attention_maps(model, tokens)
+    real = 15 + int(model.prepend_cls)
+    assert model.masks_padding and maps[0].shape == (2, 25, 25)
+    assert (maps[0][:, :, real:] == 0).all()
+    assert (abs(maps[0][:, :real].sum(-1) - 1) < 1e-4).all()
+
+
 def test_heatmap_command_for_a_trained_model(capsys, tmp_path):
     cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--out", str(tmp_path))
     out = tmp_path / "heat.png"

@@ -58,7 +58,11 @@ def test_pair_kind_trains_two_towers(tmp_path):
     data = load_task("retrieval", setup.params, data_dir=tmp_path)
     result = training.train(data, "sdpa", setup, 0, load_registry(), "cpu")
     assert result["status"] == "ok" and result["padding_masked"] is True
-    assert training.train(data, "nystrom", setup, 0, load_registry(), "cpu")["padding_masked"] is False
+    registry = load_registry([Path(__file__).parent / "plugins" / "no_lengths.py"])
+    unmasked = training.train(data, "no-lengths", setup, 0, registry, "cpu")
+    assert unmasked["padding_masked"] is False
+    assert training.outcome(result).endswith("; padding masked")
+    assert training.outcome(unmasked).endswith("; padding attended (the variant takes no key lengths)")
 
 
 def test_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -174,15 +178,18 @@ def test_training_presets_cover_every_task():
     assert lra["retrieval"].params["max_len"] == 4000 and lra["pathfinder"].params["resolution"] == 32
 
 
-@pytest.mark.parametrize("variant", ["sdpa", "chunked", "linear-elu", "linformer", "sliding-window", "nystrom"])
+@pytest.mark.parametrize(
+    "variant", ["sdpa", "chunked", "linear-elu", "linformer", "sliding-window", "nystrom", "bigbird", "no-lengths"]
+)
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_more_padding_leaves_a_models_output_alone_where_the_variant_takes_lengths(variant, pooling):
     from attnbench.suite.training.model import ModelConfig, TaskModel
 
     torch.manual_seed(0)
     cfg = ModelConfig(dim=16, depth=2, heads=2, pooling=pooling)
-    options = {"window": 3, "compile": False} if variant == "sliding-window" else {}
-    model = TaskModel("classify", 20, 3, 40, cfg, load_registry(), variant, options).eval()
+    options = {"sliding-window": {"window": 3, "compile": False}, "bigbird": {"block_size": 4, "compile": False}}
+    registry = load_registry([Path(__file__).parent / "plugins" / "no_lengths.py"])
+    model = TaskModel("classify", 20, 3, 40, cfg, registry, variant, options.get(variant)).eval()
     tokens = torch.randint(2, 20, (2, 12))
     tokens[1, 7:] = 0  # the second sequence is 7 long
     padded = torch.cat([tokens, torch.zeros(2, 20, dtype=torch.long)], dim=1)  # 20 more padding positions
@@ -190,8 +197,8 @@ def test_more_padding_leaves_a_models_output_alone_where_the_variant_takes_lengt
         short, long = model(tokens), model(padded)
     if model.masks_padding:
         torch.testing.assert_close(long, short, rtol=1e-5, atol=1e-6)
-    else:  # nystrom takes no lengths: it attends the padding, and says so
-        assert variant == "nystrom" and not torch.allclose(long, short, rtol=1e-5, atol=1e-6)
+    else:  # a variant without key lengths attends the padding, and says so
+        assert variant == "no-lengths" and not torch.allclose(long, short, rtol=1e-5, atol=1e-6)
 
 
 def _listops_release(root: Path) -> Path:
@@ -229,3 +236,14 @@ def test_a_suite_with_a_refused_run_exits_1_and_a_refused_train_leaves_no_env(ca
     code, _, err = cli(capsys, "train", "--task", "text", "--variant", "sdpa", "--preset", "tiny",
                        "--data-dir", str(tmp_path), "--out", str(tmp_path / "alone"))  # fmt: skip
     assert code == 2 and "no IMDB data" in err and not (tmp_path / "alone" / "env.json").exists()
+
+
+def test_text_trains_from_the_imdb_release_folder_with_padding_masked(capsys, tmp_path):
+    from test_tasks import write_imdb
+
+    write_imdb(tmp_path / "data")
+    code, out, err = cli(capsys, "train", "--task", "text", "--variant", "sdpa", "--preset", "tiny",
+                         "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run"))  # fmt: skip
+    (record,) = read_records(tmp_path / "run")
+    assert code == 0 and record["status"] == "ok", err
+    assert record["padding_masked"] is True and "IMDB" in record["data"] and "padding masked" in out

@@ -14,6 +14,7 @@ module; the variant never imports from ``attnbench.suite``.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,6 +96,9 @@ class VariantInfo:
     # True when forward (and reference) take key_lengths: (B,) real keys per sequence, the rest
     # padding that no query may attend to. A variant without it is refused such inputs.
     lengths: bool = False
+    # True when forward takes cu_seqlens: a packed batch, B = 1 and Nq = Nk, holding the sequences
+    # [cu_seqlens[i], cu_seqlens[i+1]) end to end; none may attend to another (causal within each).
+    packed: bool = False
     # What the variant must equal: exact ones softmax attention, the others their own dense form.
     definition: str = "softmax attention"
     # Whether the definition applies the 1/sqrt(D) softmax scale (false for kernelised forms).
@@ -177,21 +181,30 @@ class Variant(nn.Module):
 
         return softmax_attention(q, k, v, causal=self.spec.causal, key_lengths=key_lengths)
 
-    def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor | None:
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor,
+                          key_lengths: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
         """The (B, H, Nq, Nk) weights the variant applies to v (for heatmaps), or None if it has none."""
         if not self.info.exact:
             return None
         from .exact.naive import softmax_weights
 
-        return softmax_weights(q, k, causal=self.spec.causal)
+        return softmax_weights(q, k, causal=self.spec.causal, key_lengths=key_lengths)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
-def attend(variant: Variant, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-           key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-    """Call `variant`, with per-sequence key lengths where given; Unsupported if it does not take them."""
+def attend(variant: Variant, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
+           cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """Call `variant`, with per-sequence key lengths or packed-sequence boundaries where given;
+    Unsupported if it does not take them, ValueError if they do not fit the inputs."""
+    if cu_seqlens is not None:
+        if key_lengths is not None:
+            raise ValueError("give key_lengths (a padded batch) or cu_seqlens (a packed one), not both")
+        if not variant.info.packed:
+            raise Unsupported(f"{variant.info.name} does not take packed sequences (they would see each other)")
+        check_packed(q, k, cu_seqlens)
+        return variant(q, k, v, cu_seqlens=cu_seqlens)
     if key_lengths is None:
         return variant(q, k, v)
     if not variant.info.lengths:
@@ -199,6 +212,25 @@ def attend(variant: Variant, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     if key_lengths.shape != (q.shape[0],) or bool((key_lengths < 1).any()) or bool((key_lengths > k.shape[-2]).any()):
         raise ValueError(f"key_lengths must be (B,) = ({q.shape[0]},) values in 1..{k.shape[-2]}")
     return variant(q, k, v, key_lengths=key_lengths)
+
+
+def check_packed(q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
+    """A packed batch is B = 1, Nq = Nk = cu_seqlens[-1], with boundaries 0 = c0 < c1 < ... (ValueError if not)."""
+    if q.shape[0] != 1 or k.shape[0] != 1 or q.shape[-2] != k.shape[-2]:
+        raise ValueError(f"a packed batch has B = 1 and Nq = Nk; got q {tuple(q.shape)}, k {tuple(k.shape)}")
+    n = k.shape[-2]
+    if cu_seqlens.dim() != 1 or len(cu_seqlens) < 2 or cu_seqlens.is_floating_point():
+        raise ValueError("cu_seqlens must be a 1-D integer tensor of boundaries 0, ..., N")
+    bounds = cu_seqlens.tolist()
+    if bounds[0] != 0 or bounds[-1] != n or any(a >= b for a, b in itertools.pairwise(bounds)):
+        raise ValueError(f"cu_seqlens must rise strictly from 0 to N = {n}; got {bounds}")
+
+
+def per_sequence(call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """What a packed call means: `call(q, k, v)` on each sequence alone, the outputs laid end to end."""
+    bounds = cu_seqlens.tolist()
+    parts = [call(q[..., a:b, :], k[..., a:b, :], v[..., a:b, :]) for a, b in itertools.pairwise(bounds)]
+    return torch.cat(parts, dim=-2)
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, int, int, int, int]:

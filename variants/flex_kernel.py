@@ -19,9 +19,9 @@ import torch
 from pydantic import Field
 
 from .contract import Options, check_qkv
-from .masks import MaskMod
+from .masks import MaskMod, document_ids, same_document
 
-MAX_BLOCK_MASKS = 64  # block masks kept per kernel (one per shape, device and set of key lengths)
+MAX_BLOCK_MASKS = 64  # block masks kept per kernel (one per shape, device, and key lengths or packing)
 # (num_queries, num_keys, device) -> the mask for that shape, or None for full attention.
 MaskFor = Callable[[int, int, torch.device], MaskMod | None]
 
@@ -63,28 +63,33 @@ class FlexKernel:
         self._compile = compile
         self._block_masks: dict[tuple, object] = {}
 
-    def _block_mask(self, nq: int, nk: int, device: torch.device, key_lengths: torch.Tensor | None):
+    def _block_mask(self, nq: int, nk: int, device: torch.device, key_lengths: torch.Tensor | None,
+                    cu_seqlens: torch.Tensor | None):  # fmt: skip
         from torch.nn.attention.flex_attention import create_block_mask
 
         lengths = None if key_lengths is None else tuple(key_lengths.tolist())
-        key = (nq, nk, str(device), lengths)
+        bounds = None if cu_seqlens is None else tuple(cu_seqlens.tolist())
+        key = (nq, nk, str(device), lengths, bounds)
         if key not in self._block_masks:
             if len(self._block_masks) >= MAX_BLOCK_MASKS:  # lengths vary batch to batch in training
                 self._block_masks.clear()
             mod = self._mask_for(nq, nk, device)
-            if lengths is None:
-                mask = None if mod is None else create_block_mask(mod, None, None, nq, nk, device=device)
-            else:  # one mask per sequence: the blocks past its length are skipped like masked ones
+            if lengths is not None:  # one mask per sequence: the blocks past its length are skipped like masked ones
                 mod = with_key_lengths(mod, key_lengths.to(device))
                 mask = create_block_mask(mod, len(lengths), None, nq, nk, device=device)
+            elif bounds is not None:  # the blocks across two sequences are skipped like masked ones
+                mod = same_document(document_ids(cu_seqlens.to(device), nk), mod)
+                mask = create_block_mask(mod, None, None, nq, nk, device=device)
+            else:
+                mask = None if mod is None else create_block_mask(mod, None, None, nq, nk, device=device)
             self._block_masks[key] = mask
         return self._block_masks[key]
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                 key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
+                 cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
         compiled = can_compile(q.device.type) if self._compile is None else self._compile
-        block_mask = self._block_mask(nq, nk, q.device, key_lengths)
+        block_mask = self._block_mask(nq, nk, q.device, key_lengths, cu_seqlens)
         with warnings.catch_warnings():
             # Eager flex warns that it is unfused; that is the documented point of compile=False.
             warnings.filterwarnings("ignore", message=".*flex_attention.*")

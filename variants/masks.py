@@ -38,6 +38,22 @@ def key_mask(key_lengths: torch.Tensor, num_keys: int) -> torch.Tensor:
     return torch.arange(num_keys, device=key_lengths.device)[None, :] < key_lengths[:, None]
 
 
+def document_ids(cu_seqlens: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(N,) long: the sequence each position of a packed batch belongs to."""
+    positions = torch.arange(num_tokens, device=cu_seqlens.device)
+    return torch.searchsorted(cu_seqlens[1:].contiguous(), positions, right=True)
+
+
+def same_document(doc: torch.Tensor, mask_mod: MaskMod | None) -> MaskMod:
+    """`mask_mod` (None: full attention) restricted to pairs within one packed sequence (`doc`: (N,) ids)."""
+
+    def within_document(b, h, q_idx, kv_idx):
+        same = doc[q_idx] == doc[kv_idx]
+        return same if mask_mod is None else same & mask_mod(b, h, q_idx, kv_idx)
+
+    return within_document
+
+
 def causal_mask(num_queries: int, num_keys: int, device: torch.device | str) -> torch.Tensor:
     """Bottom-right causal mask as a bool tensor (num_queries, num_keys)."""
     return dense_mask(causal(num_queries, num_keys), num_queries, num_keys, device)

@@ -18,6 +18,8 @@ untouched by the forward and the backward (``inputs-unchanged``) and the same ou
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from typing import Literal
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ...variants.contract import AttentionSpec, Unsupported, Variant, attend
+from ...variants.contract import AttentionSpec, Unsupported, Variant, attend, per_sequence
 from ...variants.exact.naive import softmax_attention
 from ...variants.masks import key_mask
 
@@ -499,17 +501,87 @@ def check_padding(c: Checker) -> str:
             continue
         if not torch.isfinite(a).all() or not torch.isfinite(b).all():
             raise CheckFailed(f"NaN/inf in the output with padded keys ({_label(shape, causal)})")
-        for seq in range(len(LENGTHS)):  # per sequence: a one-key sequence must not hide in the others' norm
-            err = c.error(b[seq], a[seq].double())
-            if not err <= c.tol:
-                raise CheckFailed(f"the output of sequence {seq} (length {LENGTHS[seq]} of {shape[4]}) changes "
-                                  f"with the padding keys' values: rel diff {_fmt(err)} > tol {_fmt(c.tol)} "
-                                  f"at {_label(shape, causal)}")  # fmt: skip
-            worst = max(worst, err)
+        # Per sequence: a one-key sequence must not hide in the others' norm.
+        parts = {f"the output of sequence {seq} (length {n} of {shape[4]}) changes with the padding keys' values":
+                 (a[seq], b[seq]) for seq, n in enumerate(LENGTHS)}  # fmt: skip
+        worst = max(worst, _largest_change(c, parts, _label(shape, causal)))
         cases += 1
     if not cases:
         raise Skipped("no padded input is supported")
     return f"no output changes with the padding (rel diff {_fmt(worst)}) at lengths {list(LENGTHS)}, {cases} cases"
+
+
+def _largest_change(c: Checker, parts: dict[str, tuple[torch.Tensor, torch.Tensor]], where: str) -> float:
+    """The largest rel diff between the two outputs of each part; CheckFailed naming the first beyond tolerance."""
+    worst = 0.0
+    for failure, (before, after) in parts.items():
+        err = c.error(after, before.double())
+        if not err <= c.tol:
+            raise CheckFailed(f"{failure}: rel diff {_fmt(err)} > tol {_fmt(c.tol)} at {where}")
+        worst = max(worst, err)
+    return worst
+
+
+# A packed batch: four sequences end to end (one a single token), GQA, long enough that key blocks
+# (chunked's default 128, FlexAttention's 128) hold several sequences and a sequence several blocks.
+PACKED_LENGTHS = (70, 1, 150, 39)
+PACKED_SHAPE: Shape = (1, 4, 2, sum(PACKED_LENGTHS), sum(PACKED_LENGTHS), 16)
+LOUD_SEQUENCE = 2  # the sequence whose keys and values the isolation check replaces
+
+
+def _packed_case(c: Checker, variant: Variant, loud_salt: int | None) -> tuple:
+    """(out, the inputs, cu_seqlens); with `loud_salt`, sequence LOUD_SEQUENCE's k, v redrawn loud (x30)."""
+    q, k, v = c.inputs(PACKED_SHAPE, salt=11)
+    cu_seqlens = torch.tensor((0, *PACKED_LENGTHS), device=c.device).cumsum(0)
+    if loud_salt is not None:
+        _, loud_k, loud_v = c.inputs(PACKED_SHAPE, salt=loud_salt)
+        a, b = cu_seqlens[LOUD_SEQUENCE].item(), cu_seqlens[LOUD_SEQUENCE + 1].item()
+        k, v = k.clone(), v.clone()
+        k[..., a:b, :], v[..., a:b, :] = loud_k[..., a:b, :] * 30, loud_v[..., a:b, :] * 30
+    with torch.no_grad():
+        out = attend(variant, q, k, v, cu_seqlens=cu_seqlens)
+    c.check_output(out, q)
+    return out, (q, k, v), cu_seqlens
+
+
+def _packed_variants(c: Checker) -> Iterator[tuple[bool, Variant]]:
+    if not c.info.packed:
+        raise Skipped("declares no packed sequences (such inputs are refused)")
+    for causal in c.modes():
+        yield causal, c.build(PACKED_SHAPE, causal)
+
+
+def check_packed(c: Checker) -> str:
+    """A packed batch equals each sequence's definition computed alone, laid end to end."""
+    errors = {}
+    for causal, variant in _packed_variants(c):
+        try:
+            out, (q, k, v), cu_seqlens = _packed_case(c, variant, loud_salt=None)
+        except Unsupported:
+            continue
+        ref = per_sequence(functools.partial(c.reference, variant), q, k, v, cu_seqlens)
+        errors[_label(PACKED_SHAPE, causal) + f",packed={list(PACKED_LENGTHS)}"] = c.error(out, ref)
+    return c.within(errors, "packed")
+
+
+def check_packed_isolation(c: Checker) -> str:
+    """Packed sequences do not see each other: other keys and values in one leave every other's rows as they were."""
+    worst, cases = 0.0, 0
+    for causal, variant in _packed_variants(c):
+        try:
+            plain, _, cu_seqlens = _packed_case(c, variant, loud_salt=None)
+            loud, _, _ = _packed_case(c, variant, loud_salt=12)
+        except Unsupported:
+            continue
+        spans = enumerate(itertools.pairwise(cu_seqlens.tolist()))
+        parts = {f"sequence {seq} (positions {a}..{b - 1}) sees sequence {LOUD_SEQUENCE}: its output changes with "
+                 f"the other's keys": (plain[..., a:b, :], loud[..., a:b, :])
+                 for seq, (a, b) in spans if seq != LOUD_SEQUENCE}  # fmt: skip
+        worst = max(worst, _largest_change(c, parts, _label(PACKED_SHAPE, causal)))
+        cases += 1
+    if not cases:
+        raise Skipped("no packed input is supported")
+    return f"no sequence sees another (rel diff {_fmt(worst)}) packed as {list(PACKED_LENGTHS)}, {cases} cases"
 
 
 def check_head_dim_mismatch(c: Checker) -> str:
@@ -704,6 +776,8 @@ CHECKS: tuple[tuple[str, Callable], ...] = (
     ("large-logits", check_large_logits),
     ("key-lengths", check_key_lengths),
     ("padding", check_padding),
+    ("packed", check_packed),
+    ("packed-isolation", check_packed_isolation),
     ("head-dim-mismatch", check_head_dim_mismatch),
     ("gqa", check_gqa),
     ("gqa-native", check_gqa_native),

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import UserError
+from .lengths import parse_lengths
 
 Mode = Literal["fwd", "bwd", "fwd_bwd"]
 
@@ -37,9 +38,18 @@ class Sweep(BaseModel):
     dtype: list[Literal["auto", "float32", "float16", "bfloat16", "float64"]] = ["float32"]
     causal: list[bool] = [False]
     mode: list[Mode] = ["fwd"]
+    lengths: list[str] = Field(["fixed"], description="sequence lengths: fixed, uniform:LO:HI, list:L1,L2,...")
+    # padded: (B, H, N, D) with each sequence's key length; packed: (1, H, sum of lengths, D) end to end.
+    layout: list[Literal["padded", "packed"]] = ["padded"]
 
     @model_validator(mode="after")
     def _check(self) -> Sweep:
+        for text in self.lengths:
+            spec = parse_lengths(text)
+            if spec.kind == "list" and max(spec.values) > min(self.seq):
+                raise ValueError(f"lengths {text!r}: {max(spec.values)} is longer than seq {min(self.seq)}")
+        if self.q_len is not None and self.lengths + self.layout != ["fixed", "padded"]:
+            raise ValueError("ragged or packed batches are self-attention: give lengths/layout or q_len, not both")
         for name in ("seq", "q_len", "batch", "heads", "kv_heads", "head_dim"):
             values = getattr(self, name) or []
             bad = [v for v in values if v <= 0]

@@ -23,12 +23,13 @@ import torch
 from rich.console import Console
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ...variants.contract import AttentionSpec, Unsupported, Variant
+from ...variants.contract import AttentionSpec, Unsupported, Variant, attend, per_sequence
 from ..core.devices import parse_dtype
+from ..core.lengths import parse_lengths
 from ..core.registry import load_registry
 from ..runs import failures
 from ..runs.points import Point
-from .flops import attention_flops
+from .flops import attention_flops, causal_pairs
 from .memory import memory_method, peak_record
 from .timing import clock_name, time_calls
 
@@ -48,18 +49,31 @@ def classify(err: BaseException) -> tuple[str, str]:
     return failures.classify(err)
 
 
-def make_inputs(point: Point, requires_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random normal q, k, v (never zeros), built outside any timed region."""
+def make_inputs(point: Point, requires_grad: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Random normal q, k, v (never zeros), built outside any timed region, and the batch's layout:
+    ``{}``, ``{"key_lengths": (B,)}`` (padded) or ``{"cu_seqlens": (S + 1,)}`` (packed)."""
     dtype = parse_dtype(point.dtype)
     gen = torch.Generator(device=point.device).manual_seed(0)
 
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=gen, device=point.device, dtype=dtype).requires_grad_(requires_grad)
 
-    q = randn(point.batch, point.heads, point.q_len, point.head_dim)
-    k = randn(point.batch, point.kv_heads, point.seq, point.head_dim)
-    v = randn(point.batch, point.kv_heads, point.seq, point.head_dim)
-    return q, k, v
+    lengths = sequence_lengths(point)
+    batch, tokens, layout = point.batch, point.seq, {}
+    if point.layout == "packed":
+        batch, tokens = 1, sum(lengths)
+        layout["cu_seqlens"] = torch.tensor([0, *lengths], device=point.device).cumsum(0)
+    elif point.ragged:
+        layout["key_lengths"] = torch.tensor(lengths, device=point.device)
+    q = randn(batch, point.heads, point.q_len if not point.ragged else tokens, point.head_dim)
+    k = randn(batch, point.kv_heads, tokens, point.head_dim)
+    v = randn(batch, point.kv_heads, tokens, point.head_dim)
+    return q, k, v, layout
+
+
+def sequence_lengths(point: Point) -> list[int]:
+    """The length of each of the point's B sequences."""
+    return parse_lengths(point.lengths).draw(point.batch, point.seq)
 
 
 def _check_output(out: object, q: torch.Tensor) -> None:
@@ -72,7 +86,7 @@ def _check_output(out: object, q: torch.Tensor) -> None:
             raise PointFailed("error", f"output {what} {got} != q {what} {want}")
 
 
-def _call_plan(variant: Variant, point: Point, q, k, v):
+def _call_plan(variant: Variant, point: Point, q, k, v, layout: dict):
     """(setup, fn) for the mode: setup runs untimed before each timed fn(setup()).
 
     Every call builds its own graph (a backward never reuses a freed one), and gradients are
@@ -84,7 +98,7 @@ def _call_plan(variant: Variant, point: Point, q, k, v):
 
         def forward(_: None) -> torch.Tensor:
             with torch.no_grad():
-                return variant(q, k, v)
+                return attend(variant, q, k, v, **layout)
 
         return (lambda: None), forward
     grad = torch.randn_like(q)
@@ -94,10 +108,10 @@ def _call_plan(variant: Variant, point: Point, q, k, v):
         return torch.autograd.grad(out, wrt, grad)
 
     if point.mode == "bwd":
-        return (lambda: variant(q, k, v)), backward
+        return (lambda: attend(variant, q, k, v, **layout)), backward
 
     def forward_backward(_: None) -> tuple[torch.Tensor, ...]:
-        return torch.autograd.grad(variant(q, k, v), wrt, grad)
+        return torch.autograd.grad(attend(variant, q, k, v, **layout), wrt, grad)
 
     return (lambda: None), forward_backward
 
@@ -107,7 +121,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def reference_error(variant: Variant, point: Point, q, k, v) -> dict[str, Any]:
+def reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> dict[str, Any]:
     """Relative-norm error against the float64 definition, judged against the variant's tolerance
     for the dtype (and, for non-exact variants, the error against exact softmax, reported only)."""
     from ...variants.exact.naive import softmax_attention
@@ -116,18 +130,39 @@ def reference_error(variant: Variant, point: Point, q, k, v) -> dict[str, Any]:
     need = 3 * 8 * point.batch * point.heads * point.q_len * point.seq
     if need > point.reference_max_bytes:
         return {"error_note": f"float64 reference needs ~{need / 2**30:.1f} GiB, over the limit"}
+
+    def definition(call, q64, k64, v64):  # under the batch's layout
+        if "cu_seqlens" in layout:
+            return per_sequence(call, q64, k64, v64, layout["cu_seqlens"])
+        return call(q64, k64, v64, **layout)
+
     with torch.no_grad():
-        out = variant(q, k, v).double()
+        out = attend(variant, q, k, v, **layout).double()
         q64, k64, v64 = (t.detach().double() for t in (q, k, v))
-        ref = variant.reference(q64, k64, v64)
+        ref = definition(variant.reference, q64, k64, v64)
         error = ((out - ref).norm() / ref.norm()).item()
         tolerance = variant.info.tolerance_for(parse_dtype(point.dtype))
         # NaN compares false: a NaN output is not correct.
         result: dict[str, Any] = {"error": error, "tolerance": tolerance, "correct": bool(error <= tolerance)}
         if not variant.info.exact:
-            exact = softmax_attention(q64, k64, v64, causal=point.causal)
+
+            def exact_softmax(q_, k_, v_, key_lengths=None):
+                return softmax_attention(q_, k_, v_, causal=point.causal, key_lengths=key_lengths)
+
+            exact = definition(exact_softmax, q64, k64, v64)
             result["error_vs_softmax"] = ((out - exact).norm() / exact.norm()).item()
     return result
+
+
+def ragged_record(point: Point, pairs) -> dict[str, Any]:
+    """For a ragged or packed batch: its lengths, and the share of a padded batch's pairs that are padding."""
+    lengths = sequence_lengths(point)
+    real = sum(pairs(n, n) for n in lengths)
+    return {
+        "seq_lengths": lengths,
+        "real_tokens": sum(lengths),
+        "padding_waste": 1 - real / (point.batch * pairs(point.seq, point.seq)),
+    }
 
 
 # SDPA's kernels as the dispatcher names them, and the backend each one is.
@@ -189,8 +224,8 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
         if isinstance(err, Unsupported):
             raise
         raise PointFailed("error", f"cannot build {point.variant}: {err}") from None
-    q, k, v = make_inputs(point, requires_grad=point.mode != "fwd")
-    setup, fn = _call_plan(variant, point, q, k, v)
+    q, k, v, layout = make_inputs(point, requires_grad=point.mode != "fwd")
+    setup, fn = _call_plan(variant, point, q, k, v, layout)
 
     t0 = time.perf_counter()
     first = fn(setup())
@@ -198,7 +233,7 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
     first_call_s = time.perf_counter() - t0
     if point.mode != "fwd":  # the timed call returns gradients: the output is checked from a forward
         with torch.no_grad():
-            first = variant(q, k, v)
+            first = attend(variant, q, k, v, **layout)
     _check_output(first, q)  # a point is never `ok` with an output the contract refuses
     for _ in range(point.warmup - 1):
         fn(setup())
@@ -218,18 +253,28 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
         "memory_method": memory_method(point.device),
     }
     # FLOPs are softmax attention's count over the pairs computed: every pair for exact variants,
-    # the kept pairs for sparse ones. Linear and low-rank forms do other work; no count is given.
-    pairs_fn = getattr(variant, "kept_pairs", None)
-    if cls.info.exact or pairs_fn is not None:
-        flops = attention_flops(
-            point.batch, point.heads, point.q_len, point.seq, point.head_dim,
-            causal=point.causal, mode=point.mode, pairs=pairs_fn(point.q_len, point.seq) if pairs_fn else None,
-        )  # fmt: skip
+    # the kept pairs for sparse ones; in a ragged or packed batch, the real pairs only (so padded and
+    # packed forms of one batch compare in TFLOP/s). Linear and low-rank forms do other work: no count.
+    kept = getattr(variant, "kept_pairs", None)
+    exact_pairs = causal_pairs if point.causal else (lambda nq, nk: nq * nk)
+    if point.ragged:
+        record |= ragged_record(point, exact_pairs)
+    if cls.info.exact or kept is not None:
+        pairs = kept or exact_pairs
+        if point.ragged:
+            flops = attention_flops(1, point.heads, 1, 1, point.head_dim, mode=point.mode,
+                                    pairs=sum(pairs(n, n) for n in record["seq_lengths"]))  # fmt: skip
+        else:
+            flops = attention_flops(
+                point.batch, point.heads, point.q_len, point.seq, point.head_dim,
+                causal=point.causal, mode=point.mode, pairs=kept(point.q_len, point.seq) if kept else None,
+            )  # fmt: skip
         record |= {"flops": flops, "tflops": flops / (timing.median_ms * 1e-3) / 1e12}
 
     def after() -> dict[str, Any]:
         # The backend last: tracing a compiled variant can spoil torch.compile's caches for later calls.
-        return reference_error(variant, point, q, k, v) | {"sdpa_backend": sdpa_backend(lambda: variant(q, k, v))}
+        backend = sdpa_backend(lambda: attend(variant, q, k, v, **layout))
+        return reference_error(variant, point, q, k, v, layout) | {"sdpa_backend": backend}
 
     return record, after
 

@@ -25,14 +25,15 @@ def attention_maps(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor
     """Per layer, the (H, Nq, Nk) weights of the first sequence in `tokens`."""
     maps: list[torch.Tensor] = []
 
-    def capture(core, inputs, output):
+    def capture(core, inputs, kwargs, output):
         q, k, _ = inputs
-        weights = core.attention_weights(q[:1].float(), k[:1].float())
+        lengths = kwargs.get("key_lengths")  # the weights the model applies: padding keys hidden as in its forward
+        weights = core.attention_weights(q[:1].float(), k[:1].float(), None if lengths is None else lengths[:1])
         if weights is None:
             raise ValueError(f"variant {core.info.name} has no attention-weight matrix to show")
         maps.append(weights[0].detach().cpu())
 
-    hooks = [block.attn.core.register_forward_hook(capture) for block in model.encoder.blocks]
+    hooks = [block.attn.core.register_forward_hook(capture, with_kwargs=True) for block in model.encoder.blocks]
     try:
         with torch.no_grad():
             model.eval()

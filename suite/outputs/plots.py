@@ -29,10 +29,12 @@ from ..runs.records import read_env, read_records
 from .summary import (
     FIT_POINTS,
     HEADS_GROUP,
+    RAGGED,
     SERIES,
     accuracy_table,
     bench_frame,
     fit_exponent,
+    ragged_title,
     series_title,
     train_frame,
 )
@@ -207,6 +209,28 @@ def _heads_chart(group: pd.DataFrame, title: str) -> plt.Figure:
     return fig
 
 
+def _ragged_chart(group: pd.DataFrame, title: str) -> plt.Figure:
+    """Time and peak memory against N of one ragged batch, packed (solid) beside padded (dashed)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, column, scale, ylabel in ((axes[0], "time_ms", 1.0, "time per call (ms)"),
+                                      (axes[1], "peak_bytes", 2**20, "peak memory (MiB)")):  # fmt: skip
+        for (variant, layout), rows in group.groupby(["variant", "layout"], sort=False):
+            rows = rows[rows[column] > 0].sort_values("seq")
+            style = line_style(variant, _is_exact(rows)) | {"ls": "-" if layout == "packed" else "--"}
+            ax.plot(rows["seq"], rows[column] / scale, label=f"{variant} {layout}", **style)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("longest sequence N (lengths drawn per batch)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    waste = group.groupby("seq")["padding_waste"].first()
+    axes[0].set_title("padding share of the padded batch's pairs: "
+                      + ", ".join(f"N={n}: {w:.0%}" for n, w in waste.items()), fontsize=8)  # fmt: skip
+    fig.suptitle(title, fontsize=10)
+    _outside_legend(axes[1], title="solid: packed, dashed: padded")
+    return fig
+
+
 def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline: str | None) -> list[Path]:
     """Every bench chart of a run."""
     paths: list[Path] = []
@@ -224,6 +248,11 @@ def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline:
             paths += _save(_tflops_chart(group, peak, title), out_dir, f"{slug}-tflops")
         if baseline and (fig := _speedup_chart(group, baseline, title)) is not None:
             paths += _save(fig, out_dir, f"{slug}-speedup")
+    ragged = df[(df["status"] == "ok") & (df["lengths"] != "fixed")]
+    for key, group in ragged.groupby(RAGGED, sort=True, dropna=False):
+        if set(group["layout"]) == {"padded", "packed"}:
+            paths += _save(_ragged_chart(group, f"{device}\n{ragged_title(key)}"), out_dir,
+                           _slug(f"ragged {ragged_title(key)}"))  # fmt: skip
     ok = df[df["status"] == "ok"].assign(width=df["heads"] * df["head_dim"])
     for key, group in ok.groupby(HEADS_GROUP, sort=True, dropna=False):
         if group["heads"].nunique() < 2:

@@ -59,8 +59,9 @@ def write_report(run_dir: Path) -> Path:
         ]
         for suffix in ("-time", "-memory", "-tflops", "-speedup"):
             parts += _images(charts, run_dir, suffix)
-        heads = [p for p in charts if p.suffix == ".png" and p.stem.startswith("heads-")]
-        parts += [f"![{p.stem}]({p.relative_to(run_dir)})" for p in heads]
+        for prefix in ("ragged-", "heads-"):
+            parts += [f"![{p.stem}]({p.relative_to(run_dir)})" for p in charts
+                      if p.suffix == ".png" and p.stem.startswith(prefix)]  # fmt: skip
         parts += ["", markdown(bench, env.get("baseline") or "sdpa")]
     if not trained.empty:
         parts += ["## Accuracy on long-range tasks\n"]

@@ -15,7 +15,10 @@ import numpy as np
 import pandas as pd
 
 # Columns that define a comparable series; N (seq) varies inside it.
-SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "q_len_is_seq"]
+SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "q_len_is_seq", "lengths",
+          "layout"]  # fmt: skip
+# A ragged batch in its two layouts: the series that differ only in layout.
+RAGGED = [c for c in SERIES if c != "layout"]
 FIT_POINTS = 3
 NUMERIC = (
     "time_ms",
@@ -52,6 +55,10 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             df[col] = np.nan
     if "correct" not in df:
         df["correct"] = None
+    for col, default in (("lengths", "fixed"), ("layout", "padded")):  # records from before ragged batches
+        df[col] = df[col].fillna(default) if col in df else default
+    if "padding_waste" not in df:
+        df["padding_waste"] = np.nan
     options = df["options"] if "options" in df else pd.Series([{}] * len(df), index=df.index)
     df["variant_name"] = df["variant"]
     df["variant"] = [variant_label(v, o) for v, o in zip(df["variant"], options, strict=True)]
@@ -75,7 +82,55 @@ def series_title(key: tuple) -> str:
     heads = values["heads"] if values["kv_heads"] == values["heads"] else f"{values['heads']}/{values['kv_heads']}"
     return (
         f"{values['device']} {values['dtype']} {values['mode']}{' causal' if values['causal'] else ''} "
-        f"B={values['batch']} H={heads} D={values['head_dim']}" + ("" if values["q_len_is_seq"] else " (Nq != N)")
+        f"B={values['batch']} H={heads} D={values['head_dim']}"
+        + ("" if values["q_len_is_seq"] else " (Nq != N)")
+        + ragged_suffix(values["lengths"], values["layout"])
+    )
+
+
+def ragged_title(key: tuple) -> str:
+    """Readable name of a ragged batch series in both layouts (the RAGGED values)."""
+    return series_title((*key, "padded")).removesuffix(" padded") + ": packed vs padded"
+
+
+def ragged_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Per ragged batch measured in both layouts: time and memory of each, packed over padded, and the
+    share of the padded batch's attention pairs that are padding."""
+    ok = df[(df["status"] == "ok") & (df["lengths"] != "fixed")]
+    out = []
+    for key, group in ok.groupby(RAGGED, sort=True, dropna=False):
+        if set(group["layout"]) != {"padded", "packed"}:
+            continue
+        wide = group.pivot_table(index=["variant", "seq"], columns="layout", values=["time_ms", "peak_bytes"],
+                                 aggfunc="last", sort=False)  # fmt: skip
+        waste = group.groupby(["variant", "seq"], sort=False)["padding_waste"].last()
+        table = pd.DataFrame(
+            {
+                "padded ms": wide[("time_ms", "padded")],
+                "packed ms": wide[("time_ms", "packed")],
+                "packed / padded time": wide[("time_ms", "packed")] / wide[("time_ms", "padded")],
+                "padded MiB": wide[("peak_bytes", "padded")] / 2**20,
+                "packed MiB": wide[("peak_bytes", "packed")] / 2**20,
+                "packed / padded memory": wide[("peak_bytes", "packed")] / wide[("peak_bytes", "padded")],
+                "padding share of pairs": waste.reindex(wide.index),
+            }
+        )
+        table.index = table.index.set_names(["variant", "N"])
+        out.append((ragged_title(key), table.round(3)))
+    return out
+
+
+def points_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Every measured point, one row each: for runs with no series in N to tabulate (a single shape)."""
+    ok = df[df["status"] == "ok"]
+    return pd.DataFrame(
+        {
+            "point": ok.apply(_point_label, axis=1),
+            "time (ms)": ok["time_ms"].round(3),
+            "peak memory (MiB)": (ok["peak_bytes"] / 2**20).round(1),
+            "TFLOP/s": ok["tflops"].round(3),
+            "error vs float64": ok.apply(_error_cell, axis=1),
+        }
     )
 
 
@@ -194,12 +249,18 @@ def markdown(df: pd.DataFrame, baseline: str | None) -> str:
             f"### {WRONG}: {len(wrong)} points off their definition beyond the variant's tolerance\n\n"
             f"{rows.to_markdown(index=False, floatfmt='.1e')}\n"
         )
-    for title, tables in series_tables(df, baseline):
+    series = series_tables(df, baseline)
+    for title, tables in series:
         parts.append(f"### {title}\n")
         for name, table in tables.items():
             parts.append(f"**{name}**\n\n{table.to_markdown()}\n")
-    for title, table in heads_tables(df):
+    for title, table in ragged_tables(df):
+        parts.append(f"### {title}\n\n{table.reset_index().to_markdown(index=False)}\n")
+    heads = heads_tables(df)
+    for title, table in heads:
         parts.append(f"### {title}\n\n{table.to_markdown()}\n")
+    if not series and not heads and (df["status"] == "ok").any():
+        parts.append(f"### measured points\n\n{points_table(df).to_markdown(index=False)}\n")
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         rows = failed.assign(point=failed.apply(_point_label, axis=1))[["point", "status", "reason"]]
@@ -211,8 +272,13 @@ def _point_label(row: pd.Series) -> str:
     heads = row["heads"] if row["kv_heads"] == row["heads"] else f"{row['heads']}/{row['kv_heads']}"
     return (
         f"{row['variant']} N={row['seq']} B={row['batch']} H={heads} D={row['head_dim']} {row['dtype']} "
-        f"{'causal ' if row['causal'] else ''}{row['mode']}"
+        f"{'causal ' if row['causal'] else ''}{row['mode']}" + ragged_suffix(row["lengths"], row["layout"])
     )
+
+
+def ragged_suffix(lengths: str, layout: str) -> str:
+    """' lengths=uniform:0.25:1 packed' for a ragged or packed batch, '' for the equal-length padded one."""
+    return "" if (lengths, layout) == ("fixed", "padded") else f" lengths={lengths} {layout}"
 
 
 # Long Range Arena (Tay et al. 2020), Table 1: the published accuracy of each attention, per task.

@@ -30,6 +30,8 @@ IDENTITY = (
     "device",
     "options",
 )
+# Identity fields added later: in a point's key only when not the default, so older runs resume.
+RAGGED_DEFAULTS = {"lengths": "fixed", "layout": "padded"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class Point:
     mode: str
     device: str
     options: dict[str, Any] = field(default_factory=dict)
+    lengths: str = "fixed"  # the batch's sequence lengths (suite/core/lengths.py)
+    layout: str = "padded"  # padded (B, N) with key lengths, or packed end to end (cu_seqlens)
     plugins: tuple[str, ...] = ()
     threads: int | None = None
     warmup: int = 2
@@ -67,7 +71,14 @@ class Point:
 
     def key(self) -> str:
         """Identity of the measurement, for resuming: equal keys are the same point."""
-        return json.dumps({f: getattr(self, f) for f in IDENTITY}, sort_keys=True)
+        identity = {f: getattr(self, f) for f in IDENTITY}
+        identity |= {f: getattr(self, f) for f, default in RAGGED_DEFAULTS.items() if getattr(self, f) != default}
+        return json.dumps(identity, sort_keys=True)
+
+    @property
+    def ragged(self) -> bool:
+        """Whether the batch is anything but B equal sequences of length N, padded."""
+        return (self.lengths, self.layout) != tuple(RAGGED_DEFAULTS.values())
 
     def label(self) -> str:
         """Short human-readable description."""
@@ -76,6 +87,7 @@ class Point:
         return (
             f"{self.variant} {n} B={self.batch} {heads} D={self.head_dim} {self.dtype}"
             f"{' causal' if self.causal else ''} {self.mode}"
+            + (f" lengths={self.lengths} {self.layout}" if self.ragged else "")
         )
 
     def command(self) -> str:
@@ -85,7 +97,6 @@ class Point:
             "attnbench", "bench",
             "--variants", self.variant,
             "--seq", str(self.seq),
-            "--q-len", str(self.q_len),
             "--batch", str(self.batch),
             "--heads", str(self.heads),
             "--kv-heads", str(self.kv_heads),
@@ -93,12 +104,16 @@ class Point:
             "--dtype", self.dtype,
             "--causal" if self.causal else "--no-causal",
             "--mode", self.mode,
+            "--lengths", self.lengths,
+            "--layout", self.layout,
             "--device", self.device,
             "--warmup", str(self.warmup),
             "--repeats", str(self.repeats),
             "--budget", str(self.budget_s),
             "--timeout", str(self.timeout_s),
         ]  # fmt: skip
+        if not self.ragged:  # a ragged batch is self-attention: Nq = N
+            args[6:6] = ["--q-len", str(self.q_len)]
         if self.threads is not None:
             args += ["--threads", str(self.threads)]
         for key, value in sorted(self.options.items()):
@@ -125,8 +140,10 @@ def expand(config: BenchConfig, device: str, plugins: tuple[str, ...] = ()) -> l
             head_dims,
             sweep.q_len or [None],
             sweep.seq,
+            sweep.lengths,
+            sweep.layout,
         )
-        for variant, mode, dtype, causal, batch, heads, kv_heads, head_dim, q_len, seq in grid:
+        for variant, mode, dtype, causal, batch, heads, kv_heads, head_dim, q_len, seq, lengths, layout in grid:
             point = Point(
                 variant=variant,
                 batch=batch,
@@ -140,6 +157,8 @@ def expand(config: BenchConfig, device: str, plugins: tuple[str, ...] = ()) -> l
                 mode=mode,
                 device=device,
                 options=dict(config.options.get(variant, {})),
+                lengths=lengths,
+                layout=layout,
                 plugins=plugins,
                 threads=config.threads,
                 warmup=config.warmup,

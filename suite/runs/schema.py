@@ -10,7 +10,9 @@ Version history:
 - 0: records before the schema (no ``schema_version``); ``repeats`` held the number of timed calls.
 - 1: ``schema_version``, ``code``, ``source``, ``versions``, ``executor``, ``host``, ``clock``,
   ``memory_method``, ``times_ms``, ``timed_calls``, ``tolerance``, ``correct``, ``sdpa_backend``;
-  later (optional, so still version 1): ``machine_ms``.
+  later (optional, so still version 1): ``machine_ms``; ``lengths`` and ``layout`` (defaults: the
+  equal-length padded batch every earlier record measured), ``seq_lengths``, ``real_tokens``,
+  ``padding_waste``.
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ class BenchRecord(_Record):
     dtype: str
     causal: bool
     mode: Literal["fwd", "bwd", "fwd_bwd"]
+    lengths: str = "fixed"  # the sequence-length distribution (suite/core/lengths.py)
+    layout: Literal["padded", "packed"] = "padded"
+    seq_lengths: list[int] | None = None  # ragged or packed: each sequence's length
+    real_tokens: int | None = None
+    padding_waste: float | None = None  # share of the padded batch's attention pairs that are padding
     warmup: int
     repeats: int | None = None  # timed calls at most (asked for)
     budget_s: float

@@ -304,7 +304,9 @@ def outcome(record: dict[str, Any]) -> str:
     r = record
     return (f"test accuracy {r['test_acc']:.4f} (best val {r['best_val_acc']:.4f} at step {r['best_step']}, "
             f"final val {r['final_val_acc']:.4f}; majority baseline {r['majority_test_acc']:.4f}); "
-            f"{r['steps_per_s']:.1f} steps/s, {r['train_s']:.0f} s")  # fmt: skip
+            f"{r['steps_per_s']:.1f} steps/s, {r['train_s']:.0f} s"
+            + {True: "; padding masked", False: "; padding attended (the variant takes no key lengths)"}.get(
+                r.get("padding_masked"), ""))  # fmt: skip
 
 
 def train_here(data: dict[str, Any], executor: str, console: Console | None = None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from attnbench.variants.exact.naive import NaiveAttention
 
 
 class AttendsPadding(NaiveAttention):
-    info = replace(NaiveAttention.info, name="attends-padding")
+    info = replace(NaiveAttention.info, name="attends-padding", packed=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths=None) -> torch.Tensor:
         return super().forward(q, k, v)

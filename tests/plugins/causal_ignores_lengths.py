@@ -9,7 +9,7 @@ from attnbench.variants.exact.naive import NaiveAttention
 
 
 class CausalIgnoresLengths(NaiveAttention):
-    info = replace(NaiveAttention.info, name="causal-ignores-lengths", non_causal=False)
+    info = replace(NaiveAttention.info, name="causal-ignores-lengths", packed=False, non_causal=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths=None) -> torch.Tensor:
         return super().forward(q, k, v)

@@ -2,6 +2,8 @@
 
 Dao 2023 (FlashAttention-2), Shah et al. 2024 (FlashAttention-3). Its causal mask is bottom-right,
 as ours; grouped K/V heads are native. Layout is (B, N, H, D), so inputs are transposed views.
+A packed batch goes to ``flash_attn_varlen_func``: the tokens as (total, H, D), the boundaries as
+int32 ``cu_seqlens`` for queries and keys, and the longest sequence.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class FlashAttnAttention(Variant):
         packages=("flash_attn",),
         summary="Tri Dao's flash-attn kernels (FA3 where built, else FA2)",
         paper="Dao 2023 (FlashAttention-2); Shah et al. 2024 (FlashAttention-3)",
+        packed=True,
     )
 
     @classmethod
@@ -47,18 +50,26 @@ class FlashAttnAttention(Variant):
             return "package flash-attn not installed (neither flash_attn nor flash_attn_interface)"
         return None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         d = check_qkv(q, k, v)[-1]
         if d > 256 or d % 8:
             raise Unsupported(f"flash-attn needs head dim <= 256 and a multiple of 8, got {d}")
-        func = importlib.import_module(_installed()).flash_attn_func
-        out = func(
-            q.transpose(1, 2),
-            k.transpose(1, 2),
-            v.transpose(1, 2),
-            softmax_scale=softmax_scale(d),
-            causal=self.spec.causal,
+        module = importlib.import_module(_installed())
+        scale, causal = softmax_scale(d), self.spec.causal
+        if cu_seqlens is not None:  # (1, H, T, D) -> (T, H, D), one boundary list for queries and keys
+            bounds = cu_seqlens.to(device=q.device, dtype=torch.int32)
+            longest = int(cu_seqlens.diff().max())
+            tokens = (t[0].transpose(0, 1) for t in (q, k, v))
+            out = module.flash_attn_varlen_func(*tokens, bounds, bounds, longest, longest, softmax_scale=scale,
+                                                causal=causal)  # fmt: skip
+            return _first(out).transpose(0, 1)[None]
+        out = module.flash_attn_func(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=causal
         )
-        if isinstance(out, tuple):  # some FA3 builds also return the log-sum-exp
-            out = out[0]
-        return out.transpose(1, 2)
+        return _first(out).transpose(1, 2)
+
+
+def _first(out: torch.Tensor | tuple) -> torch.Tensor:
+    """The output alone: some FA3 builds also return the log-sum-exp."""
+    return out[0] if isinstance(out, tuple) else out

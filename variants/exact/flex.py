@@ -25,6 +25,7 @@ class FlexAttention(Variant):
         backward=("cuda",),  # torch has no FlexAttention backward on CPU
         paper="Dong et al. 2024, FlexAttention (PyTorch)",
         lengths=True,
+        packed=True,
     )
     Options = CompileOptions
 
@@ -36,6 +37,6 @@ class FlexAttention(Variant):
         """The causal mask when asked for, None for full attention."""
         return causal(num_queries, num_keys) if self.spec.causal else None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        return self._kernel(q, k, v, key_lengths)
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        return self._kernel(q, k, v, key_lengths, cu_seqlens)

@@ -6,6 +6,8 @@
     probs  = softmax(scores, dim=-1)     a query that sees no key gets zeros, not NaN
     out    = probs @ v                   (B, H, Nq, D)
 
+A packed batch (cu_seqlens) is each sequence run alone, the outputs laid end to end.
+
 It materialises the full score and probability matrices: two (B, H, Nq, Nk) tensors, the O(N^2)
 memory that the other variants exist to avoid.
 """
@@ -19,6 +21,7 @@ from ..contract import (
     VariantInfo,
     accumulate_dtype,
     check_qkv,
+    per_sequence,
     softmax_scale,
 )
 from ..masks import causal_mask, key_mask
@@ -88,10 +91,13 @@ class NaiveAttention(Variant):
         gqa_native=True,
         summary="the readable reference: full scores, softmax, weighted sum",
         lengths=True,
+        packed=True,
     )
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
+                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        if cu_seqlens is not None:
+            return per_sequence(self.forward, q, k, v, cu_seqlens)
         acc = accumulate_dtype(q.dtype)
         out = softmax_attention(q.to(acc), k.to(acc), v.to(acc), causal=self.spec.causal, key_lengths=key_lengths)
         return out.to(q.dtype)

@@ -1,7 +1,9 @@
 """xformers.ops.memory_efficient_attention (Rabe & Staats 2021; the xformers CUTLASS/Flash kernels).
 
 Causality uses xformers' bottom-right mask; grouped K/V heads use its 5-D (B, N, G, H, D) layout,
-so K and V are broadcast, not repeated. xformers has no CPU operator for this function.
+so K and V are broadcast, not repeated. A packed batch is one row of all the tokens under a
+block-diagonal bias (``BlockDiagonalMask``, or ``BlockDiagonalCausalMask``: causal within each
+sequence) built from the sequence lengths. xformers has no CPU operator for this function.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class XformersAttention(Variant):
         packages=("xformers",),
         summary="xformers memory_efficient_attention",
         paper="Rabe & Staats 2021, Self-attention Does Not Need O(n^2) Memory",
+        packed=True,
     )
 
     @classmethod
@@ -33,9 +36,10 @@ class XformersAttention(Variant):
             return "xformers has no CPU operator for memory_efficient_attention (NotImplementedError)"
         return super().unavailable_reason(device, dtype)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         import xformers.ops as xops
-        from xformers.ops.fmha.attn_bias import LowerTriangularFromBottomRightMask
+        from xformers.ops.fmha import attn_bias
 
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         g = h // hkv
@@ -43,6 +47,11 @@ class XformersAttention(Variant):
         qx = q.reshape(b, hkv, g, nq, d).permute(0, 3, 1, 2, 4)
         kx = k.permute(0, 2, 1, 3)[:, :, :, None].expand(b, nk, hkv, g, d)
         vx = v.permute(0, 2, 1, 3)[:, :, :, None].expand(b, nk, hkv, g, d)
-        bias = LowerTriangularFromBottomRightMask() if self.spec.causal else None
+        if cu_seqlens is not None:
+            lengths = cu_seqlens.diff().tolist()
+            kind = attn_bias.BlockDiagonalCausalMask if self.spec.causal else attn_bias.BlockDiagonalMask
+            bias = kind.from_seqlens(lengths)
+        else:
+            bias = attn_bias.LowerTriangularFromBottomRightMask() if self.spec.causal else None
         out = xops.memory_efficient_attention(qx, kx, vx, attn_bias=bias, scale=softmax_scale(d))
         return out.permute(0, 2, 3, 1, 4).reshape(b, h, nq, d)

@@ -56,9 +56,11 @@ class LinearEluAttention(Variant):
         out = linear_attention(fq, fk, vv, self.spec.causal, self.options.chunk_size)
         return out.reshape(q.shape).to(q.dtype)
 
-    def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """phi(q) phi(k)^T normalised per row (causally masked): what the quadratic form applies to v."""
-        fq, fk, _ = self._features(q, k, k)
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor,
+                          key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """phi(q) phi(k)^T normalised per row (causally masked, padding keys zeroed): what the quadratic
+        form applies to v."""
+        fq, fk, _ = self._features(q, k, k, key_lengths)
         scores = fq @ fk[:, :, None].transpose(-2, -1)  # (B, Hkv, G, Nq, Nk)
         if self.spec.causal:
             scores = scores * causal_mask(q.shape[-2], k.shape[-2], q.device)

@@ -11,7 +11,12 @@ default; 0 uses torch.linalg.pinv). The iteration is part of the published metho
 definition `reference` evaluates in float64: on untrained inputs A is close to uniform and nearly
 singular, where an exact pseudoinverse is itself unstable and would not be a fair yardstick.
 Landmarks mix all positions: not causal. With N <= m the landmarks are the tokens themselves
-(m is capped at N) and the method degenerates to a pseudoinverse detour around full attention.
+(m is capped at N, or at the longest sequence's length) and the method degenerates to a
+pseudoinverse detour around full attention.
+
+With key lengths, each sequence's landmarks are the segment means of its real keys (and, when
+Nq = Nk, of its real queries: the two are one padded sequence), and B's softmax runs over the real
+keys only, so padding reaches no output.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv, softmax_scale
+from ..masks import key_mask
 
 
 def landmarks(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -28,6 +34,18 @@ def landmarks(x: torch.Tensor, m: int) -> torch.Tensor:
     lead, n, d = x.shape[:-2], x.shape[-2], x.shape[-1]
     pooled = F.adaptive_avg_pool1d(x.reshape(-1, n, d).transpose(1, 2), m)  # (prod(lead), D, m)
     return pooled.transpose(1, 2).reshape(*lead, m, d)
+
+
+def masked_landmarks(x: torch.Tensor, m: int, lengths: torch.Tensor) -> torch.Tensor:
+    """`landmarks` over the first lengths[b] rows of each sequence b: (B, ..., N, D) -> (B, ..., m, D)."""
+    n = x.shape[-2]
+    i = torch.arange(m, device=x.device)[None, :]
+    start = (i * lengths[:, None]) // m  # segment i of a length-L sequence: rows floor(iL/m) .. ceil((i+1)L/m) - 1
+    end = -((-(i + 1) * lengths[:, None]) // m)
+    rows = torch.arange(n, device=x.device)[None, None, :]
+    pool = ((rows >= start[..., None]) & (rows < end[..., None])).to(x.dtype)  # (B, m, N)
+    pool = pool / pool.sum(-1, keepdim=True)
+    return pool.view(pool.shape[0], *[1] * (x.dim() - 3), m, n) @ x
 
 
 def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
@@ -58,20 +76,30 @@ class NystromAttention(Variant):
         definition="softmax(q K~^T s) pinv(softmax(Q~ K~^T s)) softmax(Q~ k^T s) v, landmarks = segment means",
         summary="Nystromformer: m segment-mean landmarks (non-causal)",
         paper="Xiong et al. 2021, Nystromformer",
+        lengths=True,
     )
     Options = NystromOptions
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         g, acc = h // hkv, accumulate_dtype(q.dtype)
         s = softmax_scale(d)
-        m = min(self.options.landmarks, nq, nk)  # more landmarks than tokens would only repeat tokens
+        m = _landmark_count(self.options.landmarks, nq, nk, key_lengths)
         qg, kk, vv = q.to(acc).reshape(b, hkv, g * nq, d), k.to(acc), v.to(acc)  # G folded into rows
-        q_land = landmarks(qg.view(b, hkv, g, nq, d), m).view(b, hkv, g * m, d)  # (B, Hkv, G*m, D)
-        k_land = landmarks(kk, m)  # (B, Hkv, m, D)
+        if key_lengths is None:
+            q_land = landmarks(qg.view(b, hkv, g, nq, d), m).view(b, hkv, g * m, d)  # (B, Hkv, G*m, D)
+            k_land = landmarks(kk, m)  # (B, Hkv, m, D)
+        else:  # real tokens only; queries are padded like the keys when they are the same sequence
+            q_lengths = key_lengths if nq == nk else torch.full_like(key_lengths, nq)
+            q_land = masked_landmarks(qg.view(b, hkv, g, nq, d), m, q_lengths).view(b, hkv, g * m, d)
+            k_land = masked_landmarks(kk, m, key_lengths)
         kernel_f = torch.softmax(qg @ k_land.transpose(-2, -1) * s, dim=-1)  # (B, Hkv, G*Nq, m)
         kernel_a = torch.softmax(q_land @ k_land.transpose(-2, -1) * s, dim=-1)  # (B, Hkv, G*m, m)
-        kernel_b = torch.softmax(q_land @ kk.transpose(-2, -1) * s, dim=-1)  # (B, Hkv, G*m, Nk)
+        scores_b = q_land @ kk.transpose(-2, -1) * s  # (B, Hkv, G*m, Nk)
+        if key_lengths is not None:
+            scores_b = scores_b.masked_fill(~key_mask(key_lengths, nk)[:, None, None, :], float("-inf"))
+        kernel_b = torch.softmax(scores_b, dim=-1)
         a = kernel_a.view(b, hkv, g, m, m)
         iterations = self.options.pinv_iterations
         a_pinv = iterative_pinv(a, iterations) if iterations else torch.linalg.pinv(a)  # (B, Hkv, G, m, m)
@@ -79,22 +107,32 @@ class NystromAttention(Variant):
         out = kernel_f.view(b, hkv, g, nq, m) @ (a_pinv @ bv)  # (B, Hkv, G, Nq, D)
         return out.reshape(q.shape).to(q.dtype)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """The paper's formula one (batch, head) at a time, written apart from `forward`: segment means
-        from explicit segment bounds, the three softmax kernels, and the pseudoinverse by its own loop."""
+        from explicit segment bounds, the three softmax kernels, and the pseudoinverse by its own loop.
+        With key lengths, each sequence is cut to its real keys (and queries, when Nq = Nk) first."""
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         s = softmax_scale(d)
-        m = min(self.options.landmarks, nq, nk)
+        m = _landmark_count(self.options.landmarks, nq, nk, key_lengths)
         out = torch.empty_like(q)
         for bi in range(b):
+            real = nk if key_lengths is None else int(key_lengths[bi])
             for hi in range(h):
-                qh, kh, vh = q[bi, hi], k[bi, hi * hkv // h], v[bi, hi * hkv // h]
-                q_land, k_land = _segment_means(qh, m), _segment_means(kh, m)
+                qh, kh, vh = q[bi, hi], k[bi, hi * hkv // h, :real], v[bi, hi * hkv // h, :real]
+                q_land, k_land = _segment_means(qh[:real] if nq == nk else qh, m), _segment_means(kh, m)
                 f = torch.softmax(qh @ k_land.T * s, dim=-1)
                 a = torch.softmax(q_land @ k_land.T * s, dim=-1)
                 bk = torch.softmax(q_land @ kh.T * s, dim=-1)
                 out[bi, hi] = f @ _pinv(a, self.options.pinv_iterations) @ (bk @ vh)
         return out
+
+
+def _landmark_count(landmarks: int, nq: int, nk: int, key_lengths: torch.Tensor | None) -> int:
+    """m: more landmarks than tokens would only repeat tokens, so m is capped at the longest real sequence
+    (then the amount of padding never changes m)."""
+    longest = nk if key_lengths is None else int(key_lengths.max())
+    return min(landmarks, nq if key_lengths is None or nq != nk else longest, longest)
 
 
 def _segment_means(x: torch.Tensor, m: int) -> torch.Tensor:

@@ -73,10 +73,12 @@ class SparseAttention(Variant):
         mask = dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device)
         return softmax_attention(q, k, v, mask=mask, key_lengths=key_lengths)
 
-    def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Softmax weights under the dense mask."""
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor,
+                          key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Softmax weights under the dense mask (and the key lengths, when given)."""
         nq, nk = q.shape[-2], k.shape[-2]
-        return softmax_weights(q, k, mask=dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device))
+        mask = dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device)
+        return softmax_weights(q, k, mask=mask, key_lengths=key_lengths)
 
     def kept_pairs(self, num_queries: int, num_keys: int) -> int:
         """(query, key) pairs the mask keeps: the work a sparse kernel needs to do."""

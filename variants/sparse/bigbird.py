@@ -62,8 +62,9 @@ class BigBirdAttention(SparseAttention):
         definition="masked softmax over window, global and seeded random blocks",
         summary="BigBird window + global + random blocks (FlexAttention)",
         paper="Zaheer et al. 2020, Big Bird: Transformers for Longer Sequences",
-        # No key lengths: the random blocks are drawn for the padded length, so padding would move them.
-        lengths=False,
+        # Key lengths intersect the pattern: random blocks are drawn for the padded length, so those that
+        # land in a sequence's padding are lost to it, as the window and global blocks past its end are.
+        lengths=True,
     )
     Options = BigBirdOptions
 
