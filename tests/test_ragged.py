@@ -110,3 +110,13 @@ def test_bad_ragged_input_is_one_line_exit_2(capsys, tmp_path, argv, message):
     code, _, err = bench(capsys, "--variants", "sdpa", "--seq", "128", *argv, "--out", str(tmp_path))
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "records.jsonl").exists()
+
+
+def test_compiled_flex_is_judged_against_the_definition_in_both_layouts(tmp_path, capsys):
+    """The float64 error is measured on the compiled kernel itself (nothing after timing may spoil its cache)."""
+    code, _, _ = bench(capsys, "--variants", "flex", "--seq", "256", "--batch", "3", "--lengths", "uniform:0.25:1",
+                         "--layout", "padded,packed", *FAST, "--out", str(tmp_path))  # fmt: skip
+    records = read_records(tmp_path)
+    assert code == 0 and [(r["status"], r["correct"]) for r in records] == [("ok", True)] * 2, [
+        r.get("error_note") for r in records
+    ]

@@ -126,8 +126,10 @@ def reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> di
     for the dtype (and, for non-exact variants, the error against exact softmax, reported only)."""
     from ...variants.exact.naive import softmax_attention
 
-    # The float64 definition materialises about three (B, H, Nq, Nk) float64 tensors.
-    need = 3 * 8 * point.batch * point.heads * point.q_len * point.seq
+    # The float64 definition materialises about three (B, H, Nq, Nk) float64 tensors (a packed batch:
+    # (1, H, L, L) for one sequence at a time).
+    pairs = max(sequence_lengths(point)) ** 2 if "cu_seqlens" in layout else point.batch * point.q_len * point.seq
+    need = 3 * 8 * point.heads * pairs
     if need > point.reference_max_bytes:
         return {"error_note": f"float64 reference needs ~{need / 2**30:.1f} GiB, over the limit"}
 
@@ -273,8 +275,8 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
 
     def after() -> dict[str, Any]:
         # The backend last: tracing a compiled variant can spoil torch.compile's caches for later calls.
-        backend = sdpa_backend(lambda: attend(variant, q, k, v, **layout))
-        return reference_error(variant, point, q, k, v, layout) | {"sdpa_backend": backend}
+        error = reference_error(variant, point, q, k, v, layout)
+        return error | {"sdpa_backend": sdpa_backend(lambda: attend(variant, q, k, v, **layout))}
 
     return record, after
 
