@@ -318,7 +318,7 @@ def bench(
         "heads": _csv(heads, int), "kv_heads": _csv(kv_heads, int), "head_dim": _csv(head_dim, int),
         "width": width, "dtype": [dtype_name(parse_dtype(d)) for d in _csv(dtype)] if dtype else None,
         "causal": None if causal is None else [causal], "mode": _csv(mode),
-        "lengths": lengths.split(";") if lengths else None, "layout": _csv(layout),
+        "lengths": lengths.split(";") if lengths is not None else None, "layout": _csv(layout),
     }  # fmt: skip
     grid = {k: v for k, v in grid.items() if v is not None}
     if "width" in grid:

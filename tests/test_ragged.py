@@ -103,6 +103,8 @@ def test_gradients_of_packed_and_padded_batches_are_timed(tmp_path, capsys, mode
         (["--lengths", "uniform:2:1"], "0 < LO <= HI <= 1"),
         (["--lengths", "list:300"], "300 is longer than seq 128"),
         (["--layout", "diagonal"], "layout"),
+        (["--layout", ""], "layout: List should have at least 1 item"),
+        (["--lengths", ""], "lengths '': expected fixed"),
         (["--lengths", "uniform:0.5:1", "--q-len", "64"], "give lengths/layout or q_len, not both"),
     ],
 )
@@ -120,3 +122,28 @@ def test_compiled_flex_is_judged_against_the_definition_in_both_layouts(tmp_path
     assert code == 0 and [(r["status"], r["correct"]) for r in records] == [("ok", True)] * 2, [
         r.get("error_note") for r in records
     ]
+
+
+def test_compare_and_rerun_keep_the_layouts_apart(ragged_run, capsys):
+    from attnbench.suite.outputs.compare import ok_points
+
+    assert len(ok_points(read_records(ragged_run))) == 14  # 16 points, linear-elu packed unsupported
+    with pytest.raises(SystemExit) as info:
+        main(["rerun", str(ragged_run), "--where", "variant=chunked,seq=128,layout=packed"])
+    out, _ = capsys.readouterr()
+    # One point re-measured and one row: a timing verdict may go either way on a loaded machine.
+    assert info.value.code in (0, 1) and "re-measuring 1 points" in out and "packed" in out
+
+
+def test_equal_distributions_are_one_point_and_a_list_longer_than_the_batch_is_refused(capsys, tmp_path):
+    code, out, _ = bench(capsys, "--variants", "sdpa", "--seq", "64", "--batch", "2", "--lengths",
+                         "uniform:0.250:1.0;uniform:0.25:1", *FAST, "--out", str(tmp_path))  # fmt: skip
+    assert code == 0 and "1 points" in out and read_records(tmp_path)[0]["lengths"] == "uniform:0.25:1"
+    code, _, err = bench(capsys, "--variants", "sdpa", "--seq", "64", "--batch", "2", "--lengths", "list:10,20,30",
+                         "--out", str(tmp_path / "list"))  # fmt: skip
+    assert code == 2 and "3 lengths for a batch of 2" in err
+
+
+def test_a_run_of_variants_without_a_flop_count_still_gets_its_summary(capsys, tmp_path):
+    code, _, err = bench(capsys, "--variants", "linear-elu", "--seq", "64", *FAST, "--out", str(tmp_path))
+    assert code == 0 and "Traceback" not in err and "linear-elu" in (tmp_path / "summary.md").read_text()

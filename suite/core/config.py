@@ -38,9 +38,11 @@ class Sweep(BaseModel):
     dtype: list[Literal["auto", "float32", "float16", "bfloat16", "float64"]] = ["float32"]
     causal: list[bool] = [False]
     mode: list[Mode] = ["fwd"]
-    lengths: list[str] = Field(["fixed"], description="sequence lengths: fixed, uniform:LO:HI, list:L1,L2,...")
+    lengths: list[str] = Field(
+        ["fixed"], min_length=1, description="sequence lengths: fixed, uniform:LO:HI, list:L1,L2,..."
+    )
     # padded: (B, H, N, D) with each sequence's key length; packed: (1, H, sum of lengths, D) end to end.
-    layout: list[Literal["padded", "packed"]] = ["padded"]
+    layout: list[Literal["padded", "packed"]] = Field(["padded"], min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> Sweep:
@@ -48,6 +50,10 @@ class Sweep(BaseModel):
             spec = parse_lengths(text)
             if spec.kind == "list" and max(spec.values) > min(self.seq):
                 raise ValueError(f"lengths {text!r}: {max(spec.values)} is longer than seq {min(self.seq)}")
+            if spec.kind == "list" and len(spec.values) > min(self.batch):
+                raise ValueError(f"lengths {text!r}: {len(spec.values)} lengths for a batch of {min(self.batch)}")
+        # One spelling per distribution: uniform:0.250:1.0 is the point uniform:0.25:1 is.
+        self.lengths = list(dict.fromkeys(str(parse_lengths(text)) for text in self.lengths))
         if self.q_len is not None and self.lengths + self.layout != ["fixed", "padded"]:
             raise ValueError("ragged or packed batches are self-attention: give lengths/layout or q_len, not both")
         for name in ("seq", "q_len", "batch", "heads", "kv_heads", "head_dim"):

@@ -24,6 +24,14 @@ class LengthSpec:
     high: float = 1.0
     values: tuple[int, ...] = ()
 
+    def __str__(self) -> str:
+        """The canonical spelling: equal distributions are one point."""
+        if self.kind == "uniform":
+            return f"uniform:{self.low:g}:{self.high:g}"
+        if self.kind == "list":
+            return "list:" + ",".join(map(str, self.values))
+        return FIXED
+
     def draw(self, batch: int, seq: int) -> list[int]:
         """The `batch` sequence lengths for a point of (maximum) length `seq`."""
         if self.kind == FIXED:

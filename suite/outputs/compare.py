@@ -1,7 +1,8 @@
 """`attnbench compare A B`: a verdict per point between two bench runs, regressions flagged for CI.
 
-Points are matched by their identity (`points.IDENTITY`: the variant and its options, the shape,
-dtype, mask, mode and device), so the two settings of an option sweep never collapse into one.
+Points are matched by their identity (`points.identity_of`: the variant and its options, the shape,
+dtype, mask, mode and device, and a ragged batch's lengths and layout), so the two settings of an
+option sweep never collapse into one.
 
 Time is judged as Go's benchstat does, over every repeat each run recorded (`times_ms`): a
 two-sided Mann-Whitney U test (rank sums; normal approximation with tie and continuity
@@ -47,7 +48,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs.points import IDENTITY
+from ..runs.points import identity_of
 from ..runs.records import read_records, require_run
 from .summary import variant_label
 
@@ -61,7 +62,7 @@ CPU_MEMORY_FLOOR = 2**20  # bytes: CPU peaks of one point move by up to ~0.3 MiB
 # Identity fields shown in a point's name when they differ between points (variant and N always
 # are shown, and Nq where it is not N).
 SHAPE_FIELDS = {"batch": "B", "heads": "H", "kv_heads": "Hkv", "head_dim": "D", "dtype": "", "causal": "causal",
-                "mode": "", "device": ""}  # fmt: skip
+                "mode": "", "device": "", "lengths": "lengths", "layout": ""}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def _machine_ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 def identity(record: dict[str, Any]) -> str:
     """Stable JSON of what a record measures, options included (the same fields as its `key`)."""
-    fields = {f: record.get(f) for f in IDENTITY}
+    fields = identity_of(record)
     fields["options"] = fields["options"] or {}  # older records may lack options: the same as none
     return json.dumps(fields, sort_keys=True)
 
@@ -286,10 +287,10 @@ class Comparison:
 
     def table(self, name_a: str = "A", name_b: str = "B") -> pd.DataFrame:
         """One row per point: name, N, medians, time verdict and p, peaks, memory verdict, verdict."""
-        varying = [f for f in SHAPE_FIELDS if len({json.dumps(p.a.get(f)) for p in self.points}) > 1]
+        varying = [f for f in SHAPE_FIELDS if len({json.dumps(identity_of(p.a).get(f)) for p in self.points}) > 1]
         rows = []
         for p in self.points:
-            shape = " ".join(_shape_word(f, p.a.get(f)) for f in varying)
+            shape = " ".join(_shape_word(f, identity_of(p.a).get(f)) for f in varying)
             if p.a.get("q_len", p.a["seq"]) != p.a["seq"]:
                 shape += f" Nq={p.a['q_len']}"
             rows.append({

@@ -220,7 +220,7 @@ def _ragged_chart(group: pd.DataFrame, title: str) -> plt.Figure:
             ax.plot(rows["seq"], rows[column] / scale, label=f"{variant} {layout}", **style)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_xlabel("longest sequence N (lengths drawn per batch)")
+        ax.set_xlabel("padded length N (sequence lengths drawn per batch)")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     waste = group.groupby("seq")["padding_waste"].first()
@@ -248,7 +248,7 @@ def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline:
             paths += _save(_tflops_chart(group, peak, title), out_dir, f"{slug}-tflops")
         if baseline and (fig := _speedup_chart(group, baseline, title)) is not None:
             paths += _save(fig, out_dir, f"{slug}-speedup")
-    ragged = df[(df["status"] == "ok") & (df["lengths"] != "fixed")]
+    ragged = df[df["status"] == "ok"]
     for key, group in ragged.groupby(RAGGED, sort=True, dropna=False):
         if set(group["layout"]) == {"padded", "packed"}:
             paths += _save(_ragged_chart(group, f"{device}\n{ragged_title(key)}"), out_dir,

@@ -34,6 +34,19 @@ IDENTITY = (
 RAGGED_DEFAULTS = {"lengths": "fixed", "layout": "padded"}
 
 
+# The fields a point (or a record) can be selected by.
+WHERE_FIELDS = (*IDENTITY, *RAGGED_DEFAULTS)
+
+
+def identity_of(fields: dict[str, Any]) -> dict[str, Any]:
+    """What a point or record measures: the IDENTITY fields, and the ragged ones where not the default."""
+    identity = {f: fields.get(f) for f in IDENTITY}
+    for f, default in RAGGED_DEFAULTS.items():
+        if fields.get(f, default) != default:
+            identity[f] = fields[f]
+    return identity
+
+
 @dataclass(frozen=True)
 class Point:
     """One measurement to make."""
@@ -71,9 +84,7 @@ class Point:
 
     def key(self) -> str:
         """Identity of the measurement, for resuming: equal keys are the same point."""
-        identity = {f: getattr(self, f) for f in IDENTITY}
-        identity |= {f: getattr(self, f) for f, default in RAGGED_DEFAULTS.items() if getattr(self, f) != default}
-        return json.dumps(identity, sort_keys=True)
+        return json.dumps(identity_of(self.to_dict()), sort_keys=True)
 
     @property
     def ragged(self) -> bool:

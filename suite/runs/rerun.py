@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
-from .points import IDENTITY, Point
+from .points import RAGGED_DEFAULTS, WHERE_FIELDS, Point
 
 POINT_FIELDS = [f.name for f in dataclasses.fields(Point)]
 
@@ -27,8 +27,10 @@ def parse_where(text: str | None) -> dict[str, str]:
             continue
         field, sep, value = part.partition("=")
         field = field.strip()
-        if not sep or field not in IDENTITY:
-            raise UserError(f"--where {part.strip()!r}: expected FIELD=VALUE with FIELD one of {', '.join(IDENTITY)}")
+        if not sep or field not in WHERE_FIELDS:
+            raise UserError(
+                f"--where {part.strip()!r}: expected FIELD=VALUE with FIELD one of {', '.join(WHERE_FIELDS)}"
+            )
         conditions[field] = value.strip()
     return conditions
 
@@ -37,7 +39,7 @@ def _matches(record: dict[str, Any], conditions: dict[str, str]) -> bool:
     def same(value: Any, wanted: str) -> bool:
         return str(value).lower() == wanted.lower()
 
-    return all(same(record.get(field), wanted) for field, wanted in conditions.items())
+    return all(same(record.get(field, RAGGED_DEFAULTS.get(field)), wanted) for field, wanted in conditions.items())
 
 
 def point_of(record: dict[str, Any]) -> Point:

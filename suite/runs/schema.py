@@ -94,7 +94,9 @@ class BenchRecord(_Record):
     layout: Literal["padded", "packed"] = "padded"
     seq_lengths: list[int] | None = None  # ragged or packed: each sequence's length
     real_tokens: int | None = None
-    padding_waste: float | None = None  # share of the padded batch's attention pairs that are padding
+    # Share of the padded batch's attention pairs (all, or the causal ones) that involve padding; the
+    # batch's, not the variant's: a sparse pattern's own kept pairs are not used.
+    padding_waste: float | None = None
     warmup: int
     repeats: int | None = None  # timed calls at most (asked for)
     budget_s: float
