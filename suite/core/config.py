@@ -46,14 +46,14 @@ class Sweep(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Sweep:
-        for text in self.lengths:
-            spec = parse_lengths(text)
+        specs = {text: parse_lengths(text) for text in self.lengths}
+        for text, spec in specs.items():
             if spec.kind == "list" and max(spec.values) > min(self.seq):
                 raise ValueError(f"lengths {text!r}: {max(spec.values)} is longer than seq {min(self.seq)}")
             if spec.kind == "list" and len(spec.values) > min(self.batch):
                 raise ValueError(f"lengths {text!r}: {len(spec.values)} lengths for a batch of {min(self.batch)}")
         # One spelling per distribution: uniform:0.250:1.0 is the point uniform:0.25:1 is.
-        self.lengths = list(dict.fromkeys(str(parse_lengths(text)) for text in self.lengths))
+        self.lengths = list(dict.fromkeys(str(spec) for spec in specs.values()))
         if self.q_len is not None and self.lengths + self.layout != ["fixed", "padded"]:
             raise ValueError("ragged or packed batches are self-attention: give lengths/layout or q_len, not both")
         for name in ("seq", "q_len", "batch", "heads", "kv_heads", "head_dim"):

@@ -264,13 +264,10 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
     if cls.info.exact or kept is not None:
         pairs = kept or exact_pairs
         if point.ragged:
-            flops = attention_flops(1, point.heads, 1, 1, point.head_dim, mode=point.mode,
-                                    pairs=sum(pairs(n, n) for n in record["seq_lengths"]))  # fmt: skip
+            total = sum(pairs(n, n) for n in record["seq_lengths"])
         else:
-            flops = attention_flops(
-                point.batch, point.heads, point.q_len, point.seq, point.head_dim,
-                causal=point.causal, mode=point.mode, pairs=kept(point.q_len, point.seq) if kept else None,
-            )  # fmt: skip
+            total = point.batch * pairs(point.q_len, point.seq)
+        flops = attention_flops(1, point.heads, 1, 1, point.head_dim, mode=point.mode, pairs=total)
         record |= {"flops": flops, "tflops": flops / (timing.median_ms * 1e-3) / 1e12}
 
     def after() -> dict[str, Any]:
