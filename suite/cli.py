@@ -51,6 +51,9 @@ def list_variants(
     plugin: PluginOpt = None,
     device: DeviceOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    details: Annotated[
+        bool, typer.Option("--details", help="Also print each variant's definition, paper, source and departures.")
+    ] = False,
 ) -> None:
     """List the variants: family, exactness, support, and whether each runs here (or why not)."""
     registry = _registry(plugin)
@@ -81,6 +84,10 @@ def list_variants(
                 "lengths": info.lengths,
                 "packed": info.packed,
                 "summary": info.summary,
+                "definition": info.definition,
+                "paper": info.paper,
+                "source": info.source,
+                "departures": list(info.departures),
             }
         rows.append(row)
     if as_json:
@@ -103,6 +110,20 @@ def list_variants(
             "[green]available[/]" if r["available"] else f"[yellow]unavailable:[/] {r['reason']}",
         )
     console.print(table)
+    if details:
+        for r in rows:
+            _print_details(r)
+
+
+def _print_details(row: dict) -> None:
+    """One variant's definition, paper, original source and declared departures from them."""
+    console.print(f"\n[bold]{row['name']}[/]  {row.get('summary', '')}", highlight=False)
+    for label in ("definition", "paper", "source"):
+        console.print(f"  {label + ':':<12}{row.get(label) or '-'}", highlight=False, soft_wrap=True)
+    departures = row.get("departures") or []
+    console.print(f"  {'departures:':<12}{'none declared' if not departures else ''}", highlight=False)
+    for line in departures:
+        console.print(f"    - {line}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -138,6 +159,8 @@ def check(
     for name in names:
         # Without --dtype, every dtype the variant declares (float64, the definition's own, aside).
         dtypes = asked or _declared_dtypes(registry, name, device, default_dtypes)
+        if not as_json:
+            _print_departures(registry, name)
         for dt in dtypes:
             header = f"{name} · {device} · {dtype_name(dt)}"
             reason = registry.unavailable_reason(name, device, dt)
@@ -172,6 +195,17 @@ def check(
         console.print(", ".join(f"{n} {word}" for word, n in zip(SUMMARY_WORDS, counts.values(), strict=True)))
     if counts["fail"]:
         raise typer.Exit(1)
+
+
+def _print_departures(registry: Registry, name: str) -> None:
+    """The variant's declared departures from its sources, before its checks (nothing when it declares none)."""
+    try:
+        info = registry.get(name).info
+    except UserError:  # cannot load: its checks report why
+        return
+    for line in info.departures:
+        console.print(f"[dim]{name} departs from {info.source or info.paper or 'its source'}:[/] {line}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
 
 
 def _declared_dtypes(registry: Registry, name: str, device: str, default_dtypes) -> list:
@@ -399,10 +433,12 @@ def _measure(
     return records
 
 
-TaskOpt = Annotated[str, typer.Option(help="listops, pathfinder, mqar, text, retrieval.")]
+TaskOpt = Annotated[str, typer.Option(help="listops, pathfinder, pathx, mqar, text, retrieval, image.")]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option(help="Read the task from files: the unpacked LRA release (lra_release/...) or aclImdb."),
+    typer.Option(
+        help="Read the task from files: the unpacked LRA release (lra_release/...), aclImdb, or cifar-10-batches-py."
+    ),
 ]
 
 
@@ -414,8 +450,8 @@ def _train_setup(preset: str, option: list[str] | None):
 
 @app.command()
 def train(
-    task: TaskOpt,
-    variant: Annotated[str, typer.Option(help="Attention variant for every layer.")],
+    task: Annotated[str | None, typer.Option(help="listops, pathfinder, pathx, mqar, text, retrieval, image.")] = None,
+    variant: Annotated[str | None, typer.Option(help="Attention variant for every layer.")] = None,
     preset: TrainPresetOpt = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
     out: TaskOutOpt = None,
@@ -426,13 +462,23 @@ def train(
     device: DeviceOpt = None,
     option: OptionOpt = None,
     plugin: PluginOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the preset's settings per task, with their sources; train nothing.")
+    ] = False,
 ) -> None:
     """Train the task model with one variant; record accuracy, speed and memory (resumable)."""
-    from ..tasks import DataFormatError
+    from ..tasks import TASKS, DataFormatError
     from .training.train import outcome, run_training
 
-    registry = _registry(plugin)
     setups = _train_setup(preset, option)
+    if task is not None and task not in TASKS:
+        raise UserError(f"unknown task {task!r} (one of {', '.join(TASKS)})")
+    if dry_run:
+        _print_preset(setups, task)
+        return
+    if task is None or variant is None:
+        raise UserError("give --task and --variant (or --dry-run to print the preset)")
+    registry = _registry(plugin)
     _check_options(registry, {variant: setups.tasks[task].options.get(variant, {})} if task in setups.tasks else {})
     device = resolve_device(device)
     if scratch and out:
@@ -452,6 +498,28 @@ def train(
         console.print(f"{task} / {variant} / seed {seed}: {record['status']}: {record.get('reason', '')}")
         raise typer.Exit(1)
     console.print(f"{task} / {variant} / seed {seed}: {outcome(record)} -> {out}", highlight=False)
+
+
+def _print_preset(preset, task: str | None) -> None:
+    """A training preset as tables: every setting of each task (or of `task`), its source, and the
+    preset's declared departures."""
+    from .training.train import preset_rows
+
+    if task is not None and task not in preset.tasks:
+        raise UserError(f"preset {preset.name} has no setup for task {task!r} (it has {', '.join(preset.tasks)})")
+    console.print(f"[bold]training preset {preset.name}[/]: {preset.description}", highlight=False)
+    for name, setup in preset.tasks.items():
+        if task is not None and name != task:
+            continue
+        console.print(f"\n[bold]{name}[/]" + (f"  source: {setup.source}" if setup.source else ""), highlight=False)
+        table = Table()
+        table.add_column("setting", no_wrap=True)
+        table.add_column("value")
+        for key, value in preset_rows(setup):
+            table.add_row(key, value)
+        console.print(table)
+    for line in preset.departures:
+        console.print(f"departure: {line}", highlight=False)
 
 
 @app.command("suite")

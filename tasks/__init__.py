@@ -1,8 +1,10 @@
-"""Long-range tasks: ListOps, Pathfinder, MQAR (generated from a seed, or read from the LRA release),
-Text and Retrieval (read from the released files). `load_task` is the single entry point."""
+"""Long-range tasks: ListOps, Pathfinder and Path-X (Pathfinder at 128 x 128), MQAR (generated from a
+seed, or read from the LRA release), Text, Retrieval and Image (read from the released files).
+`load_task` is the single entry point."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .base import DataFormatError, TaskData
 from .cache import cached
 
-TASKS = ("listops", "pathfinder", "mqar", "text", "retrieval")
-RELEASE_TASKS = ("listops", "pathfinder", "text", "retrieval")  # the ones --data-dir can feed
+TASKS = ("listops", "pathfinder", "pathx", "mqar", "text", "retrieval", "image")
+RELEASE_TASKS = ("listops", "pathfinder", "pathx", "text", "retrieval", "image")  # the ones --data-dir can feed
+PATHX_RESOLUTION = 128  # LRA's Path-X: Pathfinder at 128 x 128, 16K tokens
 
 
 class _ReleaseParams(BaseModel):
@@ -49,11 +52,15 @@ def load_task(
     Generated data depends only on the task parameters (including `data_seed`), never on the
     training seed, so every variant and seed trains on the same examples.
     """
-    from . import listops, mqar, pathfinder, retrieval, text
+    from . import image, listops, mqar, pathfinder, retrieval, text
 
     params = dict(params or {})
     if name not in TASKS:
         raise DataFormatError(f"unknown task {name!r} (one of {', '.join(TASKS)})")
+    if name == "pathx":  # Pathfinder at one resolution, under its own name
+        if params.setdefault("resolution", PATHX_RESOLUTION) != PATHX_RESOLUTION:
+            raise DataFormatError(f"task pathx: resolution is {PATHX_RESOLUTION} (Path-X), got {params['resolution']}")
+        return dataclasses.replace(load_task("pathfinder", params, data_dir, cache_dir), name="pathx")
     if data_dir is not None:
         if name == "mqar":
             raise DataFormatError("mqar is synthetic: it is generated, not read from --data-dir")
@@ -69,8 +76,10 @@ def load_task(
             return pathfinder.load_release(lra_root(root), release.resolution, release.difficulty)
         if name == "text":
             return text.load_release(root, release.max_len or 4096)
+        if name == "image":
+            return image.load_release(root)
         return retrieval.load_release(lra_root(root), release.max_len or 4000)
-    if name in ("text", "retrieval"):
+    if name in ("text", "retrieval", "image"):
         raise DataFormatError(f"{name} is real data: give --data-dir (see `attnbench train --help`)")
     data_seed = int(params.pop("data_seed", 0))
     module, model = {

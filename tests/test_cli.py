@@ -40,6 +40,34 @@ def test_list_json_names_every_builtin_and_why_some_cannot_run_on_cpu(capsys):
     assert rows["naive"]["available"] and rows["naive"]["family"] == "exact"
 
 
+def test_list_details_show_each_variants_source_and_departures(capsys):
+    code, out, _ = run(capsys, "list", "--details", "--device", "cpu")
+    assert code == 0
+    text = " ".join(out.split())
+    for name in ("bigbird", "nystrom", "performer", "linformer", "longformer", "fixed", "strided", "sliding-window"):
+        block = text.split(f" {name} ", 1)[1]
+        assert "source: " in block and "departures: - " in block, name
+    assert "google-research/bigbird" in text and "mlpen/Nystromformer" in text and "'headwise' sharing" in text
+    assert "departures: none declared" in text  # the exact variants declare none
+    code, out, _ = run(capsys, "list", "--json", "--device", "cpu")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert rows["bigbird"]["source"].startswith("google-research/bigbird") and rows["bigbird"]["departures"]
+
+
+def test_check_prints_a_variants_departures_before_its_checks(capsys):
+    code, out, _ = run(capsys, "check", "linformer", "--dtype", "float32")
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("linformer · cpu"))
+    assert code == 0 and any("linformer departs from facebookresearch/fairseq" in line for line in lines[:first])
+
+
+def test_a_declaration_with_departures_as_one_string_is_refused():
+    from attnbench.variants.contract import VariantInfo
+
+    with pytest.raises(ValueError, match="departures must be a tuple of non-empty strings"):
+        VariantInfo(name="x", family="exact", exact=True, departures="one string")
+
+
 def test_list_table_shows_reasons(capsys):
     code, out, _ = run(capsys, "list", "--device", "cpu")
     assert code == 0 and "EFFICIENT_ATTENTION" in out and "flash-attn" in out

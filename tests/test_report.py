@@ -162,3 +162,13 @@ def test_heatmap_of_a_variant_without_weights_is_one_line(capsys, tmp_path):
         capsys, "heatmap", "--task", "listops", "--variant", "performer", "--out", str(tmp_path / "h.png")
     )
     assert code == 2 and "performer has no attention-weight matrix" in err
+
+
+def test_run_readme_lists_the_departures_its_variants_recorded(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, _ = cli(capsys, "bench", "--variants", "sdpa,linformer", "--seq", "64", "--repeats", "2", "--warmup",
+                     "1", "--out", str(out))  # fmt: skip
+    readme = (out / "README.md").read_text()
+    assert code == 0 and "## Departures from the sources" in readme
+    section = readme.split("## Departures from the sources")[1]
+    assert "- **linformer**" in section and "'headwise' sharing" in section and "**sdpa**" not in section

@@ -278,3 +278,84 @@ def test_aan_malformed_line_names_file_and_line(tmp_path, line, words):
 def test_real_data_tasks_need_a_data_dir():
     with pytest.raises(DataFormatError, match="text is real data: give --data-dir"):
         load_task("text")
+
+
+# ----- Image (CIFAR-10, the Python release) and Path-X -----
+
+
+def write_cifar(root, per_batch: int = 10, corrupt: str | None = None):
+    """cifar-10-batches-py in the release format: pickled dicts of b'data' (n, 3072) uint8 and b'labels'."""
+    import pickle
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for b, name in enumerate([f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]):
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        data[0, :1024], data[0, 1024:2048], data[0, 2048:] = 200, 100, 50  # image 0: one flat colour
+        labels = [(b + i) % 10 for i in range(per_batch)]
+        batch = {b"batch_label": f"batch {b}".encode(), b"labels": labels, b"data": data,
+                 b"filenames": [f"img_{b}_{i}.png".encode() for i in range(per_batch)]}  # fmt: skip
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"airplane"] * 10}, protocol=2))
+    if corrupt:
+        (folder / corrupt).write_bytes((folder / corrupt).read_bytes()[:100])
+    return folder
+
+
+def test_cifar_release_loads_as_grayscale_pixel_sequences(tmp_path):
+    write_cifar(tmp_path)
+    data = load_task("image", data_dir=tmp_path)
+    assert (data.name, data.kind, data.num_classes, data.max_len) == ("image", "classify", 10, 1024)
+    assert (len(data.train), len(data.val), len(data.test)) == (45, 5, 10)  # LRA: the first 90% trains
+    gray = int(0.2989 * 200 + 0.5870 * 100 + 0.1140 * 50)  # tf.image.rgb_to_grayscale, truncated
+    assert data.train.tokens[0].unique().tolist() == [gray + FIRST_SYMBOL]
+    assert data.test.labels.tolist() == [(5 + i) % 10 for i in range(10)]
+    assert int(data.train.tokens.max()) < data.vocab_size
+
+
+@pytest.mark.parametrize("corrupt", ["data_batch_3", "test_batch"])
+def test_a_malformed_cifar_batch_is_named(tmp_path, corrupt):
+    write_cifar(tmp_path, corrupt=corrupt)
+    with pytest.raises(DataFormatError, match=rf"{corrupt}: not a CIFAR-10 batch"):
+        load_task("image", data_dir=tmp_path)
+
+
+def test_cifar_batches_of_the_wrong_shape_or_missing_are_named(tmp_path):
+    import pickle
+
+    folder = write_cifar(tmp_path)
+    (folder / "data_batch_2").write_bytes(pickle.dumps({b"data": np.zeros((3, 100), np.uint8), b"labels": [0] * 3}))
+    with pytest.raises(DataFormatError, match=r"data_batch_2: b'data' is uint8 \(3, 100\)"):
+        load_task("image", data_dir=tmp_path)
+    (folder / "data_batch_2").unlink()
+    with pytest.raises(DataFormatError, match=r"missing CIFAR-10 batch file .*data_batch_2"):
+        load_task("image", data_dir=tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFormatError, match="no CIFAR-10 data"):
+        load_task("image", data_dir=tmp_path / "empty")
+
+
+def test_a_cifar_pickle_that_builds_anything_else_is_refused_unrun(tmp_path):
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    folder = write_cifar(tmp_path)
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Exploit(), b"labels": []}))
+    with pytest.raises(
+        DataFormatError, match=r"data_batch_1: not a CIFAR-10 batch .*refusing to build builtins\.print"
+    ):
+        load_task("image", data_dir=tmp_path)
+
+
+def test_image_is_real_data_and_pathx_is_pathfinder_at_128():
+    with pytest.raises(DataFormatError, match="image is real data"):
+        load_task("image")
+    tiny = {"contour_length": 6, "distractors": 1, "train_size": 4, "val_size": 2, "test_size": 2}
+    data = load_task("pathx", tiny)
+    assert data.name == "pathx" and data.max_len == 128 * 128 and data.train.tokens.shape == (4, 16384)
+    with pytest.raises(DataFormatError, match="pathx: resolution is 128"):
+        load_task("pathx", {**tiny, "resolution": 32})

@@ -83,6 +83,10 @@ class VariantInfo:
     exact: bool
     summary: str = ""
     paper: str = ""
+    # The original code the variant follows (repository and file), beside the paper.
+    source: str = ""
+    # Each way the variant differs from its paper or original code: what differs, and why.
+    departures: tuple[str, ...] = ()
     causal: bool = True
     non_causal: bool = True
     gqa: bool = True
@@ -110,6 +114,9 @@ class VariantInfo:
             raise ValueError("VariantInfo.name must be a non-empty string")
         if not (self.causal or self.non_causal):
             raise ValueError(f"variant {self.name}: supports neither causal nor non-causal attention")
+        if isinstance(self.departures, str) or not all(isinstance(d, str) and d for d in self.departures):
+            raise ValueError(f"variant {self.name}: departures must be a tuple of non-empty strings")
+        object.__setattr__(self, "departures", tuple(self.departures))
 
     def has_backward(self, device: str) -> bool:
         """Whether gradients flow through the variant on `device`."""

@@ -58,9 +58,10 @@ class CompileOptions(Options):
 class FlexKernel:
     """flex_attention under one mask function, its block mask built once per shape and device."""
 
-    def __init__(self, mask_for: MaskFor, compile: bool | None) -> None:
+    def __init__(self, mask_for: MaskFor, compile: bool | None, heads: int | None = None) -> None:
         self._mask_for = mask_for
         self._compile = compile
+        self._heads = heads  # query heads, for a mask that differs per head; None: one mask for all heads
         self._block_masks: dict[tuple, object] = {}
 
     def _block_mask(self, nq: int, nk: int, device: torch.device, key_lengths: torch.Tensor | None,
@@ -76,12 +77,12 @@ class FlexKernel:
             mod = self._mask_for(nq, nk, device)
             if lengths is not None:  # one mask per sequence: the blocks past its length are skipped like masked ones
                 mod = with_key_lengths(mod, key_lengths.to(device))
-                mask = create_block_mask(mod, len(lengths), None, nq, nk, device=device)
+                mask = create_block_mask(mod, len(lengths), self._heads, nq, nk, device=device)
             elif bounds is not None:  # the blocks across two sequences are skipped like masked ones
                 mod = same_document(document_ids(cu_seqlens.to(device), nk), mod)
-                mask = create_block_mask(mod, None, None, nq, nk, device=device)
+                mask = create_block_mask(mod, None, self._heads, nq, nk, device=device)
             else:
-                mask = None if mod is None else create_block_mask(mod, None, None, nq, nk, device=device)
+                mask = None if mod is None else create_block_mask(mod, None, self._heads, nq, nk, device=device)
             self._block_masks[key] = mask
         return self._block_masks[key]
 

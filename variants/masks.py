@@ -25,12 +25,17 @@ def causal(num_queries: int, num_keys: int) -> MaskMod:
     return causal_bottom_right
 
 
-def dense_mask(mask_mod: MaskMod, num_queries: int, num_keys: int, device: torch.device | str) -> torch.Tensor:
-    """Materialise `mask_mod` as a bool tensor (num_queries, num_keys)."""
+def dense_mask(mask_mod: MaskMod, num_queries: int, num_keys: int, device: torch.device | str,
+               heads: int | None = None) -> torch.Tensor:  # fmt: skip
+    """Materialise `mask_mod` as a bool tensor (num_queries, num_keys) for head 0, or, given `heads`, as
+    (heads, num_queries, num_keys) for a mask that differs per head."""
     q_idx = torch.arange(num_queries, device=device)[:, None]
     kv_idx = torch.arange(num_keys, device=device)[None, :]
     zero = torch.zeros((), dtype=torch.long, device=device)
-    return mask_mod(zero, zero, q_idx, kv_idx).expand(num_queries, num_keys)
+    if heads is None:
+        return mask_mod(zero, zero, q_idx, kv_idx).expand(num_queries, num_keys)
+    h = torch.arange(heads, device=device)[:, None, None]
+    return mask_mod(zero, h, q_idx[None], kv_idx[None]).expand(heads, num_queries, num_keys)
 
 
 def key_mask(key_lengths: torch.Tensor, num_keys: int) -> torch.Tensor:

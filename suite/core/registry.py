@@ -105,6 +105,7 @@ class Entry:
             "distribution": self.distribution,
             "version": _distribution_version(self.distribution) if self.distribution else None,
             "packages": packages,
+            "departures": list(cls.info.departures),
         }
 
     def load(self) -> type[Variant]:

@@ -41,6 +41,25 @@ def write_accuracy(run_dir: Path, records: list[dict[str, Any]]) -> str:
     return text
 
 
+def departures_markdown(records: list[dict[str, Any]]) -> str:
+    """What each variant of the run declared it does differently from its paper or original code
+    (as recorded with its source); empty when none declared any."""
+    declared: dict[str, list[str]] = {}
+    for r in records:
+        lines = (r.get("source") or {}).get("departures") or []
+        if r.get("variant") and lines:
+            declared.setdefault(r["variant"], lines)
+    if not declared:
+        return ""
+    parts = [
+        "## Departures from the sources\n",
+        "Declared by each variant (`attnbench list --details`): where it differs from its paper or code.\n",
+    ]
+    for name in sorted(declared):
+        parts += [f"- **{name}**"] + [f"  - {line}" for line in declared[name]]
+    return "\n".join(parts) + "\n"
+
+
 def write_report(run_dir: Path) -> Path:
     """Charts, then README.md, in `run_dir`; returns the README's path."""
     run_dir = require_run(Path(run_dir))
@@ -67,6 +86,9 @@ def write_report(run_dir: Path) -> Path:
         parts += ["## Accuracy on long-range tasks\n"]
         parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "memory")
         parts += ["", write_accuracy(run_dir, records)]
+    departures = departures_markdown(records)
+    if departures:
+        parts += [departures]
     heatmaps = sorted((run_dir / "heatmaps").glob("*.png"))
     if heatmaps:
         parts += ["## Attention heatmaps (`attnbench heatmap`)\n"]

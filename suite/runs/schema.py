@@ -12,7 +12,8 @@ Version history:
   ``memory_method``, ``times_ms``, ``timed_calls``, ``tolerance``, ``correct``, ``sdpa_backend``;
   later (optional, so still version 1): ``machine_ms``; ``lengths`` and ``layout`` (defaults: the
   equal-length padded batch every earlier record measured), ``seq_lengths``, ``real_tokens``,
-  ``padding_waste``.
+  ``padding_waste``; ``source.departures`` (what the variant declared it does differently from
+  its paper or original code; absent: none recorded).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Source(BaseModel):
     distribution: str | None = None  # installed package of an entry point
     version: str | None = None
     packages: dict[str, str | None] = {}  # the optional packages it runs on, with their versions
+    departures: list[str] = []  # what the variant declared it does differently from its sources
 
 
 class _Record(BaseModel):

@@ -1,9 +1,12 @@
 """One small Transformer for every task, with any registered variant as its attention core.
 
-Pre-LayerNorm blocks, learned positions, and a head per task kind: a classifier on the CLS token
-(or the mean of the non-padding positions), a two-tower classifier for document pairs (LRA's
-[u, v, u*v, u-v] combination), and a causal language-model head for MQAR. Everything but the
-attention core is identical across variants, and is initialised from the same seed.
+Pre-LayerNorm blocks, learned or sinusoidal positions, and a head per task kind: a classifier on
+the CLS token (or the mean of the non-padding positions), a two-tower classifier for document
+pairs, and a causal language-model head for MQAR. Two head styles: `attnbench` (one GELU layer of
+width dim; pairs combined as [u, v, u*v, u-v]) and `lra`, the Long Range Arena release's
+(`classifier_head`: a ReLU layer of mlp width; `classifier_head_dual` with its default interaction:
+[u, v] through two ReLU layers of mlp and mlp/2). Everything but the attention core is identical
+across variants, and is initialised from the same seed.
 
 Classification and pair inputs are right-padded: each sequence's length goes to the attention core
 as its key lengths, so no real position attends to padding, where the variant takes lengths
@@ -33,9 +36,30 @@ class ModelConfig(BaseModel):
     depth: int = Field(2, gt=0)
     heads: int = Field(4, gt=0)
     kv_heads: int | None = Field(None, gt=0)
+    qkv_dim: int | None = Field(None, gt=0, description="width of q, k and v over all heads (default: dim)")
     mlp_ratio: float = Field(2.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     pooling: Literal["cls", "mean"] = "cls"
+    positions: Literal["learned", "sinusoidal"] = "learned"
+    head: Literal["attnbench", "lra"] = Field("attnbench", description="classifier head style")
+
+    @property
+    def attention_dim(self) -> int:
+        return self.qkv_dim or self.dim
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.dim * self.mlp_ratio)
+
+
+def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
+    """(max_len, dim): sin on even features, cos on odd ones, wavelengths from 2 pi to 10000 * 2 pi."""
+    position = torch.arange(max_len, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(torch.log(torch.tensor(10000.0)) / dim))
+    table = torch.zeros(max_len, dim)
+    table[:, 0::2] = torch.sin(position * div)
+    table[:, 1::2] = torch.cos(position * div)[:, : dim // 2]
+    return table
 
 
 class SelfAttention(nn.Module):
@@ -44,7 +68,7 @@ class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, core: Variant) -> None:
         super().__init__()
         self.heads, self.kv_heads = cfg.heads, cfg.kv_heads or cfg.heads
-        self.head_dim = cfg.dim // cfg.heads
+        self.head_dim = cfg.attention_dim // cfg.heads
         self.q = nn.Linear(cfg.dim, self.heads * self.head_dim)
         self.kv = nn.Linear(cfg.dim, 2 * self.kv_heads * self.head_dim)
         self.out = nn.Linear(self.heads * self.head_dim, cfg.dim)
@@ -65,8 +89,7 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
         self.attn = SelfAttention(cfg, core)
-        hidden = int(cfg.dim * cfg.mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.dim))
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_dim), nn.GELU(), nn.Linear(cfg.mlp_dim, cfg.dim))
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,7 +103,10 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int, make_core) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, cfg.dim)
-        self.pos = nn.Parameter(torch.randn(max_len, cfg.dim) * 0.02)
+        if cfg.positions == "sinusoidal":  # fixed, not trained
+            self.register_buffer("pos", sinusoidal_positions(max_len, cfg.dim), persistent=False)
+        else:
+            self.pos = nn.Parameter(torch.randn(max_len, cfg.dim) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg, make_core()) for _ in range(cfg.depth))
         self.ln = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
@@ -107,14 +133,14 @@ class TaskModel(nn.Module):
         options: dict | None = None,
     ) -> None:
         super().__init__()
-        if cfg.dim % cfg.heads:
-            raise ValueError(f"model dim {cfg.dim} is not divisible by {cfg.heads} heads")
+        if cfg.attention_dim % cfg.heads:
+            raise ValueError(f"attention width {cfg.attention_dim} is not divisible by {cfg.heads} heads")
         self.kind, self.cfg = kind, cfg
         self.prepend_cls = kind != "lm" and cfg.pooling == "cls"
         seq_len = max_len + int(self.prepend_cls)
         spec = AttentionSpec(
             num_heads=cfg.heads,
-            head_dim=cfg.dim // cfg.heads,
+            head_dim=cfg.attention_dim // cfg.heads,
             num_kv_heads=cfg.kv_heads,
             causal=kind == "lm",
             max_seq_len=seq_len,
@@ -123,10 +149,7 @@ class TaskModel(nn.Module):
         self.encoder = Encoder(cfg, vocab_size, seq_len, lambda: registry.build(variant, spec))
         # Padding exists in classification and pair inputs; the causal LM task has none at the end it reads.
         self.masks_padding = kind != "lm" and registry.get(variant).info.lengths
-        width = 4 * cfg.dim if kind == "pair" else cfg.dim
-        self.head = nn.Sequential(nn.Linear(width, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, num_classes))
-        if kind == "lm":
-            self.head = nn.Linear(cfg.dim, num_classes)
+        self.head = _head(kind, cfg, num_classes)
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """One vector per sequence: the CLS position, or the mean over non-padding positions."""
@@ -146,5 +169,20 @@ class TaskModel(nn.Module):
             return self.head(self.encoder(tokens))
         if self.kind == "pair":
             u, v = self.pooled(tokens), self.pooled(tokens2)
-            return self.head(torch.cat([u, v, u * v, u - v], dim=-1))
+            pair = [u, v] if self.cfg.head == "lra" else [u, v, u * v, u - v]
+            return self.head(torch.cat(pair, dim=-1))
         return self.head(self.pooled(tokens))
+
+
+def _head(kind: str, cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The output layers for the task kind, in the configured style."""
+    if kind == "lm":
+        return nn.Linear(cfg.dim, num_classes)
+    if cfg.head == "lra":
+        if kind == "pair":  # LRA's classifier_head_dual, interaction None: concat [u, v], two ReLU layers
+            mlp = cfg.mlp_dim
+            return nn.Sequential(nn.Linear(2 * cfg.dim, mlp), nn.ReLU(), nn.Linear(mlp, mlp // 2), nn.ReLU(),
+                                 nn.Linear(mlp // 2, num_classes))  # fmt: skip
+        return nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_dim), nn.ReLU(), nn.Linear(cfg.mlp_dim, num_classes))
+    width = 4 * cfg.dim if kind == "pair" else cfg.dim
+    return nn.Sequential(nn.Linear(width, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, num_classes))

@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +55,12 @@ class TrainSettings(BaseModel):
     eval_every: int = Field(200, gt=0)
     eval_size: int = Field(1000, gt=0, description="validation examples scored during training (all at the end)")
     patience: int = Field(5, ge=0, description="evaluations without improvement before stopping; 0 never stops")
-    grad_clip: float = Field(1.0, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient norm clip (null: none)")
+    schedule: Literal["cosine", "rsqrt"] = Field(
+        "cosine", description="cosine: linear warm-up to lr, cosine to 0; rsqrt: LRA's lr * warmup(t) / sqrt(max(t, w))"
+    )
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
     threads: int | None = Field(None, gt=0)
 
 
@@ -64,6 +69,7 @@ class TaskSetup(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    source: str = Field("", description="where the values come from (a file of the original release)")
     params: dict[str, Any] = Field(default_factory=dict, description="task parameters (generator or loader)")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -78,6 +84,16 @@ class TrainPreset(BaseModel):
     name: str
     description: str = ""
     tasks: dict[str, TaskSetup]
+    departures: list[str] = Field(default_factory=list, description="where the preset differs from its source")
+
+
+def preset_rows(setup: TaskSetup) -> list[tuple[str, str]]:
+    """(setting, value) for every parameter, model and training field of one task's setup, defaults included."""
+    rows = [(f"params.{k}", json.dumps(v)) for k, v in setup.params.items()]
+    rows += [(f"model.{k}", json.dumps(v)) for k, v in setup.model.model_dump().items()]
+    rows += [(f"train.{k}", json.dumps(v)) for k, v in setup.train.model_dump().items()]
+    rows += [(f"options.{variant}", json.dumps(values)) for variant, values in setup.options.items()]
+    return rows
 
 
 def load_train_preset(name: str) -> TrainPreset:
@@ -97,7 +113,7 @@ def load_train_preset(name: str) -> TrainPreset:
 
 def run_key(task: str, variant: str, seed: int, preset: str, setup: TaskSetup, data_dir: Path | None) -> str:
     """Identity of a training run, for resuming: another variant's options are not part of it."""
-    fields = setup.model_dump(exclude={"options"}) | {"options": setup.options.get(variant, {})}
+    fields = setup.model_dump(exclude={"options", "source"}) | {"options": setup.options.get(variant, {})}
     return json.dumps(
         {"task": task, "variant": variant, "seed": seed, "preset": preset, "setup": fields,
          "data": str(data_dir) if data_dir else None},
@@ -141,15 +157,21 @@ def evaluate(model: TaskModel, split: Split, batch_size: int, device: str, limit
 
 
 def _schedule(settings: TrainSettings):
-    """Linear warm-up, then cosine decay to zero at the last step."""
+    """The learning-rate factor of each step: linear warm-up, then cosine decay to zero at the last step;
+    or LRA's "constant * linear_warmup * rsqrt_decay" (lr the constant: its peak is lr / sqrt(warmup))."""
+    warmup = settings.warmup_steps
+
+    def rsqrt(step: int) -> float:
+        t = step + 1
+        return min(1.0, t / max(warmup, 1)) / math.sqrt(max(t, warmup))
 
     def factor(step: int) -> float:
-        if step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
+        if step < warmup:
+            return (step + 1) / warmup
         progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return factor
+    return rsqrt if settings.schedule == "rsqrt" else factor
 
 
 def train(
@@ -181,6 +203,8 @@ def train(
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}],
         lr=settings.lr,
+        betas=settings.betas,
+        eps=settings.eps,
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
     state = {"step": 0, "best_val": -1.0, "best_step": 0, "since_best": 0, "curve": [], "train_s": 0.0,
@@ -205,7 +229,8 @@ def train(
             loss, _, _ = _loss_and_hits(model, data.train, idx, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            if settings.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
             optimizer.step()
             scheduler.step()
             state["train_s"] += time.perf_counter() - started

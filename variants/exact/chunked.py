@@ -202,6 +202,7 @@ class ChunkedAttention(Variant):
         gqa_native=True,
         summary="FlashAttention's online softmax in plain torch, O(N) extra memory",
         paper="Dao et al. 2022 (FlashAttention), Dao 2023 (FlashAttention-2)",
+        source="FlashAttention-2's Algorithm 1 (forward) and 2 (backward), in pure torch",
         lengths=True,
         packed=True,
     )

@@ -36,6 +36,7 @@ class FlashAttnAttention(Variant):
         packages=("flash_attn",),
         summary="Tri Dao's flash-attn kernels (FA3 where built, else FA2)",
         paper="Dao 2023 (FlashAttention-2); Shah et al. 2024 (FlashAttention-3)",
+        source="Dao-AILab/flash-attention (flash_attn_func, flash_attn_varlen_func; FA3 from flash_attn_interface)",
         packed=True,
     )
 

@@ -24,6 +24,7 @@ class FlexAttention(Variant):
         summary="torch FlexAttention (block mask, compiled where possible)",
         backward=("cuda",),  # torch has no FlexAttention backward on CPU
         paper="Dong et al. 2024, FlexAttention (PyTorch)",
+        source="torch.nn.attention.flex_attention",
         lengths=True,
         packed=True,
     )

@@ -38,10 +38,13 @@ def softmax_weights(
 ) -> torch.Tensor:
     """The attention weights softmax(q k^T * scale) under the mask, (B, H, Nq, Nk); empty rows are 0.
 
-    `mask` is (Nq, Nk); `key_lengths` (B,) masks each sequence's padding keys on top of it.
+    `mask` is (Nq, Nk), or (H, Nq, Nk) for a pattern that differs per query head; `key_lengths` (B,)
+    masks each sequence's padding keys on top of it.
     """
     b, h, hkv, nq, nk, d = check_qkv(q, k, k)
     g = h // hkv
+    if mask is not None and mask.dim() == 3:  # per head: laid out like the (Hkv, G) view of the scores below
+        mask = mask.reshape(hkv, g, nq, nk)
     scale = softmax_scale(d) if scale is None else scale
     if causal:
         cm = causal_mask(nq, nk, q.device)
@@ -73,8 +76,8 @@ def softmax_attention(
     scale: float | None = None,
     key_lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Scaled dot-product softmax attention; `mask` (Nq, Nk) bool keeps True pairs; `key_lengths`
-    (B,) hides each sequence's padding keys."""
+    """Scaled dot-product softmax attention; `mask` (Nq, Nk) or (H, Nq, Nk) bool keeps True pairs;
+    `key_lengths` (B,) hides each sequence's padding keys."""
     b, h, hkv, nq, nk, d = check_qkv(q, k, v)
     probs = softmax_weights(q, k, causal=causal, mask=mask, scale=scale, key_lengths=key_lengths)  # (B, H, Nq, Nk)
     out = probs.view(b, hkv, (h // hkv) * nq, nk) @ v  # (B, Hkv, G*Nq, D)

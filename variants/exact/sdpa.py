@@ -36,6 +36,7 @@ class SdpaAttention(Variant):
 
     info = VariantInfo(
         name="sdpa",
+        source="torch.nn.functional.scaled_dot_product_attention",
         family="exact",
         exact=True,
         gqa_native=True,

@@ -26,6 +26,7 @@ class XformersAttention(Variant):
         packages=("xformers",),
         summary="xformers memory_efficient_attention",
         paper="Rabe & Staats 2021, Self-attention Does Not Need O(n^2) Memory",
+        source="facebookresearch/xformers, xformers.ops.memory_efficient_attention",
         packed=True,
     )
 

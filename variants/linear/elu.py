@@ -37,6 +37,11 @@ class LinearEluAttention(Variant):
         definition="quadratic form phi(q) phi(k)^T v / rowsum, phi = elu + 1",
         summary="linear attention, phi = elu + 1 (chunked causal scan)",
         paper="Katharopoulos et al. 2020, Transformers are RNNs",
+        source="idiap/fast-transformers, fast_transformers/attention/{linear,causal_linear}_attention.py",
+        departures=(
+            "no eps (1e-6) added to the denominator: the original adds it; elu + 1 features keep the denominator "
+            "positive, and a query with no visible key outputs 0",
+        ),
         lengths=True,  # padding keys get zero features: they add nothing to the sums
     )
     Options = LinearEluOptions

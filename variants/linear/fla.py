@@ -30,6 +30,7 @@ class FlaLinearAttention(LinearEluAttention):
         definition="quadratic form phi(q) phi(k)^T v / rowsum, phi = elu + 1 (causal)",
         summary="linear-elu on the flash-linear-attention Triton kernel",
         paper="Yang et al. 2024 (fla); Katharopoulos et al. 2020",
+        source="fla-org/flash-linear-attention, fla.ops.linear_attn",
     )
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,13 @@ class LinformerAttention(Variant):
         definition="softmax(q (E k)^T / sqrt(D)) (F v) with the variant's projections E, F",
         summary="Linformer: K, V projected to k rows along the sequence (non-causal, fixed max length)",
         paper="Wang et al. 2020, Linformer: Self-Attention with Linear Complexity",
+        source="facebookresearch/fairseq, examples/linformer (linformer_src/modules/multihead_linear_attention.py)",
+        departures=(
+            "E and F are shared by all heads and separate for keys and values: the paper's 'headwise' sharing "
+            "(it also offers key-value sharing, E = F, and layerwise sharing across layers)",
+            "inputs shorter than max_seq_len use the first Nk columns of E and F, the same as zero-padding to n "
+            "(the original projects inputs padded to its fixed length)",
+        ),
         lengths=True,  # padding keys and values are zeroed before the projection
     )
     Options = LinformerOptions

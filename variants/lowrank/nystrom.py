@@ -17,15 +17,21 @@ pseudoinverse detour around full attention.
 With key lengths, each sequence's landmarks are the segment means of its real keys (and, when
 Nq = Nk, of its real queries: the two are one padded sequence), and B's softmax runs over the real
 keys only, so padding reaches no output.
+
+As in the original code, a depthwise convolution along the sequence on V (one learned kernel of
+`conv_kernel` taps per K/V head, zero-padded, padding values zeroed first) is added to the output:
+out += conv(v), each query taking the convolved value at its own position (bottom-right aligned
+when Nq < Nk). It is part of the definition; `conv_kernel: 0` leaves it out.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
+from torch import nn
 
-from ..contract import Options, Variant, VariantInfo, accumulate_dtype, check_qkv, softmax_scale
+from ..contract import Options, Unsupported, Variant, VariantInfo, accumulate_dtype, check_qkv, softmax_scale
 from ..masks import key_mask
 
 
@@ -62,6 +68,13 @@ def iterative_pinv(a: torch.Tensor, iterations: int) -> torch.Tensor:
 class NystromOptions(Options):
     landmarks: int = Field(64, gt=0, description="landmarks m")
     pinv_iterations: int = Field(6, ge=0, description="Newton-Schulz steps for A^+ (0: exact pinv)")
+    conv_kernel: int = Field(35, ge=0, description="taps of the depthwise convolution on V, odd (0: none)")
+
+    @model_validator(mode="after")
+    def _odd_kernel(self) -> NystromOptions:
+        if self.conv_kernel and self.conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd (centred) or 0, got {self.conv_kernel}")
+        return self
 
 
 class NystromAttention(Variant):
@@ -74,11 +87,39 @@ class NystromAttention(Variant):
         causal=False,
         gqa_native=True,
         definition="softmax(q K~^T s) pinv(softmax(Q~ K~^T s)) softmax(Q~ k^T s) v, landmarks = segment means",
-        summary="Nystromformer: m segment-mean landmarks (non-causal)",
+        summary="Nystromformer: m segment-mean landmarks, conv on V (non-causal)",
         paper="Xiong et al. 2021, Nystromformer",
+        source="mlpen/Nystromformer, code/attention_nystrom.py (LRA config: 32 landmarks, conv_kernel_size 35)",
+        departures=(
+            "N need not be a multiple of the landmarks (the original reshapes, so requires it): segments are "
+            "rows floor(iN/m) .. ceil((i+1)N/m) - 1, which overlap by a row where N/m is not whole",
+            "m is capped at the sequence length (the original has no such case)",
+            "with GQA the convolution runs on the K/V heads and is shared by each group (the original has one "
+            "V per query head)",
+        ),
         lengths=True,
     )
     Options = NystromOptions
+
+    def __init__(self, spec) -> None:
+        super().__init__(spec)
+        taps = self.options.conv_kernel
+        heads = spec.num_kv_heads
+        # The original's layer: Conv2d over (sequence, 1), one filter per head, no bias.
+        conv = nn.Conv2d(heads, heads, (taps, 1), padding=(taps // 2, 0), groups=heads, bias=False) if taps else None
+        self.conv = conv
+
+    def _conv_term(self, v: torch.Tensor, nq: int, key_lengths: torch.Tensor | None) -> torch.Tensor | None:
+        """conv(v) at each query's position: (B, Hkv, 1, Nq, D), or None without the convolution."""
+        if self.conv is None:
+            return None
+        nk = v.shape[-2]
+        if nq > nk:
+            raise Unsupported(f"nystrom's convolution on V needs Nq <= Nk (got {nq} > {nk}); set conv_kernel=0")
+        if key_lengths is not None:
+            v = v * key_mask(key_lengths, nk)[:, None, :, None]
+        conv = F.conv2d(v, self.conv.weight.to(v.dtype), padding=self.conv.padding, groups=self.conv.groups)
+        return conv[:, :, None, nk - nq :]
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
@@ -105,16 +146,22 @@ class NystromAttention(Variant):
         a_pinv = iterative_pinv(a, iterations) if iterations else torch.linalg.pinv(a)  # (B, Hkv, G, m, m)
         bv = (kernel_b @ vv).view(b, hkv, g, m, d)  # (B, Hkv, G, m, D)
         out = kernel_f.view(b, hkv, g, nq, m) @ (a_pinv @ bv)  # (B, Hkv, G, Nq, D)
+        conv = self._conv_term(vv, nq, key_lengths)
+        if conv is not None:
+            out = out + conv
         return out.reshape(q.shape).to(q.dtype)
 
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """The paper's formula one (batch, head) at a time, written apart from `forward`: segment means
         from explicit segment bounds, the three softmax kernels, and the pseudoinverse by its own loop.
-        With key lengths, each sequence is cut to its real keys (and queries, when Nq = Nk) first."""
+        With key lengths, each sequence is cut to its real keys (and queries, when Nq = Nk) first. The
+        convolution is a 1-D convolution of each value channel with the head's taps, zeros beyond the ends."""
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         s = softmax_scale(d)
         m = _landmark_count(self.options.landmarks, nq, nk, key_lengths)
+        if self.conv is not None and nq > nk:
+            raise Unsupported(f"nystrom's convolution on V needs Nq <= Nk (got {nq} > {nk}); set conv_kernel=0")
         out = torch.empty_like(q)
         for bi in range(b):
             real = nk if key_lengths is None else int(key_lengths[bi])
@@ -125,6 +172,11 @@ class NystromAttention(Variant):
                 a = torch.softmax(q_land @ k_land.T * s, dim=-1)
                 bk = torch.softmax(q_land @ kh.T * s, dim=-1)
                 out[bi, hi] = f @ _pinv(a, self.options.pinv_iterations) @ (bk @ vh)
+                if self.conv is not None:  # over the real values, zeros past them and beyond both ends
+                    taps = self.conv.weight[hi * hkv // h].flatten().to(vh.dtype)
+                    padded = F.pad(vh.T[:, None, :], (0, nk - real))  # (D, 1, Nk)
+                    conv = F.conv1d(padded, taps.view(1, 1, -1), padding=taps.numel() // 2)[:, 0].T  # (Nk, D)
+                    out[bi, hi] += conv[nk - nq :]
         return out
 
 

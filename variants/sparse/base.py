@@ -4,7 +4,9 @@ form of the same mask, and its FLOPs count only the (query, key) pairs the mask 
 
 A pattern is written in key positions: a query's position is ``q_idx + (Nk - Nq)`` (bottom-right,
 the same alignment as causality), so a pattern means the same thing for decoding (Nq < Nk) as for
-a full sequence. Under ``causal`` the pattern is intersected with the causal mask.
+a full sequence. Under ``causal`` the pattern is intersected with the causal mask. A pattern may
+differ per query head (BigBird's random blocks, the fixed pattern's summary columns): such a
+variant sets ``per_head`` and its dense mask is (H, Nq, Nk).
 
 Where torch.compile cannot build the kernel, FlexAttention runs eagerly: the same mask applied to
 dense scores (correct, but with the memory of dense attention). torch has no FlexAttention
@@ -23,9 +25,9 @@ from ..exact.naive import softmax_attention, softmax_weights
 from ..flex_kernel import CompileOptions, FlexKernel
 from ..masks import MaskMod, dense_mask
 
-# keep(q_pos, kv_idx) -> bool tensor: whether the query at key position q_pos may attend to key kv_idx.
-# Each sparse file writes its pattern as a named module-level function that returns one of these.
-Pattern = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# keep(h, q_pos, kv_idx) -> bool tensor: whether query head h at key position q_pos may attend to key
+# kv_idx. Each sparse file writes its pattern as a named module-level function that returns one of these.
+Pattern = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # Rows of the dense mask materialised at once when counting kept pairs.
 _COUNT_ROWS = 1024
 
@@ -39,7 +41,12 @@ class SparseAttention(Variant):
 
     def __init__(self, spec) -> None:
         super().__init__(spec)
-        self._kernel = FlexKernel(self.mask_mod, self.options.compile)
+        self._kernel = FlexKernel(self.mask_mod, self.options.compile, spec.num_heads if self.per_head else None)
+
+    @property
+    def per_head(self) -> bool:
+        """Whether the pattern differs between query heads (then the dense mask is (H, Nq, Nk))."""
+        return False
 
     def pattern(self, num_keys: int, device: torch.device | str) -> Pattern:
         """This variant's pattern for `num_keys` keys, its tensors on `device`."""
@@ -53,7 +60,7 @@ class SparseAttention(Variant):
 
         def sparse_mask(b, h, q_idx, kv_idx):
             q_pos = q_idx + offset
-            keep = pattern(q_pos, kv_idx)
+            keep = pattern(h, q_pos, kv_idx)
             return keep & (kv_idx <= q_pos) if causal else keep
 
         return sparse_mask
@@ -69,24 +76,29 @@ class SparseAttention(Variant):
     def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Softmax attention under the dense form of the mask (and of the key lengths, when given)."""
-        nq, nk = q.shape[-2], k.shape[-2]
-        mask = dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device)
-        return softmax_attention(q, k, v, mask=mask, key_lengths=key_lengths)
+        return softmax_attention(q, k, v, mask=self.dense_mask(q.shape[-2], k.shape[-2], q.device),
+                                 key_lengths=key_lengths)  # fmt: skip
 
     def attention_weights(self, q: torch.Tensor, k: torch.Tensor,
                           key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Softmax weights under the dense mask (and the key lengths, when given)."""
-        nq, nk = q.shape[-2], k.shape[-2]
-        mask = dense_mask(self.mask_mod(nq, nk, q.device), nq, nk, q.device)
-        return softmax_weights(q, k, mask=mask, key_lengths=key_lengths)
+        return softmax_weights(q, k, mask=self.dense_mask(q.shape[-2], k.shape[-2], q.device), key_lengths=key_lengths)
+
+    def dense_mask(self, num_queries: int, num_keys: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The pattern as a bool tensor: (Nq, Nk), or (H, Nq, Nk) when it differs per head."""
+        heads = self.spec.num_heads if self.per_head else None
+        return dense_mask(self.mask_mod(num_queries, num_keys, device), num_queries, num_keys, device, heads)
 
     def kept_pairs(self, num_queries: int, num_keys: int) -> int:
-        """(query, key) pairs the mask keeps: the work a sparse kernel needs to do."""
+        """(query, key) pairs the mask keeps per head (the mean over heads, rounded, for a per-head
+        pattern): the work a sparse kernel needs to do."""
         mod = self.mask_mod(num_queries, num_keys)
         kv_idx = torch.arange(num_keys)[None, :]
         zero = torch.zeros((), dtype=torch.long)
+        heads = self.spec.num_heads if self.per_head else 1
         total = 0
-        for start in range(0, num_queries, _COUNT_ROWS):
-            q_idx = torch.arange(start, min(start + _COUNT_ROWS, num_queries))[:, None]
-            total += int(mod(zero, zero, q_idx, kv_idx).sum())
-        return total
+        for h in range(heads):  # one head and _COUNT_ROWS rows at a time: the memory of one (rows, Nk) mask
+            for start in range(0, num_queries, _COUNT_ROWS):
+                q_idx = torch.arange(start, min(start + _COUNT_ROWS, num_queries))[:, None]
+                total += int(mod(zero, torch.tensor(h), q_idx, kv_idx).sum())
+        return round(total / heads)

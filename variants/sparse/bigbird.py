@@ -1,9 +1,17 @@
 """bigbird: block-sparse attention with window, global and random blocks (Zaheer et al. 2020).
 
-Positions are cut into blocks of `block_size`. A query block sees its `window_blocks` nearest
-blocks (itself in the middle), the first `global_blocks` blocks (which in turn see everything),
-and `random_blocks` blocks drawn at random for each query block from a seeded generator, so the
-pattern is fixed for a given length and seed (BigBird's ITC construction).
+Positions are cut into blocks of `block_size`; the pattern is BigBird's ITC construction:
+
+- global blocks: the first ceil(g/2) and the last floor(g/2) blocks (g = `global_blocks`; 2, the
+  default, is the original's first and last block). Their queries see every key, and every query
+  sees their keys;
+- window: each query block sees the `window_blocks` blocks centred on it (3: itself and one on
+  each side);
+- random: each other query block sees `random_blocks` (r) more key blocks, drawn per head and per
+  query block from the blocks outside its window and the global blocks, from a generator seeded
+  with `seed` (so the pattern is fixed for a length, head count and seed).
+
+A row with fewer than r candidate blocks (a short sequence) takes all of them.
 """
 
 from __future__ import annotations
@@ -19,34 +27,49 @@ from .base import Pattern, SparseAttention, SparseOptions
 
 class BigBirdOptions(SparseOptions):
     block_size: int = Field(64, gt=0, description="positions per block")
-    window_blocks: int = Field(3, gt=0, description="blocks in the sliding window (odd: centred)")
-    global_blocks: int = Field(2, ge=0, description="leading global blocks")
-    random_blocks: int = Field(3, ge=0, description="random key blocks per query block")
+    window_blocks: int = Field(3, gt=0, description="blocks in the sliding window, centred (3: one each side)")
+    global_blocks: int = Field(2, ge=0, description="global blocks: the first ceil(g/2) and the last floor(g/2)")
+    random_blocks: int = Field(3, ge=0, description="random key blocks per query block and head (r)")
     seed: int = Field(0, description="seed of the random blocks")
 
 
+def global_block_ids(num_blocks: int, global_blocks: int) -> torch.Tensor:
+    """(num_blocks,) bool: the first ceil(g/2) and the last floor(g/2) blocks."""
+    ids = torch.arange(num_blocks)
+    return (ids < -(-global_blocks // 2)) | (ids >= num_blocks - global_blocks // 2)
+
+
 @functools.cache
-def random_block_table(num_blocks: int, per_row: int, seed: int) -> torch.Tensor:
-    """(num_blocks, num_blocks) bool: `per_row` distinct random key blocks for each query block."""
+def random_block_table(num_blocks: int, heads: int, per_row: int, window_blocks: int, global_blocks: int,
+                       seed: int) -> torch.Tensor:  # fmt: skip
+    """(heads, num_blocks, num_blocks) bool: for each head and non-global query block, `per_row` distinct
+    key blocks drawn uniformly from those outside its window and the global blocks."""
     gen = torch.Generator().manual_seed(seed)
-    table = torch.zeros(num_blocks, num_blocks, dtype=torch.bool)
-    for row in range(num_blocks):
-        table[row, torch.randperm(num_blocks, generator=gen)[: min(per_row, num_blocks)]] = True
+    ids = torch.arange(num_blocks)
+    glob = global_block_ids(num_blocks, global_blocks)
+    allowed = ((ids[:, None] - ids[None, :]).abs() > window_blocks // 2) & ~glob[None, :] & ~glob[:, None]
+    table = torch.zeros(heads, num_blocks, num_blocks, dtype=torch.bool)
+    take = min(per_row, num_blocks)
+    for h in range(heads):
+        # A uniform random order of each row's candidates: random keys, non-candidates sorted last.
+        keys = torch.rand(num_blocks, num_blocks, generator=gen).masked_fill(~allowed, 2.0)
+        chosen = keys.argsort(-1)[:, :take]
+        table[h].scatter_(1, chosen, allowed.gather(1, chosen))
     return table
 
 
-def bigbird(num_keys: int, block_size: int, window_blocks: int, global_blocks: int, random_blocks: int,
-            seed: int, device: torch.device | str) -> Pattern:  # fmt: skip
-    """Keep the window blocks, the global blocks and each query block's seeded random blocks."""
+def bigbird(num_keys: int, heads: int, block_size: int, window_blocks: int, global_blocks: int,
+            random_blocks: int, seed: int, device: torch.device | str) -> Pattern:  # fmt: skip
+    """Keep the window blocks, the global blocks (rows and columns) and each head's random blocks."""
     num_blocks = -(-num_keys // block_size)
-    table = random_block_table(num_blocks, random_blocks, seed).to(device)
+    table = random_block_table(num_blocks, heads, random_blocks, window_blocks, global_blocks, seed).to(device)
+    glob = global_block_ids(num_blocks, global_blocks).to(device)
 
-    def bigbird_pattern(q_pos, kv_idx):
-        qb, kb = q_pos // block_size, kv_idx // block_size
-        near = (qb - kb).abs() <= window_blocks // 2
-        glob = (qb < global_blocks) | (kb < global_blocks)
+    def bigbird_pattern(h, q_pos, kv_idx):
         # Queries before the first key (causal, Nq > Nk) have negative positions: clamp into the table.
-        return near | glob | table[qb.clamp(0, num_blocks - 1), kb]
+        qb, kb = (q_pos // block_size).clamp(0, num_blocks - 1), kv_idx // block_size
+        near = (qb - kb).abs() <= window_blocks // 2
+        return near | glob[qb] | glob[kb] | table[h, qb, kb]
 
     return bigbird_pattern
 
@@ -59,15 +82,29 @@ class BigBirdAttention(SparseAttention):
         family="sparse",
         exact=False,
         gqa_native=True,
-        definition="masked softmax over window, global and seeded random blocks",
-        summary="BigBird window + global + random blocks (FlexAttention)",
+        definition="masked softmax over window, global (first and last) and per-head seeded random blocks",
+        summary="BigBird ITC: window + first/last global + random blocks per head (FlexAttention)",
         paper="Zaheer et al. 2020, Big Bird: Transformers for Longer Sequences",
-        # Key lengths intersect the pattern: random blocks are drawn for the padded length, so those that
-        # land in a sequence's padding are lost to it, as the window and global blocks past its end are.
+        source="google-research/bigbird, bigbird/core/attention.py (bigbird_block_rand_mask, ITC)",
+        departures=(
+            "random blocks: the original's code draws the last two query blocks' random blocks from all middle "
+            "blocks (its own comments, 'Missing -3' and 'Missing -4', call that a slip), so they can land in the "
+            "window; here every row draws outside its window and the globals, as the paper's rule says",
+            "N need not be a multiple of block_size (the original requires it): the last block is partial",
+            "causal specs intersect the pattern with the causal mask (BigBird's ITC pattern is bidirectional)",
+        ),
+        # Key lengths intersect the pattern, which is laid out for the padded length as in the original
+        # (it pads every sequence to one length): the last global block and the random blocks that fall in
+        # a sequence's padding are lost to it, so the amount of padding changes a short sequence's pattern.
         lengths=True,
     )
     Options = BigBirdOptions
 
+    @property
+    def per_head(self) -> bool:
+        return self.options.random_blocks > 0
+
     def pattern(self, num_keys, device):
         o = self.options
-        return bigbird(num_keys, o.block_size, o.window_blocks, o.global_blocks, o.random_blocks, o.seed, device)
+        return bigbird(num_keys, self.spec.num_heads, o.block_size, o.window_blocks, o.global_blocks,
+                       o.random_blocks, o.seed, device)  # fmt: skip

@@ -1,0 +1,94 @@
+"""Image: CIFAR-10 as sequences of grayscale pixels (LRA "Image", Tay et al. 2020).
+
+Krizhevsky 2009's CIFAR-10, read from its Python release folder ``cifar-10-batches-py`` as it
+ships: ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``, each a pickled dict whose
+``b"data"`` is a (n, 3072) uint8 array (1024 red, 1024 green, then 1024 blue values, rows of 32)
+and ``b"labels"`` a list of n labels 0-9. As in LRA's input pipeline each image becomes grayscale
+(``tf.image.rgb_to_grayscale``'s weights 0.2989, 0.5870, 0.1140, truncated to an integer), one
+token per pixel row by row: 1024 tokens, 10 classes. LRA trains on the first 90% of the training
+set and validates on the last 10%; here those are the first and last 10% of the five batches in
+order. The pickles are read with an unpickler that builds only plain containers and numpy arrays.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData
+
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+GRAY = np.array([0.2989, 0.5870, 0.1140])
+SIDE = 32
+# What a CIFAR batch pickle may build besides plain containers: numpy arrays and their dtypes.
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+}  # fmt: skip
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to build {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file: grayscale images (n, 32, 32) uint8 and labels (n,)."""
+    if not path.is_file():
+        raise DataFormatError(f"missing CIFAR-10 batch file {path}")
+    try:
+        with path.open("rb") as f:
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        why = f"a pickled dict with b'data' and b'labels': {err}"
+        raise DataFormatError(f"{path}: not a CIFAR-10 batch ({why})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE or data.dtype != np.uint8:
+        raise DataFormatError(f"{path}: b'data' is {data.dtype} {data.shape}, expected uint8 (n, 3072)")
+    if labels.shape != (len(data),) or (labels.size and not ((labels >= 0) & (labels < 10)).all()):
+        raise DataFormatError(f"{path}: expected {len(data)} labels in 0-9, got {labels.shape[0]}")
+    rgb = data.reshape(-1, 3, SIDE, SIDE).astype(np.float64)
+    gray = np.einsum("nchw,c->nhw", rgb, GRAY).astype(np.uint8)  # truncation, as tf.cast to int32
+    return gray, labels
+
+
+def find_cifar(root: Path) -> Path:
+    """The cifar-10-batches-py folder: `root/cifar-10-batches-py` or `root` itself."""
+    for candidate in (root / "cifar-10-batches-py", root):
+        if (candidate / "test_batch").exists() or (candidate / "data_batch_1").exists():
+            return candidate
+    raise DataFormatError(f"no CIFAR-10 data: expected {root / 'cifar-10-batches-py'}/data_batch_1..5 and test_batch")
+
+
+def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    """Pixels row by row as tokens (value + FIRST_SYMBOL)."""
+    tokens = torch.from_numpy(images.reshape(len(images), -1).astype(np.int64)) + FIRST_SYMBOL
+    return Split(tokens, torch.from_numpy(labels))
+
+
+def load_release(root: Path) -> TaskData:
+    """CIFAR-10 from the Python release folder, grayscale, split 90/10 (train/val) plus the test batch."""
+    folder = find_cifar(root)
+    parts = [read_batch(folder / name) for name in TRAIN_BATCHES]
+    images, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    test_images, test_labels = read_batch(folder / "test_batch")
+    cut = int(0.9 * len(images))
+    if cut == 0 or cut == len(images) or not len(test_images):
+        raise DataFormatError(f"{folder}: {len(images)} training and {len(test_images)} test images are too few")
+    return TaskData(
+        name="image",
+        kind="classify",
+        train=to_split(images[:cut], labels[:cut]),
+        val=to_split(images[cut:], labels[cut:]),
+        test=to_split(test_images, test_labels),
+        vocab_size=FIRST_SYMBOL + 256,
+        num_classes=10,
+        max_len=SIDE * SIDE,
+        description=f"CIFAR-10 grayscale, {SIDE * SIDE} pixels ({folder})",
+        params={"data": str(folder)},
+    )
