@@ -88,7 +88,7 @@ def test_records_name_the_code_that_made_them(growth_run):
     assert len(record["code"]["commit"]) == 40 and isinstance(record["code"]["dirty"], bool)
     assert record["source"] == {"kind": "built-in", "module": "attnbench.variants.exact.naive",
                                 "qualname": "NaiveAttention", "path": None, "distribution": None, "version": None,
-                                "packages": {}}  # fmt: skip
+                                "packages": {}, "departures": []}  # fmt: skip
     assert record["versions"]["torch"] == torch.__version__
     assert record["clock"] == "perf_counter" and record["memory_method"].startswith("VmHWM")
     assert record["executor"] == "local" and record["host"] == platform.node()
