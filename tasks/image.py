@@ -4,10 +4,11 @@ Krizhevsky 2009's CIFAR-10, read from its Python release folder ``cifar-10-batch
 ships: ``data_batch_1`` .. ``data_batch_5`` and ``test_batch``, each a pickled dict whose
 ``b"data"`` is a (n, 3072) uint8 array (1024 red, 1024 green, then 1024 blue values, rows of 32)
 and ``b"labels"`` a list of n labels 0-9. As in LRA's input pipeline each image becomes grayscale
-(``tf.image.rgb_to_grayscale``'s weights 0.2989, 0.5870, 0.1140, truncated to an integer), one
-token per pixel row by row: 1024 tokens, 10 classes. LRA trains on the first 90% of the training
-set and validates on the last 10%; here those are the first and last 10% of the five batches in
-order. The pickles are read with an unpickler that builds only plain containers and numpy arrays.
+as ``tf.image.rgb_to_grayscale`` makes it from uint8 (weights 0.2989, 0.5870, 0.1140 on values
+scaled to [0, 1], back to uint8 by x * 255.5 truncated), one token per pixel row by row: 1024
+tokens, 10 classes. LRA trains on the first 90% of the training set and validates on the last
+10%; here those are the first 90% and the last 10% of the five batches in order. The pickles are
+read with an unpickler that builds only plain containers and numpy arrays.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ SIDE = 32
 # What a CIFAR batch pickle may build besides plain containers: numpy arrays and their dtypes.
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("__builtin__", "bytes"), ("builtins", "bytes"),
 }  # fmt: skip
 
 
@@ -44,17 +46,20 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as f:
             batch = _BatchUnpickler(f, encoding="bytes").load()
-        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], dtype=np.int64)
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"])
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         why = f"a pickled dict with b'data' and b'labels': {err}"
         raise DataFormatError(f"{path}: not a CIFAR-10 batch ({why})") from None
     if data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE or data.dtype != np.uint8:
         raise DataFormatError(f"{path}: b'data' is {data.dtype} {data.shape}, expected uint8 (n, 3072)")
-    if labels.shape != (len(data),) or (labels.size and not ((labels >= 0) & (labels < 10)).all()):
-        raise DataFormatError(f"{path}: expected {len(data)} labels in 0-9, got {labels.shape[0]}")
-    rgb = data.reshape(-1, 3, SIDE, SIDE).astype(np.float64)
-    gray = np.einsum("nchw,c->nhw", rgb, GRAY).astype(np.uint8)  # truncation, as tf.cast to int32
-    return gray, labels
+    if labels.shape != (len(data),):
+        raise DataFormatError(f"{path}: {len(data)} images but b'labels' has shape {labels.shape}")
+    if labels.size and (labels.dtype.kind not in "iu" or not ((labels >= 0) & (labels < 10)).all()):
+        bad = next((x for x in labels.tolist() if not (isinstance(x, int) and 0 <= x < 10)), labels.dtype)
+        raise DataFormatError(f"{path}: labels must be integers 0-9, found {bad!r}")
+    rgb = data.reshape(-1, 3, SIDE, SIDE).astype(np.float64) / 255
+    gray = np.floor(np.einsum("nchw,c->nhw", rgb, GRAY) * 255.5).clip(0, 255).astype(np.uint8)
+    return gray, labels.astype(np.int64)
 
 
 def find_cifar(root: Path) -> Path:

@@ -103,3 +103,13 @@ def test_bigbird_is_window_first_last_global_and_r_random_blocks_outside_them_pe
         again = variant_mask(build("bigbird", heads=4, block_size=block, random_blocks=r, seed=5), n)
         other = variant_mask(build("bigbird", heads=4, block_size=block, random_blocks=r, seed=6), n)
         assert torch.equal(again, mask) and not torch.equal(other, mask)
+
+
+def test_bigbird_layers_draw_their_own_random_blocks_unless_seeded_and_the_window_is_centred():
+    torch.manual_seed(0)
+    first, second = (variant_mask(build("bigbird", block_size=8), 256) for _ in range(2))
+    assert not torch.equal(first, second)  # two layers of one model (the original seeds layer i with i)
+    torch.manual_seed(0)
+    assert torch.equal(variant_mask(build("bigbird", block_size=8), 256), first)  # the model's seed fixes them
+    with pytest.raises(ValueError, match="window_blocks must be odd"):
+        build("bigbird", window_blocks=4)

@@ -309,7 +309,8 @@ def test_cifar_release_loads_as_grayscale_pixel_sequences(tmp_path):
     data = load_task("image", data_dir=tmp_path)
     assert (data.name, data.kind, data.num_classes, data.max_len) == ("image", "classify", 10, 1024)
     assert (len(data.train), len(data.val), len(data.test)) == (45, 5, 10)  # LRA: the first 90% trains
-    gray = int(0.2989 * 200 + 0.5870 * 100 + 0.1140 * 50)  # tf.image.rgb_to_grayscale, truncated
+    # tf.image.rgb_to_grayscale on uint8: weights on [0, 1] values, back by x * 255.5 truncated
+    gray = int((0.2989 * 200 + 0.5870 * 100 + 0.1140 * 50) / 255 * 255.5)
     assert data.train.tokens[0].unique().tolist() == [gray + FIRST_SYMBOL]
     assert data.test.labels.tolist() == [(5 + i) % 10 for i in range(10)]
     assert int(data.train.tokens.max()) < data.vocab_size
@@ -335,6 +336,39 @@ def test_cifar_batches_of_the_wrong_shape_or_missing_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataFormatError, match="no CIFAR-10 data"):
         load_task("image", data_dir=tmp_path / "empty")
+
+
+def test_grayscale_is_tensorflows_from_uint8():
+    from attnbench.tasks.image import GRAY
+
+    rgb = np.array([[255, 255, 255], [128, 128, 128], [1, 1, 1], [0, 0, 0], [10, 200, 30]], dtype=np.float64)
+    want = [255, 128, 1, 0, 124]  # tf.image.rgb_to_grayscale of these uint8 pixels
+    assert (np.floor(rgb / 255 @ GRAY * 255.5)).astype(int).tolist() == want
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [([0.5] * 10, "labels must be integers 0-9, found 0.5"),
+     ([2**70] + [0] * 9, "labels must be integers 0-9, found 1180591620717411303424"),
+     ([10] + [0] * 9, "labels must be integers 0-9, found 10"), ([0] * 9, r"10 images but b'labels' has shape \(9,\)")],
+)  # fmt: skip
+def test_cifar_labels_that_are_not_integers_0_to_9_are_named(tmp_path, labels, message):
+    import pickle
+
+    folder = write_cifar(tmp_path)
+    batch = {b"data": np.zeros((10, 3072), np.uint8), b"labels": labels}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataFormatError, match=f"test_batch: {message}"):
+        load_task("image", data_dir=tmp_path)
+
+
+def test_a_cifar_batch_saved_with_a_newer_pickle_protocol_loads(tmp_path):
+    import pickle
+
+    folder = write_cifar(tmp_path)
+    batch = pickle.loads((folder / "data_batch_2").read_bytes())
+    (folder / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=5))
+    assert len(load_task("image", data_dir=tmp_path).train) == 45
 
 
 def test_a_cifar_pickle_that_builds_anything_else_is_refused_unrun(tmp_path):

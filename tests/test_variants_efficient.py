@@ -194,6 +194,11 @@ def test_performer_layers_draw_their_own_features_and_redraw_only_on_request():
     assert torch.equal(redrawing.w, before)
     redrawing(q, k, v)
     assert not torch.equal(redrawing.w, before)  # every 2 training calls
+    seeded = build("performer", seed=3, redraw_interval=1)
+    seeded.train()
+    start = seeded.w.clone()
+    seeded(q, k, v)
+    assert not torch.equal(seeded.w, start)  # a seed fixes where the stream starts, not that it stops
     redrawing.eval()
     after = redrawing.w.clone()
     for _ in range(4):

@@ -143,13 +143,7 @@ class Variant(nn.Module):
     def __init__(self, spec: AttentionSpec) -> None:
         super().__init__()
         self.spec = spec
-        try:
-            self.options = self.Options(**dict(spec.options))
-        except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "options"
-            known = ", ".join(self.Options.model_fields) or "none"
-            raise ValueError(f"variant {self.info.name}: option {where}: {first['msg']} (options: {known})") from None
+        self.options = self.parse_options(spec.options)
         if spec.causal and not self.info.causal:
             raise Unsupported(f"{self.info.name} does not support causal attention")
         if not spec.causal and not self.info.non_causal:
@@ -164,9 +158,11 @@ class Variant(nn.Module):
             return cls.Options(**dict(options))
         except ValidationError as err:
             first = err.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "options"
+            where = ".".join(str(p) for p in first["loc"])
+            # A check across fields has no location: its message names the fields.
+            what = f"option {where}: {first['msg']}" if where else first["msg"].removeprefix("Value error, ")
             known = ", ".join(cls.Options.model_fields) or "none"
-            raise ValueError(f"variant {cls.info.name}: option {where}: {first['msg']} (options: {known})") from None
+            raise ValueError(f"variant {cls.info.name}: {what} (options: {known})") from None
 
     @classmethod
     def unavailable_reason(cls, device: str, dtype: torch.dtype | None = None) -> str | None:

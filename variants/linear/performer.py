@@ -5,8 +5,9 @@ With x' = x / D^(1/4) and rows w_f of an orthogonal random matrix W (m x D), the
     phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m)
 
 give E[phi(q) . phi(k)] = exp(q . k / sqrt(D)), the softmax kernel. As in the original code a
-small epsilon (1e-4) is added to every feature after the stabilising max is taken out: a query's
-features by its own max, a key's by the max over the keys the query sees (see below), so
+small epsilon (`feature_eps`, 1e-4 as in performer-pytorch; google-research's fast attention passes
+1e-6) is added to every feature after the stabilising max is taken out: a query's features by its
+own max, a key's by the max over the keys the query sees (see below), so
 
     K_ij = sum_f (exp(lq_if - c_i) + eps) (exp(lk_jf - r_i) + eps)
 
@@ -19,9 +20,10 @@ does; the chunked prefix scan keeps each key at its own max m_j and rescales by 
 the output is the definition and nothing depends on the future. Non-causally r_i is the max over
 all (real) keys, which is the original's.
 
-Random features. W is drawn from `seed`, or, without one, from torch's generator when the module
-is built, so each layer of a model seeded once draws its own features (as nn.Linear draws its
-weights). Each D x D block is orthogonalised by QR with the signs of R's diagonal moved into Q,
+Random features. W is drawn from torch's generator when the module is built, so each layer of a
+model seeded once draws its own features (as nn.Linear draws its weights); or from a generator
+seeded with `seed` (then every layer given that seed starts from the same features, and redraws
+continue that generator's stream). Each D x D block is orthogonalised by QR with the signs of R's diagonal moved into Q,
 which makes the directions Haar-distributed; rows are scaled to chi(D) norms. `redraw_interval`
 k > 0 draws new features every k forward calls in training mode (off by default: a model stays
 deterministic).
@@ -45,7 +47,6 @@ from ..masks import causal_mask, key_mask
 from .prefix import linear_attention, quadratic_form, safe_divide
 
 NEG_INF = float("-inf")
-SOFTMAX_EPS = 1e-4  # the original's nonnegative_softmax_kernel_feature_creator
 RELU_EPS = 1e-3  # the original's generalized (ReLU) kernel_epsilon
 
 
@@ -70,6 +71,7 @@ def log_features(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 class PerformerOptions(Options):
     features: int = Field(256, ge=0, description="random features m (0: relu kernel on x itself, as LRA)")
     kernel: Literal["softmax", "relu"] = Field("softmax", description="positive softmax features, or relu")
+    feature_eps: float = Field(1e-4, ge=0, description="added to each softmax feature (google-research: 1e-6)")
     seed: int | None = Field(None, description="seed of the features (default: torch's generator at build)")
     redraw_interval: int = Field(0, ge=0, description="draw new features every k training calls (0: never)")
     chunk_size: int = Field(64, gt=0, description="queries per chunk of the causal prefix scan")
@@ -100,6 +102,8 @@ class PerformerAttention(Variant):
             "QR blocks are sign-corrected so the directions are Haar-distributed (the original omits it)",
             "features are not redrawn unless redraw_interval is set (the original softmax attention redraws "
             "at every call): a trained model stays deterministic",
+            "feature epsilon 1e-4 by default, performer-pytorch's (google-research's fast attention passes 1e-6: "
+            "set feature_eps)",
         ),
         lengths=True,  # padding keys get zero weight in the sums
     )
@@ -107,6 +111,8 @@ class PerformerAttention(Variant):
 
     def __init__(self, spec) -> None:
         super().__init__(spec)
+        seed = self.options.seed
+        self._generator = None if seed is None else torch.Generator().manual_seed(seed)  # kept: redraws go on
         self.register_buffer("w", self._draw(), persistent=True)
         self._calls = 0
 
@@ -114,8 +120,7 @@ class PerformerAttention(Variant):
         o = self.options
         if o.features == 0:  # the deterministic relu kernel: no projection
             return torch.zeros(0, self.spec.head_dim)
-        gen = None if o.seed is None else torch.Generator().manual_seed(o.seed)
-        return orthogonal_features(o.features, self.spec.head_dim, gen).float()
+        return orthogonal_features(o.features, self.spec.head_dim, self._generator).float()
 
     def _maybe_redraw(self) -> None:
         interval = self.options.redraw_interval
@@ -143,7 +148,7 @@ class PerformerAttention(Variant):
         acc = accumulate_dtype(q.dtype)
         w = self.w.to(acc)
         lq = log_features(q.to(acc), w).reshape(b, hkv, h // hkv, nq, -1)  # (B, Hkv, G, Nq, m)
-        fq = torch.exp(lq - lq.amax(-1, keepdim=True)) + SOFTMAX_EPS  # per query, as the original
+        fq = torch.exp(lq - lq.amax(-1, keepdim=True)) + self.options.feature_eps  # per query, as the original
         lk = log_features(k.to(acc), w)  # (B, Hkv, Nk, m)
         key_max = lk.amax(-1)  # m_j: (B, Hkv, Nk)
         fk = torch.exp(lk - key_max[..., None])  # each key by its own max: in (0, 1]
@@ -174,7 +179,7 @@ class PerformerAttention(Variant):
             num = fq @ ((fk * scale).transpose(-2, -1) @ vv)[:, :, None]
             den = fq @ (fk * scale).sum(-2)[:, :, None, :, None]
             v_sum, count = (vv * real).sum(-2, keepdim=True), real.sum(-2, keepdim=True)
-        s = SOFTMAX_EPS * fq.sum(-1, keepdim=True)  # (B, Hkv, G, Nq, 1)
+        s = self.options.feature_eps * fq.sum(-1, keepdim=True)  # (B, Hkv, G, Nq, 1)
         out = safe_divide(num + s * v_sum[:, :, None], den + s * count[:, :, None])
         return out.reshape(q.shape).to(q.dtype)
 
@@ -193,7 +198,8 @@ class PerformerAttention(Variant):
         seen_max = key_max[:, :, None, :].masked_fill(~visible, NEG_INF).amax(-1, keepdim=True)  # r_i
         rescale = torch.exp((key_max[:, :, None, :] - seen_max).masked_fill(~visible, NEG_INF))  # (B, Hkv, Nq, Nk)
         kernel = (fq @ fk[:, :, None].transpose(-2, -1)) * rescale[:, :, None]  # (B, Hkv, G, Nq, Nk)
-        kernel = kernel + SOFTMAX_EPS * fq.sum(-1, keepdim=True) * visible[:, :, None].to(kernel.dtype)
+        eps = self.options.feature_eps
+        kernel = kernel + eps * fq.sum(-1, keepdim=True) * visible[:, :, None].to(kernel.dtype)
         return safe_divide(kernel @ vv[:, :, None], kernel.sum(-1, keepdim=True)).reshape(q.shape)
 
 

@@ -93,7 +93,11 @@ class NystromAttention(Variant):
         departures=(
             "N need not be a multiple of the landmarks (the original reshapes, so requires it): segments are "
             "rows floor(iN/m) .. ceil((i+1)N/m) - 1, which overlap by a row where N/m is not whole",
-            "m is capped at the sequence length (the original has no such case)",
+            "m is capped at the sequence length; the original computes exact softmax attention when m = N",
+            "the Newton-Schulz start scales each matrix by its own norms (the original's default init_option "
+            "'original' takes one max over the whole batch and all heads)",
+            "with key lengths the landmarks average real tokens only (the original averages padded sequences "
+            "with the padding zeroed)",
             "with GQA the convolution runs on the K/V heads and is shared by each group (the original has one "
             "V per query head)",
         ),

@@ -9,7 +9,9 @@ Positions are cut into blocks of `block_size`; the pattern is BigBird's ITC cons
   each side);
 - random: each other query block sees `random_blocks` (r) more key blocks, drawn per head and per
   query block from the blocks outside its window and the global blocks, from a generator seeded
-  with `seed` (so the pattern is fixed for a length, head count and seed).
+  with `seed` (so the pattern is fixed for a length, head count and seed). Without a seed, one is
+  drawn from torch's generator when the layer is built, so the layers of a model seeded once draw
+  different blocks (the original seeds layer i with i).
 
 A row with fewer than r candidate blocks (a short sequence) takes all of them.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..contract import VariantInfo
 from .base import Pattern, SparseAttention, SparseOptions
@@ -27,10 +29,16 @@ from .base import Pattern, SparseAttention, SparseOptions
 
 class BigBirdOptions(SparseOptions):
     block_size: int = Field(64, gt=0, description="positions per block")
-    window_blocks: int = Field(3, gt=0, description="blocks in the sliding window, centred (3: one each side)")
+    window_blocks: int = Field(3, gt=0, description="blocks in the sliding window, centred: odd (3: one each side)")
     global_blocks: int = Field(2, ge=0, description="global blocks: the first ceil(g/2) and the last floor(g/2)")
     random_blocks: int = Field(3, ge=0, description="random key blocks per query block and head (r)")
-    seed: int = Field(0, description="seed of the random blocks")
+    seed: int | None = Field(None, description="seed of the random blocks (default: drawn from torch's generator)")
+
+    @model_validator(mode="after")
+    def _centred_window(self) -> BigBirdOptions:
+        if self.window_blocks % 2 == 0:
+            raise ValueError(f"window_blocks must be odd (a centred window), got {self.window_blocks}")
+        return self
 
 
 def global_block_ids(num_blocks: int, global_blocks: int) -> torch.Tensor:
@@ -92,6 +100,8 @@ class BigBirdAttention(SparseAttention):
             "window; here every row draws outside its window and the globals, as the paper's rule says",
             "N need not be a multiple of block_size (the original requires it): the last block is partial",
             "causal specs intersect the pattern with the causal mask (BigBird's ITC pattern is bidirectional)",
+            "random blocks come from every block for every N: the original's plans for N of 1024 to 4096 draw them "
+            "from the first 1024 positions only (its last_idx)",
         ),
         # Key lengths intersect the pattern, which is laid out for the padded length as in the original
         # (it pads every sequence to one length): the last global block and the random blocks that fall in
@@ -104,7 +114,12 @@ class BigBirdAttention(SparseAttention):
     def per_head(self) -> bool:
         return self.options.random_blocks > 0
 
+    def __init__(self, spec) -> None:
+        super().__init__(spec)
+        seed = self.options.seed
+        self.seed = int(torch.randint(2**31, ())) if seed is None else seed
+
     def pattern(self, num_keys, device):
         o = self.options
         return bigbird(num_keys, self.spec.num_heads, o.block_size, o.window_blocks, o.global_blocks,
-                       o.random_blocks, o.seed, device)  # fmt: skip
+                       o.random_blocks, self.seed, device)  # fmt: skip
