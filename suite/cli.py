@@ -35,7 +35,7 @@ PluginOpt = Annotated[
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")]
 OptionOpt = Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE (repeatable).")]
-TrainPresetOpt = Annotated[str, typer.Option(help="Training preset: tiny, cpu, lra, or a YAML file.")]
+TrainPresetOpt = Annotated[str, typer.Option(help="Training preset: tiny, cpu, lra, lra-attnbench, or a YAML file.")]
 TaskOutOpt = Annotated[Path | None, typer.Option(help="Run folder (default: results/tasks-<preset>-<device>).")]
 
 
@@ -286,7 +286,12 @@ def _device_slug(device: str) -> str:
 
 @app.command()
 def bench(
-    preset: Annotated[str | None, typer.Option(help="Shipped config: cpu, gpu, gpt2-small, llama2-7b, ...")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Shipped config: cpu, gpu, gpt2-small, llama2-7b, ...; auto: gpu where torch sees CUDA, else cpu."
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML or TOML config file.")] = None,
     variants: Annotated[str | None, typer.Option(help="Comma-separated variant names.")] = None,
     seq: Annotated[str | None, typer.Option(help="Sequence lengths N, e.g. 256,512,1024.")] = None,
@@ -341,7 +346,11 @@ def bench(
     variant's tolerance (marked `correct: false` in its record, the summary and the charts).
     """
     from .core.config import BenchConfig, load_config, load_preset, validate
+    from .core.devices import host_preset
 
+    if preset == "auto":
+        preset = host_preset()
+        console.print(f"device detected: running the {preset} preset")
     if preset and config:
         raise UserError("give --preset or --config, not both")
     if scratch and out:

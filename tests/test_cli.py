@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -125,3 +129,37 @@ def test_check_names_a_decoding_misalignment(capsys, plugins):
     code, out, _ = run(capsys, "check", "--plugin", str(plugins / "decode_misaligned.py"), "--dtype", "float32")
     assert code == 1
     assert any(line.split()[:2] == ["FAIL", "causal-offsets"] and "top-left" in line for line in out.splitlines())
+
+
+def fake_nvidia_smi(folder: Path) -> str:
+    """A PATH on which `nvidia-smi -L` lists one H100, as on a box whose driver torch cannot use."""
+    exe = folder / "nvidia-smi"
+    exe.write_text('#!/bin/sh\necho "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-00000000-1111-2222-3333-444444444444)"\n')
+    exe.chmod(0o755)
+    return f"{folder}{os.pathsep}{os.environ['PATH']}"
+
+
+def test_make_bench_stops_in_one_line_where_nvidia_smi_lists_a_gpu_torch_cannot_see(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a CUDA device here: the main job runs the gpu preset")
+    env = os.environ | {"PATH": fake_nvidia_smi(tmp_path)}
+    stamp = Path(sys.executable).parents[1] / ".installed"
+    # make's own setup is not what this exercises: -o keeps it from rebuilding the venv.
+    command = ["make", "-s", "-C", str(ROOT), "-o", str(stamp), "bench", f"PY={sys.executable}", f"VENV={stamp.parent}"]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("attnbench:")]
+    assert done.returncode != 0 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "nvidia-smi lists 1 GPU(s) (GPU 0: NVIDIA H100 80GB HBM3" in lines[0] and "sees none" in lines[0]
+    assert "device detected" not in done.stdout  # nothing ran
+
+
+def test_bench_preset_auto_is_cpu_without_a_gpu(capsys, monkeypatch, tmp_path):
+    from attnbench.suite.core import devices
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    monkeypatch.setattr(devices.torch.cuda, "is_available", lambda: False)
+    assert devices.host_preset() == "cpu" and devices.listed_nvidia_gpus() == []
+    monkeypatch.setattr(devices.torch.cuda, "is_available", lambda: True)
+    assert devices.host_preset() == "gpu"

@@ -1,6 +1,9 @@
-"""Device and dtype names as the CLI and configs spell them."""
+"""Device and dtype names as the CLI and configs spell them, and which main job this host runs."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
 
 import torch
 
@@ -45,3 +48,31 @@ def resolve_device(name: str | None) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no CUDA device here")
     return device
+
+
+def listed_nvidia_gpus(timeout: float = 10.0) -> list[str]:
+    """The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H100 ..." lines); none without nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return []
+    try:
+        done = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.startswith("GPU ")]
+
+
+def host_preset() -> str:
+    """The main job's bench preset here: `gpu` where torch sees a CUDA device, `cpu` on a machine with no
+    GPU. A GPU that nvidia-smi lists but torch cannot use is refused: the cpu preset there would pass for
+    the box's numbers."""
+    if torch.cuda.is_available():
+        return "gpu"
+    gpus = listed_nvidia_gpus()
+    if gpus:
+        build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise UserError(
+            f"nvidia-smi lists {len(gpus)} GPU(s) ({gpus[0]}) but torch {torch.__version__} ({build}) sees none: "
+            "install a torch for this driver, or measure the CPU with --preset cpu"
+        )
+    return "cpu"
