@@ -231,3 +231,17 @@ def test_unsupported_inputs_are_skipped_not_failed():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_builtins_pass(name, dtype):
     assert not _failures(name, "cuda", dtype)
+
+
+@pytest.mark.parametrize("name", ["recompile_limit", "cache_size_limit"])
+def test_the_recompile_allowance_is_set_under_either_name_torch_has_used(name):
+    """torch 2.5/2.6 call it cache_size_limit, 2.7 on recompile_limit: neither crashes the checker."""
+    from types import SimpleNamespace
+
+    from attnbench.suite.checks.conformance import allow_recompiles
+
+    config = SimpleNamespace(**{name: 8})
+    allow_recompiles(config, 64)
+    assert vars(config) == {name: 64}
+    allow_recompiles(config, 16)  # never lowered
+    assert vars(config) == {name: 64}

@@ -23,7 +23,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -116,6 +116,14 @@ def _fmt(x: float) -> str:
     return f"{x:.1e}"
 
 
+def allow_recompiles(config: Any, limit: int) -> None:
+    """Let a compiled variant recompile `limit` times (once per checked shape; torch's default is 8), so
+    the checks test the compiled kernel rather than an eager fallback. torch 2.7 renamed the setting
+    from cache_size_limit to recompile_limit; torch>=2.5 is supported."""
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), limit))
+
+
 class Checker:
     """Runs the conformance checks for one variant class on one device and dtype."""
 
@@ -129,9 +137,7 @@ class Checker:
         self.dtype = dtype
         self.seed = seed
         self.tol = self.info.tolerance_for(dtype)
-        # Compiled variants recompile once per checked shape; allow more than torch's default 8
-        # so that the checks test the compiled kernel rather than an eager fallback.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        allow_recompiles(torch._dynamo.config, 64)
 
     # ----- helpers shared by the checks -----
 
