@@ -17,9 +17,9 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData
+from .base import FIRST_SYMBOL, DataFormatError, TaskData
+from .pathfinder import images_to_split
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 GRAY = np.array([0.2989, 0.5870, 0.1140])
@@ -70,12 +70,6 @@ def find_cifar(root: Path) -> Path:
     raise DataFormatError(f"no CIFAR-10 data: expected {root / 'cifar-10-batches-py'}/data_batch_1..5 and test_batch")
 
 
-def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
-    """Pixels row by row as tokens (value + FIRST_SYMBOL)."""
-    tokens = torch.from_numpy(images.reshape(len(images), -1).astype(np.int64)) + FIRST_SYMBOL
-    return Split(tokens, torch.from_numpy(labels))
-
-
 def load_release(root: Path) -> TaskData:
     """CIFAR-10 from the Python release folder, grayscale, split 90/10 (train/val) plus the test batch."""
     folder = find_cifar(root)
@@ -88,9 +82,9 @@ def load_release(root: Path) -> TaskData:
     return TaskData(
         name="image",
         kind="classify",
-        train=to_split(images[:cut], labels[:cut]),
-        val=to_split(images[cut:], labels[cut:]),
-        test=to_split(test_images, test_labels),
+        train=images_to_split(images[:cut], labels[:cut]),
+        val=images_to_split(images[cut:], labels[cut:]),
+        test=images_to_split(test_images, test_labels),
         vocab_size=FIRST_SYMBOL + 256,
         num_classes=10,
         max_len=SIDE * SIDE,

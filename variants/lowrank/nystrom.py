@@ -113,13 +113,17 @@ class NystromAttention(Variant):
         conv = nn.Conv2d(heads, heads, (taps, 1), padding=(taps // 2, 0), groups=heads, bias=False) if taps else None
         self.conv = conv
 
+    def _check_conv_shape(self, nq: int, nk: int) -> None:
+        """The convolved value at a query's own position exists only for Nq <= Nk (bottom-right aligned)."""
+        if self.conv is not None and nq > nk:
+            raise Unsupported(f"nystrom's convolution on V needs Nq <= Nk (got {nq} > {nk}); set conv_kernel=0")
+
     def _conv_term(self, v: torch.Tensor, nq: int, key_lengths: torch.Tensor | None) -> torch.Tensor | None:
         """conv(v) at each query's position: (B, Hkv, 1, Nq, D), or None without the convolution."""
         if self.conv is None:
             return None
         nk = v.shape[-2]
-        if nq > nk:
-            raise Unsupported(f"nystrom's convolution on V needs Nq <= Nk (got {nq} > {nk}); set conv_kernel=0")
+        self._check_conv_shape(nq, nk)
         if key_lengths is not None:
             v = v * key_mask(key_lengths, nk)[:, None, :, None]
         conv = F.conv2d(v, self.conv.weight.to(v.dtype), padding=self.conv.padding, groups=self.conv.groups)
@@ -164,8 +168,7 @@ class NystromAttention(Variant):
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         s = softmax_scale(d)
         m = _landmark_count(self.options.landmarks, nq, nk, key_lengths)
-        if self.conv is not None and nq > nk:
-            raise Unsupported(f"nystrom's convolution on V needs Nq <= Nk (got {nq} > {nk}); set conv_kernel=0")
+        self._check_conv_shape(nq, nk)
         out = torch.empty_like(q)
         for bi in range(b):
             real = nk if key_lengths is None else int(key_lengths[bi])
