@@ -333,6 +333,22 @@ def bench(
     write_charts: Annotated[
         bool, typer.Option("--report/--no-report", help="Write the charts and README.md at the end.")
     ] = True,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan and measure nothing: the points, which variants run here (and why not), "
+            "predicted out-of-memory points and the estimated wall time.",
+        ),
+    ] = False,
+    budget_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Minutes for the whole sweep: the most informative points run first, the rest are skipped "
+            "and listed in env.json (a rerun measures them).",
+        ),
+    ] = None,
     executor: ExecutorOpt = "local",
     address: AddressOpt = None,
     cluster: ClusterOpt = "slurm",
@@ -378,6 +394,9 @@ def bench(
     else:
         data = base.model_dump()
         data["sweeps"] = [sweep | grid for sweep in data["sweeps"]]
+        # What the command line sets holds on every device.
+        data["device_overrides"] = {d: {k: v for k, v in f.items() if k not in grid}
+                                    for d, f in data["device_overrides"].items()}  # fmt: skip
     data |= settings
     data["options"] = data.get("options", {}) | _options(option)
     cfg = validate(data, preset or (config.name if config else "command line"))
@@ -386,20 +405,49 @@ def bench(
     for name in {v for sweep in cfg.sweeps for v in sweep.variants}:
         registry.entry(name)
     _check_options(registry, cfg.options)
+    plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
+    if dry_run:
+        _dry_run(cfg, registry, device or cfg.device, plugins, out, budget_minutes)
+        return
     device = resolve_device(None if cfg.device == "auto" and device is None else device or cfg.device)
     if scratch:
         run_dir = Path(tempfile.mkdtemp(prefix="attnbench-scratch-"))
     else:
         run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(device)}"
-    plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
     choice = _executor_choice(executor, address, cluster, partition, account, time_min)
-    records = _measure(cfg, registry, device, plugins, run_dir, charts=write_charts and not scratch, executor=choice)
+    records = _measure(cfg, registry, device, plugins, run_dir, charts=write_charts and not scratch, executor=choice,
+                       budget_s=budget_minutes * 60 if budget_minutes else None)  # fmt: skip
     wrong = [r for r in records if r.get("correct") is False]
     if wrong:
         names = ", ".join(sorted({r["variant"] for r in wrong}))
         console.print(f"FAILED CORRECTNESS in {len(wrong)} of {len(records)} points ({names}): "
                       f"see {run_dir}/summary.md")  # fmt: skip
         raise typer.Exit(1)
+
+
+def _dry_run(cfg, registry: Registry, device: str, plugins: tuple[str, ...], out: Path | None,
+             budget_minutes: float | None) -> None:  # fmt: skip
+    """The plan of a bench run (runs/plan.py), printed; nothing is measured or written."""
+    from .core.devices import default_device
+    from .outputs.plan_report import plan_text
+    from .runs.plan import plan_points, target_device
+    from .runs.points import expand
+    from .runs.records import read_records
+
+    kind = default_device() if device == "auto" else device.lower()
+    if kind not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {device!r} (cpu or cuda)")
+    points = expand(cfg, kind, plugins)
+    target = target_device(kind, {p.dtype for p in points})
+    recorded = 0
+    if target.here:
+        run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(kind)}"
+        keys = {r.get("key") for r in read_records(run_dir)} if (run_dir / "records.jsonl").is_file() else set()
+        recorded = sum(p.key() in keys for p in points)
+    planned = plan_points(points, registry, target)
+    console.print(f"dry run of {cfg.name}: nothing is measured", highlight=False)
+    console.print(plan_text(planned, target, recorded, budget_minutes * 60 if budget_minutes else None),
+                  markup=False, highlight=False)  # fmt: skip
 
 
 def _measure(
@@ -410,6 +458,7 @@ def _measure(
     run_dir: Path,
     charts: bool,
     executor: tuple[str, dict] = ("local", {}),
+    budget_s: float | None = None,
 ) -> list:
     """Run the sweep of `cfg` into `run_dir` under its lock, on `executor` (name, options); write
     env.json, the summary and charts."""
@@ -426,10 +475,13 @@ def _measure(
     with run_lock(run_dir):
         try:
             records = run_sweep(points, run_dir, make_executor(executor[0], run_dir, executor[1]), console, device,
-                                cfg.threads, registry)  # fmt: skip
+                                cfg.threads, registry, budget_s)  # fmt: skip
         except KeyboardInterrupt:
             console.print(f"interrupted: finished points are kept in {run_dir}; rerun the same command to resume")
             raise typer.Exit(130) from None
+        if not records:
+            console.print(f"no point was measured (see {run_dir}/env.json); nothing to summarise")
+            return records
         env = read_env(run_dir)
         write_env(run_dir, env | {"baseline": cfg.baseline, "config": cfg.name})
         text = markdown(bench_frame(records), cfg.baseline)
@@ -608,6 +660,35 @@ def _train_each(jobs: list, executor, out: Path) -> int:
 
 
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]
+
+
+@app.command("gpu-check")
+def gpu_check(
+    budget_minutes: Annotated[
+        float | None, typer.Option(min=0.01, help="Minutes for the preset's sweep (most informative points first).")
+    ] = None,
+) -> None:
+    """The gpu-marked tests, then the `gpu` preset, into results/gpu-<device>/ (the tests' report beside the
+    run); exit 1 if either fails. `make gpu-check` runs it after setting up the GPU kernels."""
+    import subprocess
+
+    from .core.devices import host_preset
+
+    if host_preset() != "gpu":
+        raise UserError("no GPU visible: torch sees no CUDA device and nvidia-smi lists none; run it on a CUDA machine")
+    run_dir = Path("results") / f"gpu-{_device_slug('cuda')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"gpu-marked tests -> {run_dir}/gpu-tests.xml")
+    report = f"--junitxml={run_dir / 'gpu-tests.xml'}"
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", report])
+    try:
+        bench(preset="gpu", out=run_dir, budget_minutes=budget_minutes)
+        bench_failed = False
+    except typer.Exit as exit_:
+        bench_failed = exit_.exit_code != 0
+    if tests.returncode != 0 or bench_failed:
+        console.print(f"gpu-check: tests exit {tests.returncode}, bench {'failed' if bench_failed else 'ok'}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -56,6 +56,24 @@ def test_records_env_and_summary_are_written(growth_run):
     assert "growth in N" in (growth_run / "summary.md").read_text()
 
 
+def test_every_point_is_placed_on_the_runs_roofline(growth_run):
+    """Bandwidth measured once per run beside the matmul peak; each record's bytes, intensity and the
+    fraction of both ceilings it reached; the roofline chart drawn from them."""
+    from attnbench.suite.measure.roofline import io_bytes
+
+    env = json.loads((growth_run / "env.json").read_text())
+    assert env["bandwidth_gbs"] > 0
+    for r in read_records(growth_run):
+        assert r["io_bytes"] == io_bytes(1, 8, 8, r["seq"], r["seq"], 64, "float32", "fwd") == 4 * 4 * 8 * r["seq"] * 64
+        assert r["intensity"] == pytest.approx(r["flops"] / r["io_bytes"])  # 4 N^2 H D / (16 N H D) = N / 4
+        assert r["intensity"] == pytest.approx(r["seq"] / 4)
+        reached = r["io_bytes"] / (r["time_ms"] * 1e-3) / 1e9
+        assert r["bandwidth_fraction"] == pytest.approx(reached / env["bandwidth_gbs"])
+        assert r["peak_fraction"] == pytest.approx(r["tflops"] / env["matmul_tflops"]["float32"])
+        assert r["wall_s"] > 0
+    assert (growth_run / "roofline-cpu-float32.png").stat().st_size > 0
+
+
 def test_memory_exponents_separate_quadratic_from_linear(growth_run):
     fits = exponents(bench_frame(read_records(growth_run))).set_index("variant")["memory_exponent"]
     assert 1.8 <= fits["naive"] <= 2.2

@@ -147,7 +147,9 @@ def test_make_bench_stops_in_one_line_where_nvidia_smi_lists_a_gpu_torch_cannot_
     env = os.environ | {"PATH": fake_nvidia_smi(tmp_path)}
     stamp = Path(sys.executable).parents[1] / ".installed"
     # make's own setup is not what this exercises: -o keeps it from rebuilding the venv.
-    command = ["make", "-s", "-C", str(ROOT), "-o", str(stamp), "bench", f"PY={sys.executable}", f"VENV={stamp.parent}"]
+    kernels = stamp.parent / ".installed-kernels"
+    command = ["make", "-s", "-C", str(ROOT), "-o", str(stamp), "-o", str(kernels), "bench", f"PY={sys.executable}",
+               f"VENV={stamp.parent}"]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     lines = [line for line in done.stderr.splitlines() if line.startswith("attnbench:")]
     assert done.returncode != 0 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr

@@ -37,7 +37,7 @@ def _install_fake_distribution(root, entry_points: str, modules: dict[str, str])
 def test_builtins_are_found_in_their_files_without_importing_optional_packages():
     registry = load_registry()
     assert registry.names()[: len(builtin())] == list(builtin())
-    assert len(builtin()) == 20 and list(builtin())[:4] == ["chunked", "flash-attn", "flex", "naive"]
+    assert len(builtin()) == 21 and list(builtin())[:4] == ["chunked", "flash-attn", "flash-decoding", "flex"]
     for name, target in builtin().items():
         assert registry.get(name).info.name == name  # registered under the name it declares
         assert target.startswith("attnbench.variants.") and ".contract" not in target

@@ -107,6 +107,11 @@ class VariantInfo:
     definition: str = "softmax attention"
     # Whether the definition applies the 1/sqrt(D) softmax scale (false for kernelised forms).
     scaled: bool = True
+    # How many (B, H, Nq, Nk) tensors the variant holds at its peak (naive softmax: the scores and the
+    # probabilities); 0 for kernels that never build them. Predicts out-of-memory points before a run.
+    score_buffers: int = 0
+    # True when the first call compiles a kernel (torch.compile): seconds, timed apart as first_call_s.
+    compiles: bool = False
     tolerance: Mapping[torch.dtype, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
 
     def __post_init__(self) -> None:

@@ -619,7 +619,9 @@ def check_gqa(c: Checker) -> str:
 
 
 class _OutputShapes(TorchDispatchMode):
-    """Records the shape of every tensor each aten op produces."""
+    """Records the shape of every tensor each aten op allocates. Views (expand, permute, reshape of a
+    contiguous tensor) return an alias of their input and allocate nothing: they are left out, so
+    xformers' K/V broadcast by ``expand`` is not taken for a repeat."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -627,6 +629,8 @@ class _OutputShapes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if any(r.alias_info is not None for r in func._schema.returns):
+            return out
         for t in out if isinstance(out, tuple | list) else (out,):
             if isinstance(t, torch.Tensor):
                 self.shapes.append((str(func), tuple(t.shape)))

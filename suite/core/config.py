@@ -93,6 +93,29 @@ class BenchConfig(BaseModel):
     reference_max_bytes: int = Field(4 * 2**30, ge=0, description="skip the float64 error above this")
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-variant options")
     sweeps: list[Sweep] = Field(min_length=1)
+    # Sweep fields replaced on one device, in every sweep: the same preset at sizes that device can
+    # run (the decode preset's 128K-key caches become 16K on a CPU).
+    device_overrides: dict[Literal["cpu", "cuda"], dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_overrides(self) -> BenchConfig:
+        for device, fields in self.device_overrides.items():
+            unknown = sorted(set(fields) - set(Sweep.model_fields))
+            if unknown:
+                raise ValueError(f"device_overrides.{device}: unknown sweep field {unknown[0]!r}")
+            for sweep in self.sweeps:
+                try:
+                    Sweep.model_validate(sweep.model_dump() | fields)
+                except ValidationError as err:
+                    first = err.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    raise ValueError(f"device_overrides.{device}: {where}: {first['msg']}") from None
+        return self
+
+    def sweeps_for(self, device: str) -> list[Sweep]:
+        """The sweeps as run on `device`: each with that device's overrides applied."""
+        fields = self.device_overrides.get(device, {})
+        return [Sweep.model_validate(s.model_dump() | fields) if fields else s for s in self.sweeps]
 
 
 PRESETS = resources.files("attnbench.suite") / "presets"
@@ -122,9 +145,10 @@ def validate(data: Any, source: str) -> BenchConfig:
         return BenchConfig.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in first["loc"])
         msg = first["msg"].removeprefix("Value error, ")
-        raise UserError(f"config {source}: {where}: {msg}") from None
+        # A check across fields has no location: its message names the fields.
+        raise UserError(f"config {source}: {where + ': ' if where else ''}{msg}") from None
 
 
 def load_config(path: str | Path) -> BenchConfig:

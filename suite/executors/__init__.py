@@ -18,7 +18,7 @@ NAMES = ("local", "ray", "slurm")
 
 
 class Executor(Protocol):
-    """Anything that turns a point into its result, and measures the device's matmul peak."""
+    """Anything that turns a point into its result, and measures the device's ceilings."""
 
     name: str
 
@@ -26,7 +26,9 @@ class Executor(Protocol):
 
     def train(self, job: TrainJob) -> dict[str, Any]: ...
 
-    def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None: ...
+    def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
+        """A ceiling of the device measured in a fresh process: the matmul TFLOP/s of dtype `what`, or
+        the memory bandwidth in GB/s for `what` = "bandwidth"; None if it failed."""
 
 
 def make_executor(name: str, run_dir: Path, options: dict[str, Any] | None = None) -> Executor:

@@ -205,7 +205,7 @@ class LocalExecutor:
             "reason": f"training worker exited with {code}: {_last_line(stderr) or 'no message'}",
         }
 
-    def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None:
-        """Measured matmul TFLOP/s for device/dtype, or None if the calibration failed."""
-        code, result, _ = spawn_worker(["--calibrate", device, dtype, str(threads or "none")], 120)
-        return result["tflops"] if code == 0 and result else None
+    def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
+        """A measured ceiling of the device (worker.calibrate), or None if the calibration failed."""
+        code, result, _ = spawn_worker(["--calibrate", device, what, str(threads or "none")], 120)
+        return result["value"] if code == 0 and result else None

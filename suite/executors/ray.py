@@ -57,9 +57,9 @@ class RayExecutor:
         except self._ray.exceptions.RayError as err:
             return {"status": "error", "reason": f"Ray task failed: {_one_line(err)}"}
 
-    def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None:
-        """Measured matmul TFLOP/s for device/dtype on a worker, or None if it failed."""
-        ref = self._calibrate.options(**self._resources(device)).remote(device, dtype, threads)
+    def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
+        """A measured ceiling (worker.calibrate) on a worker, or None if it failed."""
+        ref = self._calibrate.options(**self._resources(device)).remote(device, what, threads)
         try:
             return self._ray.get(ref, timeout=300)
         except self._ray.exceptions.RayError:

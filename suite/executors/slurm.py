@@ -68,9 +68,9 @@ class SlurmExecutor:
         except Exception as err:
             return {"status": "error", "reason": f"job {submitted.job_id} failed: {_one_line(err)}"}
 
-    def calibrate(self, device: str, dtype: str, threads: int | None) -> float | None:
-        """Measured matmul TFLOP/s for device/dtype in a job, or None if it failed."""
-        job = self._submit(calibrate_here, device, dtype, threads, device=device, timeout_s=300)
+    def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
+        """A measured ceiling (worker.calibrate) in a job, or None if it failed."""
+        job = self._submit(calibrate_here, device, what, threads, device=device, timeout_s=300)
         try:
             return job.result()
         except Exception:

@@ -127,9 +127,10 @@ def reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> di
     from ...variants.exact.naive import softmax_attention
 
     # The float64 definition materialises about three (B, H, Nq, Nk) float64 tensors (a packed batch:
-    # (1, H, L, L) for one sequence at a time).
+    # (1, H, L, L) for one sequence at a time), beside float64 copies of q, k, v and the output (a long
+    # K/V cache's copy can outweigh the scores).
     pairs = max(sequence_lengths(point)) ** 2 if "cu_seqlens" in layout else point.batch * point.q_len * point.seq
-    need = 3 * 8 * point.heads * pairs
+    need = 3 * 8 * point.heads * pairs + 8 * (2 * q.numel() + k.numel() + v.numel())
     if need > point.reference_max_bytes:
         return {"error_note": f"float64 reference needs ~{need / 2**30:.1f} GiB, over the limit"}
 
@@ -311,15 +312,33 @@ def run_point(point: Point, fd: int) -> dict[str, Any]:
     return result
 
 
-def calibrate(device: str, dtype: torch.dtype, threads: int | None) -> float:
-    """Measured dense matmul throughput (TFLOP/s) of this device for `dtype`: the run's peak line."""
+# What a run measures once: "bandwidth" (GB/s), or a dtype's matmul peak (TFLOP/s).
+BANDWIDTH = "bandwidth"
+
+
+def calibrate(device: str, what: str, threads: int | None) -> float:
+    """One of the run's ceilings on this device: the dense matmul throughput (TFLOP/s) of dtype `what`, or
+    the memory bandwidth (GB/s) when `what` is "bandwidth"."""
     if threads is not None:
         torch.set_num_threads(threads)
+    if what == BANDWIDTH:
+        return bandwidth(device)
+    dtype = parse_dtype(what)
     n = 8192 if device == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     timing = time_calls(lambda _: a @ b, lambda: None, device, repeats=10, budget_s=5.0)
     return 2 * n**3 / (timing.median_ms * 1e-3) / 1e12
+
+
+def bandwidth(device: str) -> float:
+    """Memory bandwidth in GB/s: a copy between two buffers far larger than any cache (1 GiB on a GPU,
+    256 MiB on a CPU), counting the bytes read and the bytes written."""
+    size = 2**30 if device == "cuda" else 2**28
+    src = torch.ones(size, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    timing = time_calls(lambda _: dst.copy_(src), lambda: None, device, repeats=10, budget_s=5.0)
+    return 2 * size / (timing.median_ms * 1e-3) / 1e9
 
 
 def measure_here(data: dict[str, Any]) -> dict[str, Any]:
@@ -332,14 +351,14 @@ def measure_here(data: dict[str, Any]) -> dict[str, Any]:
         return run_point(Point.from_dict(data), sink.fileno())
 
 
-def calibrate_here(device: str, dtype: str, threads: int | None) -> float:
-    """`calibrate` by names, in this process: a cluster job's body."""
-    return calibrate(device, parse_dtype(dtype), threads)
+def calibrate_here(device: str, what: str, threads: int | None) -> float:
+    """`calibrate` in this process: a cluster job's body."""
+    return calibrate(device, what, threads)
 
 
 def main(argv: list[str]) -> int:
     """Entry point of a worker process: ``POINT_JSON FD``, ``--train JOB_JSON FD`` (a training run, its
-    record sent back) or ``--calibrate DEVICE DTYPE THREADS FD``."""
+    record sent back) or ``--calibrate DEVICE WHAT THREADS FD`` (WHAT: a dtype, or "bandwidth")."""
     if argv[:1] == ["--train"]:
         from ..training.train import train_here
 
@@ -347,9 +366,9 @@ def main(argv: list[str]) -> int:
         _send(int(fd), train_here(json.loads(job), "local", Console()))
         return 0
     if argv[:1] == ["--calibrate"]:
-        _, device, dtype, threads, fd = argv
-        value = calibrate(device, parse_dtype(dtype), int(threads) if threads != "none" else None)
-        _send(int(fd), {"tflops": value})
+        _, device, what, threads, fd = argv
+        value = calibrate(device, what, int(threads) if threads != "none" else None)
+        _send(int(fd), {"value": value})
         return 0
     run_point(Point.from_dict(json.loads(argv[0])), int(argv[1]))
     return 0

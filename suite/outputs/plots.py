@@ -3,9 +3,11 @@
 Bench runs, per series (device, dtype, mode, mask, shape): time and peak memory against N on
 log-log axes with O(N) and O(N^2) guide slopes and each variant's fitted exponent in the legend,
 points that failed (oom, timeout, ...) marked where the line stops; TFLOP/s against N with the
-device's measured matmul peak; speedup against the baseline. Heads sweeps: time by head count at a
-fixed width. Task runs: accuracy per task and variant with the spread over seeds, and the Long
-Range Arena chart (speed relative to exact attention, accuracy, memory as bubble area).
+device's measured matmul peak; speedup against the baseline; a roofline per dtype (every point's
+TFLOP/s against its arithmetic intensity, under the measured matmul peak and memory bandwidth).
+Heads sweeps: time by head count at a fixed width. Task runs: accuracy per task and variant with
+the spread over seeds, and the Long Range Arena chart (speed relative to exact attention,
+accuracy, memory as bubble area).
 Every chart gives a variant the same colour, and its title names device, dtype and shape.
 """
 
@@ -43,10 +45,10 @@ FAILED_STYLE = {"marker": "x", "s": 60, "linewidths": 2, "zorder": 5}
 WRONG_STYLE = {"marker": "o", "s": 140, "facecolors": "none", "edgecolors": "red", "linewidths": 2, "zorder": 6}
 
 
-# Twenty colours, one per built-in: tab10 for the exact family (the first ten), then ten dark or
-# saturated ones chosen to differ from tab10 and from each other. Plugins get Set2 by name hash.
+# Twenty-one colours, one per built-in: tab10 for the first ten, then eleven dark or saturated ones
+# chosen to differ from tab10 and from each other. Plugins get Set2 by name hash.
 _APPROX_COLORS = ["#000000", "#000075", "#f032e6", "#808000", "#e6ab02",
-                  "#469990", "#800000", "#ff4500", "#6a3d9a", "#00cc66"]  # fmt: skip
+                  "#469990", "#800000", "#ff4500", "#6a3d9a", "#00cc66", "#2f4f4f"]  # fmt: skip
 _PALETTE = [*plt.get_cmap("tab10").colors, *_APPROX_COLORS]
 
 
@@ -171,6 +173,33 @@ def _tflops_chart(group: pd.DataFrame, peak: float | None, title: str) -> plt.Fi
     return fig
 
 
+def _roofline_chart(rows: pd.DataFrame, peak: float | None, bandwidth_gbs: float | None, title: str) -> plt.Figure:
+    """Achieved TFLOP/s against FLOPs per byte, under min(peak, intensity x bandwidth): the roofline."""
+    fig, ax = plt.subplots(figsize=(9.5, 5.5))
+    markers = {"fwd": "o", "bwd": "s", "fwd_bwd": "^"}
+    for (variant, mode), group in rows.groupby(["variant", "mode"], sort=False):
+        style = line_style(variant, _is_exact(group))
+        ax.scatter(group["intensity"], group["tflops"], color=style["color"], marker=markers.get(mode, "o"),
+                   label=f"{variant} {mode}", s=28, zorder=3)  # fmt: skip
+    lo, hi = rows["intensity"].min() / 4, rows["intensity"].max() * 4
+    if bandwidth_gbs:
+        x = np.geomspace(lo, hi, 200)
+        roof = x * bandwidth_gbs * 1e9 / 1e12
+        if peak:
+            roof = np.minimum(roof, peak)
+        ax.plot(x, roof, color="k", lw=1.5, label=f"roofline: {bandwidth_gbs:.0f} GB/s, {peak or 0:.2f} TFLOP/s")
+    elif peak:
+        ax.axhline(peak, color="k", ls=":", label=f"measured dense matmul peak ({peak:.2f} TFLOP/s)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOPs per byte of q, k, v, output and gradients)")
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.set_title(title + "\n(linear and low-rank variants have no softmax FLOP count: not placed)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    _outside_legend(ax, title="marker: o fwd, ^ fwd_bwd, s bwd")
+    return fig
+
+
 def _speedup_chart(group: pd.DataFrame, baseline: str, title: str) -> plt.Figure | None:
     ok = group[group["status"] == "ok"]
     base = ok[ok["variant"] == baseline].set_index("seq")["time_ms"]
@@ -248,6 +277,12 @@ def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline:
             paths += _save(_tflops_chart(group, peak, title), out_dir, f"{slug}-tflops")
         if baseline and (fig := _speedup_chart(group, baseline, title)) is not None:
             paths += _save(fig, out_dir, f"{slug}-speedup")
+    placed = df[(df["status"] == "ok") & (df["intensity"] > 0) & (df["tflops"] > 0)]
+    for (dev, dtype), rows in placed.groupby(["device", "dtype"], sort=True):
+        peak = env.get("matmul_tflops", {}).get(dtype)
+        title = f"{device}\nroofline, {dev} {dtype}: {len(rows)} points"
+        paths += _save(_roofline_chart(rows, peak, env.get("bandwidth_gbs"), title), out_dir,
+                       _slug(f"roofline {dev} {dtype}"))  # fmt: skip
     ragged = df[df["status"] == "ok"]
     for key, group in ragged.groupby(RAGGED, sort=True, dropna=False):
         if set(group["layout"]) == {"padded", "packed"}:

@@ -78,10 +78,14 @@ def write_report(run_dir: Path) -> Path:
         ]
         for suffix in ("-time", "-memory", "-tflops", "-speedup"):
             parts += _images(charts, run_dir, suffix)
-        for prefix in ("ragged-", "heads-"):
+        for prefix in ("roofline-", "ragged-", "heads-"):
             parts += [f"![{p.stem}]({p.relative_to(run_dir)})" for p in charts
                       if p.suffix == ".png" and p.stem.startswith(prefix)]  # fmt: skip
         parts += ["", markdown(bench, env.get("baseline") or "sdpa")]
+        skipped = (env.get("budget") or {}).get("skipped")
+        if skipped:
+            parts += [f"### skipped by the {env['budget']['minutes']:g}-minute budget (a rerun measures them)\n"]
+            parts += [f"- {label}" for label in skipped] + [""]
     if not trained.empty:
         parts += ["## Accuracy on long-range tasks\n"]
         parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "memory")

@@ -27,6 +27,8 @@ NUMERIC = (
     "peak_bytes",
     "tflops",
     "peak_fraction",
+    "intensity",
+    "bandwidth_fraction",
     "error",
     "error_vs_softmax",
     "tolerance",
@@ -156,7 +158,7 @@ def _error_cell(row: pd.Series) -> str:
 
 
 def series_tables(df: pd.DataFrame, baseline: str | None) -> list[tuple[str, dict[str, pd.DataFrame]]]:
-    """Per series: time (ms), peak memory (MiB), TFLOP/s, speedup vs baseline, and exponents."""
+    """Per series: time (ms), peak memory (MiB), TFLOP/s, bandwidth fraction, speedup vs baseline, and exponents."""
     out = []
     for key, group in df.groupby(SERIES, sort=True, dropna=False):
         group = group.drop_duplicates(["variant", "seq"], keep="last")
@@ -168,7 +170,10 @@ def series_tables(df: pd.DataFrame, baseline: str | None) -> list[tuple[str, dic
             ("time (ms)", "time_ms", 1.0, 3),
             ("peak memory (MiB)", "peak_bytes", 2**20, 1),
             ("TFLOP/s", "tflops", 1.0, 3),
+            ("memory bandwidth reached (% of the run's measured bandwidth)", "bandwidth_fraction", 0.01, 1),
         ):
+            if group[column].isna().all():
+                continue  # records from before the column (the bandwidth fraction)
             cells = group.assign(cell=group.apply(_cell, axis=1, args=(column, scale, digits)))
             tables[name] = cells.pivot(index="variant", columns="seq", values="cell").reindex(order).fillna("")
         errors = group.assign(cell=group.apply(_error_cell, axis=1))
@@ -261,11 +266,25 @@ def markdown(df: pd.DataFrame, baseline: str | None) -> str:
         parts.append(f"### {title}\n\n{table.to_markdown()}\n")
     if not series and not heads and (df["status"] == "ok").any():
         parts.append(f"### measured points\n\n{points_table(df).to_markdown(index=False)}\n")
+    backends = backend_table(df)
+    if not backends.empty:
+        table = backends.to_markdown(index=False)
+        parts.append(f"### the SDPA kernel torch ran (traced in each point's worker)\n\n{table}\n")
     failed = df[df["status"] != "ok"]
     if not failed.empty:
         rows = failed.assign(point=failed.apply(_point_label, axis=1))[["point", "status", "reason"]]
         parts.append(f"### points without a measurement\n\n{rows.to_markdown(index=False)}\n")
     return "\n".join(parts)
+
+
+def backend_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Points per variant and SDPA backend that ran (`sdpa` alone lets torch choose: this says what it chose)."""
+    if "sdpa_backend" not in df:
+        return pd.DataFrame()
+    ran = df[(df["status"] == "ok") & df["sdpa_backend"].notna()]
+    if ran.empty:
+        return pd.DataFrame()
+    return ran.groupby(["variant", "sdpa_backend"], sort=False).size().rename("points").reset_index()
 
 
 def _point_label(row: pd.Series) -> str:

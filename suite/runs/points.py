@@ -138,7 +138,7 @@ class Point:
 def expand(config: BenchConfig, device: str, plugins: tuple[str, ...] = ()) -> list[Point]:
     """Every point of every sweep in `config`, in order, without duplicates."""
     points: dict[str, Point] = {}
-    for sweep in config.sweeps:
+    for sweep in config.sweeps_for(device):
         head_dims = sweep.head_dim or [None]
         grid = itertools.product(
             sweep.variants,

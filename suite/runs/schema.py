@@ -13,7 +13,8 @@ Version history:
   later (optional, so still version 1): ``machine_ms``; ``lengths`` and ``layout`` (defaults: the
   equal-length padded batch every earlier record measured), ``seq_lengths``, ``real_tokens``,
   ``padding_waste``; ``source.departures`` (what the variant declared it does differently from
-  its paper or original code; absent: none recorded).
+  its paper or original code; absent: none recorded); the roofline: ``io_bytes``,
+  ``bandwidth_gbs_reached``, ``bandwidth_fraction``, ``intensity`` (measure/roofline.py); ``wall_s``.
 """
 
 from __future__ import annotations
@@ -116,7 +117,12 @@ class BenchRecord(_Record):
     peak_bytes_samples: list[int] | None = None
     flops: float | None = None
     tflops: float | None = None
-    peak_fraction: float | None = None
+    peak_fraction: float | None = None  # of the run's measured matmul peak for the dtype
+    io_bytes: int | None = None  # q, k, v, output (and gradients) moved once
+    bandwidth_gbs_reached: float | None = None  # io_bytes over the median time
+    bandwidth_fraction: float | None = None  # of the run's measured memory bandwidth
+    intensity: float | None = None  # FLOPs per io byte
+    wall_s: float | None = None  # the whole point as the sweep saw it: worker start to result
     error: float | None = None
     error_vs_softmax: float | None = None
     error_note: str | None = None

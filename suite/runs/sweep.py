@@ -2,12 +2,14 @@
 
 A run folder is append-only. Rerunning the same command skips every point that already has a
 record (whatever its status), so a sweep stopped by Ctrl-C, a crash or a reboot continues where it
-stopped. The matmul peak of each dtype is measured once per run and kept in env.json.
+stopped. The run's ceilings, the matmul peak of each dtype and the memory bandwidth, are measured once
+per run and kept in env.json; every record is placed against them (measure/roofline.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ from ..core import env as environment
 from ..core.errors import UserError
 from ..core.registry import Registry
 from ..executors import Executor
+from ..measure.roofline import roofline_record
+from ..measure.worker import BANDWIDTH
+from .plan import budget_filter, device_from_env, informative_order, plan_points
 from .points import Point
 from .records import FINAL, append_record, read_records, repair_tail, write_env
 
@@ -32,7 +37,8 @@ from .records import FINAL, append_record, read_records, repair_tail, write_env
 def prepare_env(
     run_dir: Path, env: dict, points: list[Point], executor: Executor, device: str, threads: int | None
 ) -> dict:
-    """Create or extend env.json (`env`, as read): environment, command, and the matmul peak per dtype."""
+    """Create or extend env.json (`env`, as read): environment, command, the matmul peak per dtype and the
+    memory bandwidth."""
     now = environment.capture(device, threads)
     if not env:
         env = now | {"matmul_tflops": {}}
@@ -41,6 +47,8 @@ def prepare_env(
     for dtype in sorted({p.dtype for p in points}):
         if env["matmul_tflops"].get(dtype) is None:
             env["matmul_tflops"][dtype] = executor.calibrate(device, dtype, threads)
+    if env.get("bandwidth_gbs") is None:
+        env["bandwidth_gbs"] = executor.calibrate(device, BANDWIDTH, threads)
     write_env(run_dir, env)
     return env
 
@@ -58,10 +66,7 @@ def make_record(point: Point, result: dict[str, Any], run_dir: Path, env: dict, 
         "command": point.command(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    peak = env.get("matmul_tflops", {}).get(point.dtype)
-    if record.get("tflops") and peak:
-        record["peak_fraction"] = record["tflops"] / peak
-    return record
+    return record | roofline_record(record, env.get("matmul_tflops", {}).get(point.dtype), env.get("bandwidth_gbs"))
 
 
 def _describe(record: dict[str, Any]) -> str:
@@ -92,8 +97,14 @@ def run_sweep(
     device: str,
     threads: int | None,
     registry: Registry,
+    budget_s: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every point not yet recorded in `run_dir`; returns all of the run's records."""
+    """Measure every point not yet recorded in `run_dir`; returns all of the run's records.
+
+    With `budget_s`, the points run most informative first (plan.informative_order) and a point whose
+    estimated time no longer fits what is left is skipped; env.json's `budget` lists the skipped points
+    (a rerun measures them)."""
+    started = time.perf_counter()  # a budget counts the whole sweep, calibration included
     # A folder holds one machine's numbers: never resume (or skip points) from another's.
     recorded = environment.read_checked_env(run_dir, device, executor.name)
     repair_tail(run_dir)
@@ -104,14 +115,31 @@ def run_sweep(
     if todo:
         env = prepare_env(run_dir, recorded, points, executor, device, threads)
         stamps = _stamps(todo, registry, executor)
+        fits, skipped = (lambda _: True), []
+        if budget_s is not None:
+            planned = plan_points(todo, registry, device_from_env(env))
+            estimates = {pp.point.key(): pp.seconds for pp in planned}
+            todo = informative_order(todo)
+            fits = budget_filter(lambda p: estimates[p.key()], budget_s, started)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("bench", total=len(todo))
             for point in todo:
+                if not fits(point):
+                    skipped.append(point)
+                    progress.advance(task)
+                    continue
                 progress.update(task, description=point.label())
-                record = append_record(run_dir, make_record(point, executor.run(point), run_dir, env,
-                                                            stamps[point.variant]))  # fmt: skip
+                began = time.perf_counter()
+                result = executor.run(point) | {"wall_s": time.perf_counter() - began}
+                record = append_record(run_dir, make_record(point, result, run_dir, env, stamps[point.variant]))
                 progress.console.print(f"{point.label():<60} {_describe(record)}", highlight=False)
                 progress.advance(task)
+        if budget_s is not None:
+            env["budget"] = {"minutes": budget_s / 60, "skipped": [p.label() for p in skipped]}
+            write_env(run_dir, env)
+            if skipped:
+                console.print(f"budget of {budget_s / 60:g} min: {len(skipped)} points skipped (listed in env.json's "
+                              "budget; rerun the command to measure them)")  # fmt: skip
     return read_records(run_dir)

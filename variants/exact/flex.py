@@ -17,6 +17,7 @@ class FlexAttention(Variant):
     """Exact attention through torch.nn.attention.flex_attention with a block mask."""
 
     info = VariantInfo(
+        compiles=True,
         name="flex",
         family="exact",
         exact=True,

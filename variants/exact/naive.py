@@ -95,6 +95,7 @@ class NaiveAttention(Variant):
         summary="the readable reference: full scores, softmax, weighted sum",
         lengths=True,
         packed=True,
+        score_buffers=2,
     )
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,

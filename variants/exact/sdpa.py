@@ -1,8 +1,10 @@
 """torch's scaled_dot_product_attention, with torch choosing the backend.
 
 The adapter aligns causality bottom-right: when Nq == Nk torch's top-left ``is_causal`` is the same
-mask and keeps the fused kernels; when Nq != Nk it passes the bottom-right mask as a bool tensor
-(Nq * Nk bytes), which some fused kernels refuse. Grouped K/V heads go through ``enable_gqa`` where
+mask; when Nq < Nk (decoding, chunked prefill) it passes torch's ``causal_lower_right`` bias, which
+the flash kernel takes (a bool tensor would rule it out). When Nq > Nk the first queries see no key,
+where torch warns the bias gives NaN: there the bottom-right mask goes as a bool tensor (Nq * Nk
+bytes), whose empty rows SDPA fills with zeros. Grouped K/V heads go through ``enable_gqa`` where
 the backend has it, so K and V are never repeated there.
 
 The forced-backend variants (sdpa_math.py, sdpa_flash.py, ...) subclass this one and pin the backend
@@ -23,6 +25,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from ..contract import Unsupported, Variant, VariantInfo, check_qkv, per_sequence
 from ..masks import causal_mask, key_mask
@@ -61,6 +64,8 @@ class SdpaAttention(Variant):
         elif self.spec.causal:
             if nq == nk:
                 kwargs["is_causal"] = True
+            elif nq < nk:
+                kwargs["attn_mask"] = _lower_right(nq, nk)
             else:
                 kwargs["attn_mask"] = causal_mask(nq, nk, q.device)
         if hkv != h:
@@ -85,6 +90,13 @@ class SdpaAttention(Variant):
         if reason is None and cls.backend is not None:
             reason = _probe(cls.backend, device, dtype or _default_dtype(device))
         return reason
+
+
+@functools.lru_cache(maxsize=64)
+def _lower_right(nq: int, nk: int):
+    """torch's bottom-right causal bias, one per shape: it cannot be created under a TorchDispatchMode (the
+    worker's backend probe), so the one made by the first, untraced call is reused there."""
+    return causal_lower_right(nq, nk)
 
 
 def _default_dtype(device: str) -> torch.dtype:

@@ -20,5 +20,6 @@ class SdpaMathAttention(SdpaAttention):
         SdpaAttention.info,
         name="sdpa-math",
         gqa_native=False,
+        score_buffers=2,
         summary="torch's math kernel (materialises scores; repeats K/V for GQA inside torch)",
     )

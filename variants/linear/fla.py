@@ -2,16 +2,69 @@
 
 Yang, Wang, Shen, Panda & Kim 2024 (Gated Linear Attention Transformers with Hardware-Efficient
 Training): chunked linear attention in Triton. The feature map phi = elu + 1 is applied here; fla's
-`chunk_linear_attn` then evaluates the causal form with its own normalisation. Causal only, Nq = Nk
+``chunk_linear_attn(q, k, v, scale, initial_state, output_final_state, normalize, cu_seqlens)``
+takes (B, T, H, K) and evaluates the causal form with its own normalisation. Causal only, Nq = Nk
 only, CUDA only; grouped K/V heads are repeated (the kernel takes equal head counts).
+
+Releases differ where it matters, so fla 0.5.1 or later is required: before 0.4 the normaliser
+summed over heads (the layout changed under a cumsum(-2)), before 0.5 the call took ``head_first``,
+and 0.5.0 cut the gradient of k through the normaliser (dk off by O(1); fixed in 0.5.1). float16 is
+refused: fla stores the running key sum of the normaliser in the input dtype, which passes fp16's
+65504 on long sequences.
 """
 
 from __future__ import annotations
+
+import functools
+import importlib.util
 
 import torch
 
 from ..contract import Unsupported, VariantInfo, check_qkv
 from .elu import LinearEluAttention, elu_features
+
+MIN_VERSION = (0, 5, 1)
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """(0, 5, 1) from '0.5.1', '0.5.1.dev3' or '0.6.0+cu124': the leading numeric fields."""
+    parts = []
+    for field in text.split("+")[0].split("."):
+        digits = "".join(c for c in field if c.isdigit()) if field[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def version_problem(version: str | None) -> str | None:
+    """Why this fla release cannot be used (see the module docstring), or None."""
+    if version is None:
+        return "fla does not say its version (fla.__version__): cannot tell its layout and normaliser"
+    if version_tuple(version) < MIN_VERSION:
+        return (f"fla {version} is older than 0.5.1 (normaliser over heads before 0.4, head_first before 0.5, "
+                "a wrong dk in 0.5.0)")  # fmt: skip
+    return None
+
+
+@functools.cache
+def _installed_version() -> str | None:
+    import fla
+
+    return getattr(fla, "__version__", None)
+
+
+def fla_arguments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict]:
+    """chunk_linear_attn's arguments for (B, H, N, D) inputs: features in (B, T, H, K), K/V heads repeated,
+    scale 1 (the feature map is the kernel), fla's normaliser on."""
+    _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
+    if nq != nk:
+        raise Unsupported("fla's chunk kernel needs as many queries as keys")
+    fk, vv = elu_features(k), v
+    if hkv != h:
+        fk, vv = fk.repeat_interleave(h // hkv, 1), vv.repeat_interleave(h // hkv, 1)
+    tensors = tuple(t.transpose(1, 2) for t in (elu_features(q), fk, vv))
+    return tensors, {"scale": 1.0, "normalize": True}
 
 
 class FlaLinearAttention(LinearEluAttention):
@@ -25,25 +78,31 @@ class FlaLinearAttention(LinearEluAttention):
         gqa_native=False,
         scaled=False,
         devices=("cuda",),
-        dtypes=(torch.float16, torch.bfloat16, torch.float32),
+        dtypes=(torch.bfloat16, torch.float32),
         packages=("fla",),
         definition="quadratic form phi(q) phi(k)^T v / rowsum, phi = elu + 1 (causal)",
-        summary="linear-elu on the flash-linear-attention Triton kernel",
+        summary="linear-elu on the flash-linear-attention Triton kernel (fla >= 0.5.1)",
         paper="Yang et al. 2024 (fla); Katharopoulos et al. 2020",
         source="fla-org/flash-linear-attention, fla.ops.linear_attn",
     )
 
+    @classmethod
+    def unavailable_reason(cls, device: str, dtype: torch.dtype | None = None) -> str | None:
+        """The base checks, float16 refused with its reason, then the installed release's version."""
+        if dtype == torch.float16 and device in cls.info.devices:
+            return "no float16: fla keeps the normaliser's running key sum in the input dtype, past fp16's range"
+        reason = super().unavailable_reason(device, dtype)
+        if reason is None and importlib.util.find_spec("fla") is not None:
+            try:
+                reason = version_problem(_installed_version())
+            except (ImportError, OSError) as err:  # a build for another torch or triton
+                first = (str(err).strip().splitlines() or [""])[0]
+                reason = f"fla is installed but does not import ({type(err).__name__}: {first})"
+        return reason
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         from fla.ops.linear_attn import chunk_linear_attn
 
-        _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
-        if nq != nk:
-            raise Unsupported("fla's chunk kernel needs as many queries as keys")
-        fk, vv = elu_features(k), v
-        if hkv != h:
-            fk, vv = fk.repeat_interleave(h // hkv, 1), vv.repeat_interleave(h // hkv, 1)
-        # fla takes (B, N, H, D); scale 1: the feature map already is the kernel.
-        out, _ = chunk_linear_attn(
-            elu_features(q).transpose(1, 2), fk.transpose(1, 2), vv.transpose(1, 2), scale=1.0, normalize=True
-        )
+        tensors, kwargs = fla_arguments(q, k, v)
+        out, _ = chunk_linear_attn(*tensors, **kwargs)
         return out.transpose(1, 2).to(q.dtype)

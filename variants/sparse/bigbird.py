@@ -86,6 +86,7 @@ class BigBirdAttention(SparseAttention):
     """BigBird attention: window + global + random blocks."""
 
     info = VariantInfo(
+        compiles=True,
         name="bigbird",
         family="sparse",
         exact=False,

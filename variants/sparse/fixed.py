@@ -44,6 +44,7 @@ class FixedAttention(SparseAttention):
     """Sparse Transformer fixed attention: own block plus every block's summary positions."""
 
     info = VariantInfo(
+        compiles=True,
         name="fixed",
         family="sparse",
         exact=False,

@@ -32,6 +32,7 @@ class LongformerAttention(SparseAttention):
     """Longformer attention: sliding window plus symmetric global attention on leading tokens."""
 
     info = VariantInfo(
+        compiles=True,
         name="longformer",
         family="sparse",
         exact=False,

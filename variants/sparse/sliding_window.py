@@ -34,6 +34,7 @@ class SlidingWindowAttention(SparseAttention):
     """Softmax attention over a band of w // 2 keys on each side (w // 2 back under causality)."""
 
     info = VariantInfo(
+        compiles=True,
         name="sliding-window",
         family="sparse",
         exact=False,

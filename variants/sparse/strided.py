@@ -31,6 +31,7 @@ class StridedAttention(SparseAttention):
     """Sparse Transformer strided attention: a local band plus every stride-th key."""
 
     info = VariantInfo(
+        compiles=True,
         name="strided",
         family="sparse",
         exact=False,
