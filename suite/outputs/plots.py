@@ -183,11 +183,16 @@ def _roofline_chart(rows: pd.DataFrame, peak: float | None, bandwidth_gbs: float
                    label=f"{variant} {mode}", s=28, zorder=3)  # fmt: skip
     lo, hi = rows["intensity"].min() / 4, rows["intensity"].max() * 4
     if bandwidth_gbs:
+        ridge = peak * 1e12 / (bandwidth_gbs * 1e9) if peak else None
+        if ridge:  # the bend in view: where the bandwidth stops being the limit
+            lo, hi = min(lo, ridge / 4), max(hi, ridge * 4)
         x = np.geomspace(lo, hi, 200)
         roof = x * bandwidth_gbs * 1e9 / 1e12
         if peak:
             roof = np.minimum(roof, peak)
-        ax.plot(x, roof, color="k", lw=1.5, label=f"roofline: {bandwidth_gbs:.0f} GB/s, {peak or 0:.2f} TFLOP/s")
+        ax.plot(x, roof, color="k", lw=1.5, label=f"roofline: {bandwidth_gbs:.0f} GB/s, {peak or 0:.3g} TFLOP/s")
+        if ridge:
+            ax.axvline(ridge, color="k", ls=":", lw=1, label=f"ridge: {ridge:.3g} FLOPs/byte")
     elif peak:
         ax.axhline(peak, color="k", ls=":", label=f"measured dense matmul peak ({peak:.2f} TFLOP/s)")
     ax.set_xscale("log")
