@@ -39,7 +39,10 @@ def cpu_model() -> str:
 
 
 def git_commit() -> dict[str, Any]:
-    """Commit of the attnbench checkout (and whether it had uncommitted changes), if it is one."""
+    """Commit of the attnbench checkout (and whether its code had uncommitted changes), if it is one.
+
+    results/ is data, not code: a run replaced there (remeasured into the folder it keeps) leaves the
+    code at the commit as clean as it was."""
     root = Path(__file__).resolve().parents[2]  # suite/core/env.py -> the checkout
 
     def git(*args: str) -> str | None:
@@ -50,10 +53,10 @@ def git_commit() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    return {
-        "commit": commit,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
-    }
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    code_changes = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return {"commit": commit, "dirty": bool(code_changes)}
 
 
 def provenance() -> dict[str, Any]:
