@@ -199,3 +199,16 @@ def test_the_gpu_kernels_install_from_wheels_without_replacing_torch(capsys, mon
     assert calls == [f"torch=={torch.__version__}\n"] * 3  # every install pinned to the torch already here
     assert out[2] == (f"flash-attn: not installed, no wheel for torch {torch.__version__} here "
                       "(ERROR: No matching distribution found for flash-attn)")  # fmt: skip
+
+
+def test_decoding_series_keep_each_number_of_queries_apart():
+    """Nq = 1 and Nq = 4 against the same caches are two series in the summary, not one (the last hiding the first)."""
+    from attnbench.suite.outputs.summary import bench_frame, series_tables
+
+    base = {"variant": "sdpa", "status": "ok", "device": "cpu", "dtype": "float32", "mode": "fwd", "causal": True,
+            "batch": 1, "heads": 32, "kv_heads": 8, "head_dim": 128, "peak_bytes": 1, "correct": True}  # fmt: skip
+    records = [base | {"q_len": nq, "seq": n, "time_ms": nq * n / 1000} for nq in (1, 4) for n in (1024, 4096)]
+    tables = dict(series_tables(bench_frame(records), None))
+    title = "cpu float32 fwd causal B=1 H=32/8 D=128 Nq={}"
+    assert set(tables) == {title.format(1), title.format(4)}
+    assert tables[title.format(1)]["time (ms)"].loc["sdpa", 4096] == "4.096"

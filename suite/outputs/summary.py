@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 # Columns that define a comparable series; N (seq) varies inside it.
-SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "q_len_is_seq", "lengths",
+SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "queries", "lengths",
           "layout"]  # fmt: skip
 # A ragged batch in its two layouts: the series that differ only in layout.
 RAGGED = [c for c in SERIES if c != "layout"]
@@ -65,6 +65,8 @@ def bench_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df["variant_name"] = df["variant"]
     df["variant"] = [variant_label(v, o) for v, o in zip(df["variant"], options, strict=True)]
     df["q_len_is_seq"] = df["q_len"] == df["seq"]
+    # A series in N holds Nq = N, or one fixed Nq (decoding: Nq = 1 against every cache length).
+    df["queries"] = ["N" if same else str(q) for same, q in zip(df["q_len_is_seq"], df["q_len"], strict=True)]
     return df
 
 
@@ -85,7 +87,7 @@ def series_title(key: tuple) -> str:
     return (
         f"{values['device']} {values['dtype']} {values['mode']}{' causal' if values['causal'] else ''} "
         f"B={values['batch']} H={heads} D={values['head_dim']}"
-        + ("" if values["q_len_is_seq"] else " (Nq != N)")
+        + ("" if values["queries"] == "N" else f" Nq={values['queries']}")
         + ragged_suffix(values["lengths"], values["layout"])
     )
 
