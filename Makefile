@@ -18,13 +18,16 @@ export HOST_SITES := import os, sys; print("\n".join(p for p in sys.path if p.en
 
 setup: $(STAMP)
 
+# A venv whose torch step failed is removed, so the next make retries it (never leaving a venv
+# without torch, where installing the package would fetch the CUDA wheel).
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
 		echo "using the torch of $(PYTHON): $$($(PYTHON) -c 'import torch; print(torch.__version__)')"; \
-		$(PYTHON) -c "$$HOST_SITES" > "$$($(PY) -c 'import site; print(site.getsitepackages()[0])')/_host_site.pth"; \
+		$(PYTHON) -c "$$HOST_SITES" > "$$($(PY) -c 'import site; print(site.getsitepackages()[0])')/_host_site.pth" \
+			|| { rm -rf $(VENV); exit 1; }; \
 	else \
-		$(PY) -m pip install -q torch==2.13.0; \
+		$(PY) -m pip install -q torch==2.13.0 || { rm -rf $(VENV); exit 1; }; \
 	fi
 
 $(STAMP): pyproject.toml | $(PY)

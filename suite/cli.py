@@ -402,7 +402,7 @@ def bench(
     cfg = validate(data, preset or (config.name if config else "command line"))
 
     registry = _registry(plugin)
-    for name in {v for sweep in cfg.sweeps for v in sweep.variants}:
+    for name in {v for device_kind in ("cpu", "cuda") for sweep in cfg.sweeps_for(device_kind) for v in sweep.variants}:
         registry.entry(name)
     _check_options(registry, cfg.options)
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
@@ -439,14 +439,15 @@ def _dry_run(cfg, registry: Registry, device: str, plugins: tuple[str, ...], out
         raise UserError(f"unknown device {device!r} (cpu or cuda)")
     points = expand(cfg, kind, plugins)
     target = target_device(kind, {p.dtype for p in points})
-    recorded = 0
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a run folder")
+    keys: set = set()
     if target.here:
         run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(kind)}"
         keys = {r.get("key") for r in read_records(run_dir)} if (run_dir / "records.jsonl").is_file() else set()
-        recorded = sum(p.key() in keys for p in points)
     planned = plan_points(points, registry, target)
     console.print(f"dry run of {cfg.name}: nothing is measured", highlight=False)
-    console.print(plan_text(planned, target, recorded, budget_minutes * 60 if budget_minutes else None),
+    console.print(plan_text(planned, target, keys, budget_minutes * 60 if budget_minutes else None),
                   markup=False, highlight=False)  # fmt: skip
 
 

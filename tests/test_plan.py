@@ -212,3 +212,54 @@ def test_decoding_series_keep_each_number_of_queries_apart():
     title = "cpu float32 fwd causal B=1 H=32/8 D=128 Nq={}"
     assert set(tables) == {title.format(1), title.format(4)}
     assert tables[title.format(1)]["time (ms)"].loc["sdpa", 4096] == "4.096"
+
+
+def test_a_budget_reaches_every_number_of_queries_early():
+    """The decode preset's first round holds Nq = 1 and Nq = 4 of every variant: a cut never loses all of one."""
+    points = expand(load_preset("decode"), "cpu")
+    first_round = plan.informative_order(points)[: len(points) // 3]  # three cache lengths per series
+    assert {(p.variant, p.q_len, p.batch) for p in first_round} == {(p.variant, p.q_len, p.batch) for p in points}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="plans for a GPU this machine does not have")
+def test_a_half_precision_cache_copied_to_float32_is_predicted_out_of_memory(capsys):
+    """flash-decoding converts a bf16 cache to float32 (a copy twice its size): 64 x 128K x 8 x 128 is 64 GiB more."""
+    code, out, _ = run(capsys, "bench", "--preset", "decode", "--device", "cuda", "--dry-run")
+    oom = out.split("predicted out of memory")[1].split("estimated wall time")[0]
+    assert code == 0 and "flash-decoding Nq=4,N=131072 B=64 H=32/8 D=128 bfloat16 causal fwd" in oom
+    assert "sdpa" not in oom and "N=32768" not in oom
+
+
+def test_the_budget_learns_from_the_points_it_measured():
+    points = expand(load_preset("cpu"), "cpu")[:3]
+    budget = plan.Budget({p.key(): 10.0 for p in points}, budget_s=25.0, started=time.perf_counter())
+    assert budget.fits(points[0])
+    budget.record(points[0], wall_s=30.0)  # three times slower than estimated
+    assert not budget.fits(points[1])  # 10 s estimated now counts as 30 s
+
+
+def test_a_later_run_clears_the_points_a_budget_skipped(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(plan, "estimate_seconds", lambda point, *_, **__: 1000.0 if point.seq == 512 else 0.1)
+    out = str(tmp_path / "run")
+    fast = ["--variants", "sdpa", "--budget", "0.05", "--repeats", "3", "--out", out]
+    assert run(capsys, "bench", "--seq", "256,512", "--budget-minutes", "1", *fast)[0] == 0
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["budget"]["skipped"] == [
+        "sdpa N=512 B=1 H=8 D=64 float32 fwd"
+    ]
+    assert run(capsys, "bench", "--seq", "256,512", *fast)[0] == 0  # no budget: the skipped point is measured
+    assert json.loads((tmp_path / "run" / "env.json").read_text())["budget"]["skipped"] == []
+    assert "skipped by the" not in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_an_unknown_variant_in_a_device_override_is_one_line(capsys, tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("sweeps: [{variants: [sdpa], seq: [64]}]\ndevice_overrides: {cpu: {variants: [nope]}}\n")
+    code, _, err = run(capsys, "bench", "--config", str(config), "--scratch")
+    assert code == 2 and err.count("\n") == 1 and "nope" in err
+
+
+def test_a_dry_run_into_a_file_is_refused(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    target = str(tmp_path / "file")
+    code, _, err = run(capsys, "bench", "--variants", "sdpa", "--seq", "64", "--dry-run", "--out", target)
+    assert code == 2 and "is a file, not a run folder" in err

@@ -110,6 +110,9 @@ class VariantInfo:
     # How many (B, H, Nq, Nk) tensors the variant holds at its peak (naive softmax: the scores and the
     # probabilities); 0 for kernels that never build them. Predicts out-of-memory points before a run.
     score_buffers: int = 0
+    # True when half-precision K and V are copied to float32 (their accumulate dtype) whole: a copy of
+    # the K/V cache, which the out-of-memory prediction counts.
+    upcasts_kv: bool = False
     # True when the first call compiles a kernel (torch.compile): seconds, timed apart as first_call_s.
     compiles: bool = False
     tolerance: Mapping[torch.dtype, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))

@@ -15,8 +15,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def plan_text(planned: list[PlannedPoint], device: Device, recorded: int, budget_s: float | None) -> str:
-    """Points, availability with reasons, predicted out-of-memory points and the wall-time estimate."""
+def plan_text(planned: list[PlannedPoint], device: Device, recorded_keys: set, budget_s: float | None) -> str:
+    """Points, availability with reasons, predicted out-of-memory points and the wall-time estimate (of the points
+    not yet recorded: a resumed run skips the others)."""
     lines = []
     where = "here" if device.here else "not on this machine: planned for it"
     peaks = ", ".join(f"{d} {t:.3g}" for d, t in sorted(device.tflops.items()))
@@ -24,6 +25,7 @@ def plan_text(planned: list[PlannedPoint], device: Device, recorded: int, budget
                  f"matmul TFLOP/s {peaks}; bandwidth {device.bandwidth_gbs:.0f} GB/s"
                  f"{'' if device.here else ' (assumed)'}")  # fmt: skip
     variants = list(dict.fromkeys(p.point.variant for p in planned))
+    recorded = sum(p.point.key() in recorded_keys for p in planned)
     resumed = f"; {recorded} already recorded in the run folder (skipped on resume)" if recorded else ""
     lines.append(f"{len(planned)} points, {len(variants)} variants{resumed}")
     reasons: dict[str, set[str]] = {}
@@ -39,11 +41,13 @@ def plan_text(planned: list[PlannedPoint], device: Device, recorded: int, budget
     oom = [p for p in planned if p.peak_bytes > device.memory]
     lines.append(f"predicted out of memory (> {_gib(device.memory)}): {len(oom)} points")
     lines += [f"  {p.point.label():<64} ~{_gib(p.peak_bytes)}" for p in oom]
-    frame = pd.DataFrame({"variant": [p.point.variant for p in planned], "points": 1,
-                          "minutes": [p.seconds / 60 for p in planned]})  # fmt: skip
+    todo = [p for p in planned if p.point.key() not in recorded_keys]
+    frame = pd.DataFrame({"variant": [p.point.variant for p in todo], "points": 1,
+                          "minutes": [p.seconds / 60 for p in todo]})  # fmt: skip
     per_variant = frame.groupby("variant", sort=False).sum().round(1)
-    total = sum(p.seconds for p in planned)
-    lines.append(f"estimated wall time: {_duration(total)} (worker start {STARTUP_S[device.kind]:.1f} s per point, "
+    total = sum(p.seconds for p in todo)
+    lines.append(f"estimated wall time: {_duration(total)}{' for the points not yet recorded' if recorded else ''} "
+                 f"(worker start {STARTUP_S[device.kind]:.1f} s per point, "
                  f"compile {COMPILE_S[device.kind]:.0f} s where a variant compiles, calls at half the matmul peak "
                  "or half the bandwidth, "
                  "float64 reference; analytic, see suite/runs/plan.py)")  # fmt: skip

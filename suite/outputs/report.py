@@ -27,6 +27,8 @@ def environment_table(env: dict) -> str:
     rows += [
         (f"measured matmul peak, {dtype}", f"{v:.3f} TFLOP/s") for dtype, v in env.get("matmul_tflops", {}).items() if v
     ]
+    if env.get("bandwidth_gbs"):
+        rows.append(("measured memory bandwidth (copy)", f"{env['bandwidth_gbs']:.1f} GB/s"))
     return pd.DataFrame(rows, columns=["", "value"]).to_markdown(index=False)
 
 

@@ -8,7 +8,8 @@ skips, recording them, those whose estimate no longer fits.
 Both predictions are analytic and say so; neither runs a kernel.
 - Peak memory of the measured call: the inputs, output and gradients (measure/roofline.py's
   bytes), plus the (B, H, Nq, Nk) score tensors a variant declares it holds (`score_buffers`, in
-  float32 for half inputs: their accumulate dtype), doubled with a backward that keeps them. The
+  float32 for half inputs: their accumulate dtype), doubled with a backward that keeps them, and a
+  float32 copy of K and V for half inputs where a variant declares one (`upcasts_kv`). The
   float64 reference is not counted: it runs after the point is recorded, under its own limit.
 - Wall time per point: a fresh worker's start, a compile for variants that declare one, and the
   calls made (warm-up, timed ones up to the time budget, memory, backend probe) at the point's
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,12 +135,14 @@ def _elem(dtype: str) -> int:
     return torch.empty((), dtype=parse_dtype(dtype)).element_size()
 
 
-def predicted_peak_bytes(point: Point, score_buffers: int) -> int:
+def predicted_peak_bytes(point: Point, score_buffers: int, upcasts_kv: bool = False) -> int:
     """Analytic peak bytes of one measured call of `point` (module docstring)."""
     moved = io_bytes(point.batch, point.heads, point.kv_heads, point.q_len, point.seq, point.head_dim, point.dtype,
                      point.mode)  # fmt: skip
     pairs = point.batch * point.heads * point.q_len * point.seq
-    return moved + score_buffers * pairs * max(_elem(point.dtype), 4) * (2 if point.mode != "fwd" else 1)
+    scores = score_buffers * pairs * max(_elem(point.dtype), 4) * (2 if point.mode != "fwd" else 1)
+    kv_float32 = 2 * point.batch * point.kv_heads * point.seq * point.head_dim * 4
+    return moved + scores + (kv_float32 if upcasts_kv and _elem(point.dtype) < 4 else 0)
 
 
 def softmax_flops(point: Point) -> float:
@@ -174,21 +177,22 @@ class PlannedPoint:
     seconds: float
 
 
-def plan_points(points: list[Point], registry: Registry, device: Device) -> list[PlannedPoint]:
-    """Each point with its availability here, predicted peak bytes and estimated seconds."""
+def plan_points(points: list[Point], registry: Registry, device: Device, probe: bool = True) -> list[PlannedPoint]:
+    """Each point with its availability here, predicted peak bytes and estimated seconds. `probe` False: no
+    availability check (it may touch the GPU, and a sweep's own process must not); every point counts as
+    one that runs."""
     planned = []
     reasons: dict[tuple[str, str], str | None] = {}
     for p in points:
         key = (p.variant, p.dtype)
         if key not in reasons:
-            reasons[key] = registry.unavailable_reason(p.variant, p.device, parse_dtype(p.dtype))
+            reasons[key] = registry.unavailable_reason(p.variant, p.device, parse_dtype(p.dtype)) if probe else None
         info = registry.get(p.variant).info if reasons[key] is None or device.here is False else None
-        score_buffers = info.score_buffers if info else 0
+        peak = predicted_peak_bytes(p, info.score_buffers, info.upcasts_kv) if info else predicted_peak_bytes(p, 0)
         # Planning for a device not here: every point is estimated as if it runs there.
         runs = reasons[key] is None or not device.here
         compiles = bool(info and info.compiles)
-        planned.append(PlannedPoint(p, reasons[key], predicted_peak_bytes(p, score_buffers),
-                                    estimate_seconds(p, device, compiles, runs)))  # fmt: skip
+        planned.append(PlannedPoint(p, reasons[key], peak, estimate_seconds(p, device, compiles, runs)))
     return planned
 
 
@@ -211,8 +215,9 @@ def informative_order(points: list[Point]) -> list[Point]:
     a cut anywhere leaves every variant measured at a comparable shape before any gets its full curve."""
     series: dict[tuple, list[Point]] = {}
     for p in points:
-        key = (p.variant, p.mode, p.dtype, p.causal, p.batch, p.heads, p.kv_heads, p.head_dim, p.q_len == p.seq,
-               p.lengths, p.layout, tuple(sorted(p.options.items(), key=str)))  # fmt: skip
+        queries = "N" if p.q_len == p.seq else p.q_len  # Nq = N, or one fixed Nq (decoding)
+        key = (p.variant, p.mode, p.dtype, p.causal, p.batch, p.heads, p.kv_heads, p.head_dim, queries, p.lengths,
+               p.layout, tuple(sorted(p.options.items(), key=str)))  # fmt: skip
         series.setdefault(key, []).append(p)
     queues: list[Iterator[Point]] = []
     for members in series.values():
@@ -231,10 +236,20 @@ def informative_order(points: list[Point]) -> list[Point]:
     return out
 
 
-def budget_filter(estimate: Callable[[Point], float], budget_s: float, started: float) -> Callable[[Point], bool]:
-    """Whether a point still fits: its estimate within what is left of `budget_s` since `started`."""
+class Budget:
+    """Which points still fit a sweep's time budget. A point fits when its estimate, scaled by how the run's
+    points so far compared with theirs (wall over estimated seconds), is within what is left. A point that
+    started is never stopped, so a sweep can pass its budget by about one point."""
 
-    def fits(point: Point) -> bool:
-        return time.perf_counter() - started + estimate(point) <= budget_s
+    def __init__(self, estimates: dict[str, float], budget_s: float, started: float) -> None:
+        self.estimates, self.budget_s, self.started = estimates, budget_s, started
+        self.estimated = self.measured = 0.0
 
-    return fits
+    def fits(self, point: Point) -> bool:
+        scale = self.measured / self.estimated if self.estimated else 1.0
+        return time.perf_counter() - self.started + self.estimates[point.key()] * scale <= self.budget_s
+
+    def record(self, point: Point, wall_s: float) -> None:
+        """A point ended after `wall_s` seconds: later estimates are scaled by what the run has shown."""
+        self.estimated += self.estimates[point.key()]
+        self.measured += wall_s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,11 @@ from ..core.registry import Registry
 from ..executors import Executor
 from ..measure.roofline import roofline_record
 from ..measure.worker import BANDWIDTH
-from .plan import budget_filter, device_from_env, informative_order, plan_points
+from .plan import Budget, device_from_env, informative_order, plan_points
 from .points import Point
-from .records import FINAL, append_record, read_records, repair_tail, write_env
+from .records import FINAL, append_record, read_env, read_records, repair_tail, write_env
+
+POINT_FIELDS = [f.name for f in fields(Point)]
 
 
 def prepare_env(
@@ -115,24 +118,25 @@ def run_sweep(
     if todo:
         env = prepare_env(run_dir, recorded, points, executor, device, threads)
         stamps = _stamps(todo, registry, executor)
-        fits, skipped = (lambda _: True), []
+        budget, skipped = None, []
         if budget_s is not None:
-            planned = plan_points(todo, registry, device_from_env(env))
-            estimates = {pp.point.key(): pp.seconds for pp in planned}
+            planned = plan_points(todo, registry, device_from_env(env), probe=False)
+            budget = Budget({pp.point.key(): pp.seconds for pp in planned}, budget_s, started)
             todo = informative_order(todo)
-            fits = budget_filter(lambda p: estimates[p.key()], budget_s, started)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("bench", total=len(todo))
             for point in todo:
-                if not fits(point):
+                if budget is not None and not budget.fits(point):
                     skipped.append(point)
                     progress.advance(task)
                     continue
                 progress.update(task, description=point.label())
                 began = time.perf_counter()
                 result = executor.run(point) | {"wall_s": time.perf_counter() - began}
+                if budget is not None:
+                    budget.record(point, result["wall_s"])
                 record = append_record(run_dir, make_record(point, result, run_dir, env, stamps[point.variant]))
                 progress.console.print(f"{point.label():<60} {_describe(record)}", highlight=False)
                 progress.advance(task)
@@ -142,4 +146,19 @@ def run_sweep(
             if skipped:
                 console.print(f"budget of {budget_s / 60:g} min: {len(skipped)} points skipped (listed in env.json's "
                               "budget; rerun the command to measure them)")  # fmt: skip
-    return read_records(run_dir)
+    records = read_records(run_dir)
+    _settle_budget(run_dir, records)
+    return records
+
+
+def _settle_budget(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Drop from env.json's list of points a budget skipped those a later run has measured."""
+    env = read_env(run_dir)
+    skipped = (env.get("budget") or {}).get("skipped")
+    if not skipped:
+        return
+    measured = {Point.from_dict({f: r[f] for f in POINT_FIELDS if f in r}).label() for r in records if "variant" in r}
+    left = [label for label in skipped if label not in measured]
+    if left != skipped:
+        env["budget"]["skipped"] = left
+        write_env(run_dir, env)

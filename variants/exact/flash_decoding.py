@@ -26,7 +26,7 @@ from ..contract import Options, Variant, VariantInfo, accumulate_dtype, check_qk
 
 
 class FlashDecodingOptions(Options):
-    split_size: int = Field(1024, gt=0, description="keys per split (the last split is padded)")
+    split_size: int = Field(1024, gt=0, description="keys per split (the keys left over form one shorter split)")
 
 
 def _partials(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_key: int, nq: int, nk: int, g: int,
@@ -75,6 +75,8 @@ class FlashDecodingAttention(Variant):
         family="exact",
         exact=True,
         gqa_native=True,
+        score_buffers=2,  # the scores and probabilities of every split, all at once
+        upcasts_kv=True,
         summary="flash-decoding's split-K softmax merged by log-sum-exp, in plain torch (decoding shapes)",
         paper="Dao, Haziza, Massa & Sizov 2023, Flash-Decoding for long-context inference",
         source="the flash-decoding blog post's algorithm (Dao-AILab/flash-attention's splitkv kernels), in torch",

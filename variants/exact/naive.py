@@ -96,6 +96,7 @@ class NaiveAttention(Variant):
         lengths=True,
         packed=True,
         score_buffers=2,
+        upcasts_kv=True,
     )
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
