@@ -284,6 +284,11 @@ def _device_slug(device: str) -> str:
     return "-".join(torch.cuda.get_device_name(0).lower().replace("nvidia", "").split()) or "cuda"
 
 
+def _results_folder(name: str, device: str) -> Path:
+    """A run's default folder: results/<config>-<device>."""
+    return Path("results") / f"{name}-{_device_slug(device)}"
+
+
 @app.command()
 def bench(
     preset: Annotated[
@@ -413,7 +418,7 @@ def bench(
     if scratch:
         run_dir = Path(tempfile.mkdtemp(prefix="attnbench-scratch-"))
     else:
-        run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(device)}"
+        run_dir = out or _results_folder(cfg.name, device)
     choice = _executor_choice(executor, address, cluster, partition, account, time_min)
     records = _measure(cfg, registry, device, plugins, run_dir, charts=write_charts and not scratch, executor=choice,
                        budget_s=budget_minutes * 60 if budget_minutes else None)  # fmt: skip
@@ -443,7 +448,7 @@ def _dry_run(cfg, registry: Registry, device: str, plugins: tuple[str, ...], out
         raise UserError(f"--out {out} is a file, not a run folder")
     keys: set = set()
     if target.here:
-        run_dir = out or Path("results") / f"{cfg.name}-{_device_slug(kind)}"
+        run_dir = out or _results_folder(cfg.name, kind)
         keys = {r.get("key") for r in read_records(run_dir)} if (run_dir / "records.jsonl").is_file() else set()
     planned = plan_points(points, registry, target)
     console.print(f"dry run of {cfg.name}: nothing is measured", highlight=False)
@@ -495,7 +500,8 @@ def _measure(
     return records
 
 
-TaskOpt = Annotated[str, typer.Option(help="listops, pathfinder, pathx, mqar, text, retrieval, image.")]
+TASK_HELP = "listops, pathfinder, pathx, mqar, text, retrieval, image."
+TaskOpt = Annotated[str, typer.Option(help=TASK_HELP)]
 DataDirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -512,7 +518,7 @@ def _train_setup(preset: str, option: list[str] | None):
 
 @app.command()
 def train(
-    task: Annotated[str | None, typer.Option(help="listops, pathfinder, pathx, mqar, text, retrieval, image.")] = None,
+    task: Annotated[str | None, typer.Option(help=TASK_HELP)] = None,
     variant: Annotated[str | None, typer.Option(help="Attention variant for every layer.")] = None,
     preset: TrainPresetOpt = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of initialisation and batch order.")] = 0,
@@ -547,7 +553,7 @@ def train(
         raise UserError("give --out or --scratch, not both")
     if scratch:
         out = Path(tempfile.mkdtemp(prefix="attnbench-scratch-"))
-    out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
+    out = out or _results_folder(f"tasks-{setups.name}", device)
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
     from .runs.records import run_lock
 
@@ -618,7 +624,7 @@ def suite_command(
     if missing:
         raise UserError(f"preset {setups.name} has no setup for task {missing[0]!r} (it has {', '.join(setups.tasks)})")
     device = resolve_device(device)
-    out = out or Path("results") / f"tasks-{setups.name}-{_device_slug(device)}"
+    out = out or _results_folder(f"tasks-{setups.name}", device)
     name, settings = _executor_choice(executor, address, cluster, partition, account, time_min)
     if data_dir is not None and not data_dir.is_dir():  # up front, not once per run
         raise UserError(f"--data-dir {data_dir} is not a folder")
@@ -677,7 +683,7 @@ def gpu_check(
 
     if host_preset() != "gpu":
         raise UserError("no GPU visible: torch sees no CUDA device and nvidia-smi lists none; run it on a CUDA machine")
-    run_dir = Path("results") / f"gpu-{_device_slug('cuda')}"
+    run_dir = _results_folder("gpu", "cuda")
     run_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"gpu-marked tests -> {run_dir}/gpu-tests.xml")
     report = f"--junitxml={run_dir / 'gpu-tests.xml'}"

@@ -103,13 +103,10 @@ class BenchConfig(BaseModel):
             unknown = sorted(set(fields) - set(Sweep.model_fields))
             if unknown:
                 raise ValueError(f"device_overrides.{device}: unknown sweep field {unknown[0]!r}")
-            for sweep in self.sweeps:
-                try:
-                    Sweep.model_validate(sweep.model_dump() | fields)
-                except ValidationError as err:
-                    first = err.errors()[0]
-                    where = ".".join(str(p) for p in first["loc"])
-                    raise ValueError(f"device_overrides.{device}: {where}: {first['msg']}") from None
+            try:
+                self.sweeps_for(device)
+            except ValidationError as err:
+                raise ValueError(f"device_overrides.{device}: {_first_error(err)}") from None
         return self
 
     def sweeps_for(self, device: str) -> list[Sweep]:
@@ -137,6 +134,15 @@ def _parse(text: str, source: str) -> Any:
         raise UserError(f"config {source}: not valid {kind}: {first}") from None
 
 
+def _first_error(err: ValidationError) -> str:
+    """The first problem as 'field.path: message' (a check across fields has no location: its message names
+    the fields)."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
 def validate(data: Any, source: str) -> BenchConfig:
     """A BenchConfig from parsed data, or a one-line error naming the first bad field."""
     if not isinstance(data, dict):
@@ -144,11 +150,7 @@ def validate(data: Any, source: str) -> BenchConfig:
     try:
         return BenchConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        msg = first["msg"].removeprefix("Value error, ")
-        # A check across fields has no location: its message names the fields.
-        raise UserError(f"config {source}: {where + ': ' if where else ''}{msg}") from None
+        raise UserError(f"config {source}: {_first_error(err)}") from None
 
 
 def load_config(path: str | Path) -> BenchConfig:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ...variants import builtin
+from ..measure.roofline import ridge_intensity
 from ..runs.records import read_env, read_records
 from .summary import (
     FIT_POINTS,
@@ -183,7 +184,7 @@ def _roofline_chart(rows: pd.DataFrame, peak: float | None, bandwidth_gbs: float
                    label=f"{variant} {mode}", s=28, zorder=3)  # fmt: skip
     lo, hi = rows["intensity"].min() / 4, rows["intensity"].max() * 4
     if bandwidth_gbs:
-        ridge = peak * 1e12 / (bandwidth_gbs * 1e9) if peak else None
+        ridge = ridge_intensity(peak, bandwidth_gbs) if peak else None
         if ridge:  # the bend in view: where the bandwidth stops being the limit
             lo, hi = min(lo, ridge / 4), max(hi, ridge * 4)
         x = np.geomspace(lo, hi, 200)

@@ -32,8 +32,9 @@ from ..core.devices import parse_dtype
 from ..core.registry import Registry
 from ..measure.flops import attention_flops
 from ..measure.memory import CPU_CALLS
-from ..measure.roofline import io_bytes
+from ..measure.roofline import dtype_bytes, point_bytes
 from ..measure.timing import MIN_CALLS
+from ..measure.worker import BANDWIDTH, calibrate
 from ..runs.points import Point
 
 # Seconds before a worker measures anything (interpreter, torch import, CUDA context and the L2 flush
@@ -60,39 +61,6 @@ class Device:
     here: bool  # False when planning for a device this machine does not have
 
 
-def _quick_peak(device: str, dtype: torch.dtype) -> float:
-    """Matmul TFLOP/s from three small products: seconds, not the run's careful calibration."""
-    n = 4096 if device == "cuda" else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(3):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        a @ a
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e12
-
-
-def _quick_bandwidth(device: str) -> float:
-    """GB/s of a 64 MiB (CPU) or 1 GiB (GPU) copy, read plus written, best of three."""
-    size = 2**30 if device == "cuda" else 2**26
-    src = torch.ones(size, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    best = float("inf")
-    for _ in range(3):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size / best / 1e9
-
-
 def _available_memory() -> int:
     """MemAvailable of /proc/meminfo (bytes), or 0 where there is none."""
     try:
@@ -110,15 +78,15 @@ def target_device(kind: str, dtypes: set[str]) -> Device:
         tflops = {d: ASSUMED_GPU["tflops"].get(d, 50.0) for d in dtypes}
         return Device("cuda", ASSUMED_GPU["name"], ASSUMED_GPU["memory"], tflops, ASSUMED_GPU["bandwidth_gbs"],
                       here=False)  # fmt: skip
-    tflops = {d: _quick_peak(kind, parse_dtype(d)) for d in dtypes if d != "float64" or kind == "cpu"}
+    # The run's own calibrations (worker.calibrate), measured here in this process.
+    tflops = {d: calibrate(kind, d, None) for d in dtypes}
     if kind == "cuda":
         name, memory = torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory
     else:
         from ..core.env import cpu_model
 
         name, memory = cpu_model(), _available_memory()
-    tflops |= {d: tflops.get("float32", 1.0) / 2 for d in dtypes - tflops.keys()}
-    return Device(kind, name, memory, tflops, _quick_bandwidth(kind), here=True)
+    return Device(kind, name, memory, tflops, calibrate(kind, BANDWIDTH, None), here=True)
 
 
 def device_from_env(env: dict) -> Device:
@@ -131,18 +99,13 @@ def device_from_env(env: dict) -> Device:
     return Device(kind, env.get("device_name", kind), memory, tflops, bandwidth, here=True)
 
 
-def _elem(dtype: str) -> int:
-    return torch.empty((), dtype=parse_dtype(dtype)).element_size()
-
-
 def predicted_peak_bytes(point: Point, score_buffers: int, upcasts_kv: bool = False) -> int:
     """Analytic peak bytes of one measured call of `point` (module docstring)."""
-    moved = io_bytes(point.batch, point.heads, point.kv_heads, point.q_len, point.seq, point.head_dim, point.dtype,
-                     point.mode)  # fmt: skip
+    element = dtype_bytes(point.dtype)
     pairs = point.batch * point.heads * point.q_len * point.seq
-    scores = score_buffers * pairs * max(_elem(point.dtype), 4) * (2 if point.mode != "fwd" else 1)
+    scores = score_buffers * pairs * max(element, 4) * (2 if point.mode != "fwd" else 1)
     kv_float32 = 2 * point.batch * point.kv_heads * point.seq * point.head_dim * 4
-    return moved + scores + (kv_float32 if upcasts_kv and _elem(point.dtype) < 4 else 0)
+    return point_bytes(point.to_dict()) + scores + (kv_float32 if upcasts_kv and element < 4 else 0)
 
 
 def softmax_flops(point: Point) -> float:
@@ -156,10 +119,8 @@ def estimate_seconds(point: Point, device: Device, compiles: bool, runs: bool = 
     startup = STARTUP_S[device.kind]
     if not runs:
         return startup
-    moved = io_bytes(point.batch, point.heads, point.kv_heads, point.q_len, point.seq, point.head_dim, point.dtype,
-                     point.mode)  # fmt: skip
     call = max(softmax_flops(point) / (EFFICIENCY * device.tflops.get(point.dtype, 1.0) * 1e12),
-               moved / (EFFICIENCY * device.bandwidth_gbs * 1e9))  # fmt: skip
+               point_bytes(point.to_dict()) / (EFFICIENCY * device.bandwidth_gbs * 1e9))  # fmt: skip
     timed = max(MIN_CALLS, min(point.repeats, int(point.budget_s / call) if call > 0 else point.repeats))
     memory_calls = CPU_CALLS if device.kind == "cpu" else 1
     calls = point.warmup + timed + memory_calls + 2  # + the output check and the backend probe

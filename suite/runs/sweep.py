@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,6 @@ from ..measure.worker import BANDWIDTH
 from .plan import Budget, device_from_env, informative_order, plan_points
 from .points import Point
 from .records import FINAL, append_record, read_env, read_records, repair_tail, write_env
-
-POINT_FIELDS = [f.name for f in fields(Point)]
 
 
 def prepare_env(
@@ -147,18 +144,19 @@ def run_sweep(
                 console.print(f"budget of {budget_s / 60:g} min: {len(skipped)} points skipped (listed in env.json's "
                               "budget; rerun the command to measure them)")  # fmt: skip
     records = read_records(run_dir)
-    _settle_budget(run_dir, records)
+    _settle_budget(run_dir, points, records)
     return records
 
 
-def _settle_budget(run_dir: Path, records: list[dict[str, Any]]) -> None:
-    """Drop from env.json's list of points a budget skipped those a later run has measured."""
+def _settle_budget(run_dir: Path, points: list[Point], records: list[dict[str, Any]]) -> None:
+    """Drop from env.json's list of points a budget skipped those this command has now measured."""
     env = read_env(run_dir)
     skipped = (env.get("budget") or {}).get("skipped")
     if not skipped:
         return
-    measured = {Point.from_dict({f: r[f] for f in POINT_FIELDS if f in r}).label() for r in records if "variant" in r}
-    left = [label for label in skipped if label not in measured]
+    measured = {r.get("key") for r in records}
+    keys = {p.label(): p.key() for p in points}  # labels of other commands' points keep no key: they stay
+    left = [label for label in skipped if keys.get(label) not in measured]
     if left != skipped:
         env["budget"]["skipped"] = left
         write_env(run_dir, env)
