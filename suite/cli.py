@@ -36,6 +36,11 @@ PluginOpt = Annotated[
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")]
 OptionOpt = Annotated[list[str] | None, typer.Option(help="Variant option VARIANT.KEY=VALUE (repeatable).")]
 TrainPresetOpt = Annotated[str, typer.Option(help="Training preset: tiny, cpu, lra, lra-attnbench, or a YAML file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override the preset: model.KEY=V, train.KEY=V or params.KEY=V (repeatable), "
+                 "e.g. model.heads=8, model.kv_heads=2, model.kv_latent=32, model.score_scale=1."),
+]  # fmt: skip
 TaskOutOpt = Annotated[Path | None, typer.Option(help="Run folder (default: results/tasks-<preset>-<device>).")]
 
 
@@ -529,6 +534,7 @@ def train(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     option: OptionOpt = None,
+    setting: SetOpt = None,
     plugin: PluginOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the preset's settings per task, with their sources; train nothing.")
@@ -536,11 +542,15 @@ def train(
 ) -> None:
     """Train the task model with one variant; record accuracy, speed and memory (resumable)."""
     from ..tasks import TASKS, DataFormatError
-    from .training.train import outcome, run_training
+    from .training.train import outcome, parse_settings, run_training, with_settings
 
     setups = _train_setup(preset, option)
     if task is not None and task not in TASKS:
         raise UserError(f"unknown task {task!r} (one of {', '.join(TASKS)})")
+    settings = parse_settings(setting)
+    if settings and task is None:
+        raise UserError("--set changes one task's setup: give --task")
+    setups = with_settings(setups, task, settings)
     if dry_run:
         _print_preset(setups, task)
         return
@@ -559,7 +569,8 @@ def train(
 
     try:
         with run_lock(out):
-            record = run_training(task, variant, setups, seed, registry, device, out, data_dir, plugins, console)
+            record = run_training(task, variant, setups, seed, registry, device, out, data_dir, plugins, console,
+                                  settings=settings)  # fmt: skip
     except DataFormatError as err:
         raise UserError(str(err)) from None
     if record["status"] != "ok":
@@ -666,6 +677,47 @@ def _train_each(jobs: list, executor, out: Path) -> int:
     return failed
 
 
+@app.command()
+def study(
+    name: Annotated[str, typer.Argument(help="Study: head-count, kv-sharing, scale, head-time, or a YAML file.")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: results/<study>-<device>).")] = None,
+    device: DeviceOpt = None,
+    plugin: PluginOpt = None,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    cluster: ClusterOpt = "slurm",
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    time_min: TimeMinOpt = None,
+) -> None:
+    """Train every arm x task x variant x seed of a study (resumable); write its table, chart and README."""
+    import shlex
+
+    from .core.env import read_checked_env
+    from .executors import make_executor
+    from .outputs.study_report import write_study
+    from .runs.records import run_lock
+    from .training.study import load_study, study_jobs
+
+    plan = load_study(name)
+    registry = _registry(plugin)
+    device = resolve_device(device)
+    out = out or _results_folder(plan.name, device)
+    plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
+    jobs = study_jobs(plan, registry, device, out, plugins)
+    executor_name, settings = _executor_choice(executor, address, cluster, partition, account, time_min)
+    read_checked_env(out, device, executor_name)
+    signal.signal(signal.SIGTERM, _interrupt)
+    command = shlex.join(["attnbench", "study", name, "--out", str(out), "--device", device])
+    with run_lock(out):
+        failed = _train_each(jobs, make_executor(executor_name, out, settings), out)
+        console.print(write_study(plan, out, command), markup=False, highlight=False)
+    console.print(f"wrote {out / 'README.md'}")
+    if failed:
+        console.print(f"{failed} of {len(jobs)} runs ended in error, oom or timeout (see above)")
+        raise typer.Exit(1)
+
+
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]
 
 
@@ -696,6 +748,74 @@ def gpu_check(
     if tests.returncode != 0 or bench_failed:
         console.print(f"gpu-check: tests exit {tests.returncode}, bench {'failed' if bench_failed else 'ok'}")
         raise typer.Exit(1)
+
+
+@app.command()
+def heads(
+    run: RunArg,
+    task: Annotated[str | None, typer.Option(help="Only the runs of this task.")] = None,
+    variant: Annotated[str | None, typer.Option(help="Only the runs of this variant.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Only the runs of this seed.")] = None,
+    mask: Annotated[
+        str | None, typer.Option(help="Only print test accuracy with these heads masked, LAYER.HEAD from 1: '1.2,2.4'.")
+    ] = None,
+    prune_seeds: Annotated[int, typer.Option(min=1, help="Random pruning orders beside the importance order.")] = 5,
+    examples: Annotated[int, typer.Option(min=1, help="Validation examples the head statistics read.")] = 256,
+    plugin: PluginOpt = None,
+) -> None:
+    """Head importance, pruning curves and per-head statistics of a run's trained models: records in
+    heads.jsonl, charts in heads/, a section in the run README."""
+    import shlex
+
+    from ..tasks import DataFormatError
+    from .analysis.heads import accuracy, analyse, load_trained, parse_heads
+    from .outputs.heads_report import heads_section, link_in_readme, write_heads
+    from .runs.heads_records import read_heads, write_heads_record
+    from .runs.records import read_records, require_run, run_lock
+
+    chosen = [r for r in read_records(require_run(run)) if r.get("kind") == "train" and r.get("status") == "ok"
+              and task in (None, r["task"]) and variant in (None, r["variant"])
+              and seed in (None, r["seed"])]  # fmt: skip
+    if not chosen:
+        raise UserError(f"{run}: no finished training run matches (task {task or 'any'}, variant "
+                        f"{variant or 'any'}, seed {'any' if seed is None else seed}); train one with "
+                        f"`attnbench train --out {run}`")  # fmt: skip
+    registry = _registry(plugin)
+    try:
+        models = [load_trained(run, r, registry) for r in chosen]
+    except DataFormatError as err:
+        raise UserError(str(err)) from None
+    if mask is not None:
+        for trained in models:
+            masked = parse_heads(mask, *trained.shape)
+            r = trained.record
+            console.print(f"{r['task']} / {r['variant']} / seed {r['seed']} ({r['kv_layout'] or 'MHA'}): test accuracy "
+                          f"{accuracy(trained, []):.4f} with every head, {accuracy(trained, masked):.4f} with "
+                          f"{mask} masked", highlight=False)  # fmt: skip
+        return
+    from .core.env import provenance
+
+    with run_lock(run):
+        for trained in models:
+            r = trained.record
+            name = f"{r['task']}-{r['variant']}-seed{r['seed']}-{Path(r['model_path']).stem[:8]}"
+            console.print(f"analysing {name}: importance, {prune_seeds} random pruning orders, statistics")
+            command = ["attnbench", "heads", str(run), "--task", r["task"], "--variant", r["variant"],
+                       "--seed", str(r["seed"]), "--prune-seeds", str(prune_seeds),
+                       "--examples", str(examples)]  # fmt: skip
+            record = {"kind": "heads", "name": name, "task": r["task"], "variant": r["variant"], "seed": r["seed"],
+                      "kv_layout": r.get("kv_layout") or "MHA", "model_path": r["model_path"], "train_key": r["key"],
+                      "command": shlex.join(command), **provenance(),
+                      **analyse(trained, prune_seeds, examples)}  # fmt: skip
+            write_heads_record(run, record)
+            write_heads(run, record)
+            half = record["half"]
+            console.print(f"  {half['heads_masked']} least important heads masked: test accuracy {half['full']:.4f} -> "
+                          f"{half['importance']:.4f}; a random {half['heads_masked']}: {half['random_mean']:.4f} "
+                          f"(mean of {prune_seeds}, {half['random_min']:.4f}-{half['random_max']:.4f})",
+                          highlight=False)  # fmt: skip
+        readme = link_in_readme(run, heads_section(run, read_heads(run)))
+    console.print(f"wrote {run / 'heads.jsonl'}, charts in {run / 'heads'}, linked from {readme}")
 
 
 @app.command()

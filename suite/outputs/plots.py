@@ -84,7 +84,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _save(fig, out_dir: Path, name: str) -> list[Path]:
+def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     fig.tight_layout()
     fig.savefig(paths[0], dpi=130)
@@ -276,23 +276,25 @@ def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline:
             continue  # nothing grows in N, or nothing was measured (the summary lists why)
         title = f"{device}\n{series_title(key)}"
         slug = _slug(series_title(key))
-        paths += _save(_growth_chart(group, "time_ms", 1.0, "time per call (ms)", title), out_dir, f"{slug}-time")
-        paths += _save(_growth_chart(group, "peak_bytes", 2**20, "peak memory (MiB)", title), out_dir, f"{slug}-memory")
+        paths += save_figure(_growth_chart(group, "time_ms", 1.0, "time per call (ms)", title), out_dir, f"{slug}-time")
+        paths += save_figure(
+            _growth_chart(group, "peak_bytes", 2**20, "peak memory (MiB)", title), out_dir, f"{slug}-memory"
+        )
         if group["tflops"].notna().any():
             peak = env.get("matmul_tflops", {}).get(dict(zip(SERIES, key, strict=True))["dtype"])
-            paths += _save(_tflops_chart(group, peak, title), out_dir, f"{slug}-tflops")
+            paths += save_figure(_tflops_chart(group, peak, title), out_dir, f"{slug}-tflops")
         if baseline and (fig := _speedup_chart(group, baseline, title)) is not None:
-            paths += _save(fig, out_dir, f"{slug}-speedup")
+            paths += save_figure(fig, out_dir, f"{slug}-speedup")
     placed = df[(df["status"] == "ok") & (df["intensity"] > 0) & (df["tflops"] > 0)]
     for (dev, dtype), rows in placed.groupby(["device", "dtype"], sort=True):
         peak = env.get("matmul_tflops", {}).get(dtype)
         title = f"{device}\nroofline, {dev} {dtype}: {len(rows)} points"
-        paths += _save(_roofline_chart(rows, peak, env.get("bandwidth_gbs"), title), out_dir,
+        paths += save_figure(_roofline_chart(rows, peak, env.get("bandwidth_gbs"), title), out_dir,
                        _slug(f"roofline {dev} {dtype}"))  # fmt: skip
     ragged = df[df["status"] == "ok"]
     for key, group in ragged.groupby(RAGGED, sort=True, dropna=False):
         if set(group["layout"]) == {"padded", "packed"}:
-            paths += _save(_ragged_chart(group, f"{device}\n{ragged_title(key)}"), out_dir,
+            paths += save_figure(_ragged_chart(group, f"{device}\n{ragged_title(key)}"), out_dir,
                            _slug(f"ragged {ragged_title(key)}"))  # fmt: skip
     ok = df[df["status"] == "ok"].assign(width=df["heads"] * df["head_dim"])
     for key, group in ok.groupby(HEADS_GROUP, sort=True, dropna=False):
@@ -301,7 +303,7 @@ def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline:
         v = dict(zip(HEADS_GROUP, key, strict=True))
         title = (f"{device}\n{v['device']} {v['dtype']} {v['mode']}{' causal' if v['causal'] else ''} "
                  f"B={v['batch']} N={v['seq']} width={v['width']}")  # fmt: skip
-        paths += _save(_heads_chart(group, title), out_dir, _slug(f"heads {title.splitlines()[1]}"))
+        paths += save_figure(_heads_chart(group, title), out_dir, _slug(f"heads {title.splitlines()[1]}"))
     return paths
 
 
@@ -331,7 +333,7 @@ def train_charts(df: pd.DataFrame, env_device: str, out_dir: Path, reference: st
     )
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
-    paths += _save(fig, out_dir, "accuracy")
+    paths += save_figure(fig, out_dir, "accuracy")
 
     per_variant = ok.groupby("variant", sort=False).agg(
         acc=("test_acc", lambda s: 100 * s.mean()), speed=("steps_per_s", "mean"), memory=("peak_bytes", "mean")
@@ -354,7 +356,7 @@ def train_charts(df: pd.DataFrame, env_device: str, out_dir: Path, reference: st
         ax.set_title(f"{env_device}: speed, accuracy and memory (bubble area: peak training memory)", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.margins(0.25)
-        paths += _save(fig, out_dir, "lra-speed-accuracy-memory")
+        paths += save_figure(fig, out_dir, "lra-speed-accuracy-memory")
     return paths
 
 

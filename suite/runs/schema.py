@@ -160,6 +160,10 @@ class TrainRecord(_Record):
     curve: list[dict[str, float]] | None = None
     model_path: str | None = None
     wall_s: float | None = None
+    settings: dict[str, dict[str, Any]] | None = None  # the --set overrides of the preset
+    kv_layout: str | None = None  # MHA, GQA-g, MQA or MLA-r
+    kv_cache_values_per_token: int | None = None  # numbers an inference cache keeps per token, all layers
+    parameters: int | None = None  # trainable numbers in the model
 
 
 SCHEMAS: dict[str, type[_Record]] = {"bench": BenchRecord, "train": TrainRecord}

@@ -16,14 +16,16 @@ as its key lengths, so no real position attends to padding, where the variant ta
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ...tasks.base import CLS, PAD
-from ...variants.contract import AttentionSpec, Variant, attend
+from ...variants.contract import AttentionSpec, Variant, VariantInfo, attend
+from ..core.errors import UserError
 from ..core.registry import Registry
 
 
@@ -35,7 +37,11 @@ class ModelConfig(BaseModel):
     dim: int = Field(64, gt=0)
     depth: int = Field(2, gt=0)
     heads: int = Field(4, gt=0)
-    kv_heads: int | None = Field(None, gt=0)
+    kv_heads: int | None = Field(None, gt=0, description="K/V heads: heads (MHA), a divisor (GQA), 1 (MQA)")
+    kv_latent: int | None = Field(
+        None, gt=0, description="MLA: K and V rebuilt per head from one shared per-token latent of this width"
+    )
+    score_scale: float | None = Field(None, gt=0, description="scale of q.k before the softmax (1/sqrt(head dim))")
     qkv_dim: int | None = Field(None, gt=0, description="width of q, k and v over all heads (default: dim)")
     mlp_ratio: float = Field(2.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -43,9 +49,37 @@ class ModelConfig(BaseModel):
     positions: Literal["learned", "sinusoidal"] = "learned"
     head: Literal["attnbench", "lra"] = Field("attnbench", description="classifier head style")
 
+    @model_validator(mode="after")
+    def _heads_fit(self) -> ModelConfig:
+        if self.attention_dim % self.heads:
+            raise ValueError(f"attention width {self.attention_dim} is not divisible by {self.heads} heads")
+        if self.kv_heads is not None and self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.kv_heads is not None and self.kv_latent is not None:
+            raise ValueError("give kv_heads (GQA, MQA) or kv_latent (MLA), not both")
+        return self
+
     @property
     def attention_dim(self) -> int:
         return self.qkv_dim or self.dim
+
+    @property
+    def head_dim(self) -> int:
+        return self.attention_dim // self.heads
+
+    @property
+    def kv_layout(self) -> str:
+        """MHA, GQA-g (g query heads per K/V head), MQA or MLA-r (latent width r)."""
+        if self.kv_latent is not None:
+            return f"MLA-{self.kv_latent}"
+        kv = self.kv_heads or self.heads
+        return "MHA" if kv == self.heads else "MQA" if kv == 1 else f"GQA-{self.heads // kv}"
+
+    def kv_cache_values(self) -> int:
+        """Numbers an inference cache keeps per token over all layers: K and V of each K/V head, or the
+        MLA latent (from which K and V are rebuilt; this model has no rotary part to cache beside it)."""
+        per_layer = self.kv_latent if self.kv_latent is not None else 2 * (self.kv_heads or self.heads) * self.head_dim
+        return per_layer * self.depth
 
     @property
     def mlp_dim(self) -> int:
@@ -62,23 +96,47 @@ def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
     return table
 
 
+def check_layout(cfg: ModelConfig, info: VariantInfo) -> None:
+    """UserError when the variant cannot take the model's K/V layout or score scale."""
+    if (cfg.kv_heads or cfg.heads) < cfg.heads and not info.gqa:
+        raise UserError(f"variant {info.name} cannot take grouped K/V heads ({cfg.kv_layout}): it declares gqa=False")
+    if cfg.score_scale is not None and not info.scaled:
+        raise UserError(f"variant {info.name} has no softmax scale to change (its definition is {info.definition})")
+
+
 class SelfAttention(nn.Module):
-    """Projections around an attention variant: (B, N, dim) -> (B, N, dim)."""
+    """Projections around an attention variant: (B, N, dim) -> (B, N, dim).
+
+    K and V come from x (one K/V head per `groups` query heads), or, under MLA (DeepSeek-V2), from a
+    normalised low-rank latent of x, up-projected to every head. `head_gate`, when set, multiplies
+    each head's output (Michel et al. 2019): ones with gradients for importance, zeros to prune.
+    """
 
     def __init__(self, cfg: ModelConfig, core: Variant) -> None:
         super().__init__()
-        self.heads, self.kv_heads = cfg.heads, cfg.kv_heads or cfg.heads
-        self.head_dim = cfg.attention_dim // cfg.heads
+        self.heads, self.head_dim = cfg.heads, cfg.head_dim
+        self.kv_heads = cfg.heads if cfg.kv_latent is not None else cfg.kv_heads or cfg.heads
         self.q = nn.Linear(cfg.dim, self.heads * self.head_dim)
-        self.kv = nn.Linear(cfg.dim, 2 * self.kv_heads * self.head_dim)
+        if cfg.kv_latent is not None:  # DeepSeek-V2's W_DKV then its norm: the latent is what a cache keeps
+            self.kv_down = nn.Sequential(nn.Linear(cfg.dim, cfg.kv_latent, bias=False), nn.RMSNorm(cfg.kv_latent))
+        self.kv = nn.Linear(cfg.kv_latent or cfg.dim, 2 * self.kv_heads * self.head_dim)
         self.out = nn.Linear(self.heads * self.head_dim, cfg.dim)
         self.core = core
+        # A variant's own 1/sqrt(hd) is undone and the configured scale applied by scaling q.
+        self.q_gain = cfg.score_scale * math.sqrt(self.head_dim) if cfg.score_scale is not None else None
+        self.head_gate: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = x.shape
         q = self.q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
-        k, v = self.kv(x).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, Hkv, N, hd)
+        if self.q_gain is not None:
+            q = q * self.q_gain
+        latent = self.kv_down(x) if hasattr(self, "kv_down") else x
+        k, v = self.kv(latent).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, Hkv, N, hd)
         o = attend(self.core, q, k, v, lengths)  # (B, H, N, hd)
+        if self.head_gate is not None:
+            gate = self.head_gate if self.head_gate.dim() == 2 else self.head_gate[None]  # (B or 1, H)
+            o = o * gate[:, :, None, None].to(o.dtype)
         return self.out(o.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
 
 
@@ -133,15 +191,14 @@ class TaskModel(nn.Module):
         options: dict | None = None,
     ) -> None:
         super().__init__()
-        if cfg.attention_dim % cfg.heads:
-            raise ValueError(f"attention width {cfg.attention_dim} is not divisible by {cfg.heads} heads")
+        check_layout(cfg, registry.get(variant).info)
         self.kind, self.cfg = kind, cfg
         self.prepend_cls = kind != "lm" and cfg.pooling == "cls"
         seq_len = max_len + int(self.prepend_cls)
         spec = AttentionSpec(
             num_heads=cfg.heads,
-            head_dim=cfg.attention_dim // cfg.heads,
-            num_kv_heads=cfg.kv_heads,
+            head_dim=cfg.head_dim,
+            num_kv_heads=None if cfg.kv_latent is not None else cfg.kv_heads,
             causal=kind == "lm",
             max_seq_len=seq_len,
             options=options or {},
@@ -150,6 +207,10 @@ class TaskModel(nn.Module):
         # Padding exists in classification and pair inputs; the causal LM task has none at the end it reads.
         self.masks_padding = kind != "lm" and registry.get(variant).info.lengths
         self.head = _head(kind, cfg, num_classes)
+
+    @property
+    def attention_layers(self) -> list[SelfAttention]:
+        return [block.attn for block in self.encoder.blocks]
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """One vector per sequence: the CLS position, or the mean over non-padding positions."""

@@ -37,7 +37,7 @@ from ..core.registry import Registry
 from ..measure.memory import PeakTracker
 from ..runs.failures import classify
 from ..runs.records import FINAL, append_record, read_records, repair_tail, write_env
-from .model import ModelConfig, TaskModel
+from .model import ModelConfig, TaskModel, check_layout
 
 TRAIN_PRESETS = Path(__file__).parents[1] / "presets" / "train"
 
@@ -96,24 +96,38 @@ def preset_rows(setup: TaskSetup) -> list[tuple[str, str]]:
     return rows
 
 
-def load_train_preset(name: str) -> TrainPreset:
-    """A shipped training preset by name, or a YAML file by path."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else TRAIN_PRESETS / f"{name}.yaml"
+def load_named_yaml(name: str, folder: Path, what: str, schema: type[BaseModel]) -> Any:
+    """A shipped YAML file of `folder` by name, or a .yaml file by path, validated by `schema`
+    (UserError with one line naming the first problem)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in TRAIN_PRESETS.glob("*.yaml")))
-        raise UserError(f"unknown training preset {name!r} (one of {known}, or a .yaml file)")
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise UserError(f"unknown {what} {name!r} (one of {known}, or a .yaml file)")
     try:
-        return TrainPreset.model_validate(yaml.safe_load(path.read_text()))
+        return schema.model_validate(yaml.safe_load(path.read_text()))
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     except ValidationError as err:
         first = err.errors()[0]
-        raise UserError(f"{path.name}: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise UserError(f"{path.name}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def load_train_preset(name: str) -> TrainPreset:
+    """A shipped training preset by name, or a YAML file by path."""
+    return load_named_yaml(name, TRAIN_PRESETS, "training preset", TrainPreset)
+
+
+# Model fields added after task runs were committed (issue 16's K/V sharing and score scale).
+_LATER_MODEL_FIELDS = ("kv_latent", "score_scale")
 
 
 def run_key(task: str, variant: str, seed: int, preset: str, setup: TaskSetup, data_dir: Path | None) -> str:
     """Identity of a training run, for resuming: another variant's options are not part of it."""
     fields = setup.model_dump(exclude={"options", "source"}) | {"options": setup.options.get(variant, {})}
+    for name in _LATER_MODEL_FIELDS:  # at their default they stay out, so runs recorded before them still resume
+        if fields["model"][name] is None:
+            del fields["model"][name]
     return json.dumps(
         {"task": task, "variant": variant, "seed": seed, "preset": preset, "setup": fields,
          "data": str(data_dir) if data_dir else None},
@@ -229,8 +243,9 @@ def train(
             loss, _, _ = _loss_and_hits(model, data.train, idx, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if settings.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            # The norm before clipping (an infinite max clips nothing): the scale ablation charts it.
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip or math.inf)
+            state.setdefault("grad_norms", []).append(norm.item())
             optimizer.step()
             scheduler.step()
             state["train_s"] += time.perf_counter() - started
@@ -240,7 +255,9 @@ def train(
             if state["step"] % settings.eval_every == 0 or state["step"] == settings.steps:
                 val = evaluate(model, data.val, settings.batch_size, device, settings.eval_size)
                 recent = state["losses"][-settings.eval_every :]
-                state["curve"].append({"step": state["step"], "loss": sum(recent) / len(recent), "val_acc": val})
+                norms = state["grad_norms"][-settings.eval_every :]
+                state["curve"].append({"step": state["step"], "loss": sum(recent) / len(recent), "val_acc": val,
+                                       "grad_norm": sum(norms) / len(norms)})  # fmt: skip
                 progress.update(bar, description=f"{data.name} / {variant}: loss {state['curve'][-1]['loss']:.3f}, "
                                 f"val {val:.3f}")  # fmt: skip
                 if val > state["best_val"]:
@@ -275,6 +292,7 @@ def train(
         "steps_per_s": steps / state["train_s"],
         "tokens_per_s": steps * tokens_per_step / state["train_s"],
         "peak_bytes": peak,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "curve": state["curve"],
         "threads": torch.get_num_threads(),
         "padding_masked": model.masks_padding if data.kind != "lm" else None,
@@ -287,6 +305,41 @@ def with_options(preset: TrainPreset, options: dict[str, dict[str, Any]]) -> Tra
         for variant, values in options.items():
             setup.options[variant] = setup.options.get(variant, {}) | values
     return preset
+
+
+SETTING_SECTIONS = ("model", "train", "params")
+
+
+def parse_settings(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
+    """['model.heads=8', 'train.steps=200'] -> {'model': {'heads': 8}, 'train': {'steps': 200}} (YAML values)."""
+    settings: dict[str, dict[str, Any]] = {}
+    for pair in pairs or []:
+        target, sep, value = pair.partition("=")
+        section, dot, key = target.partition(".")
+        if not (sep and dot and key) or section not in SETTING_SECTIONS:
+            raise UserError(f"--set {pair!r}: expected SECTION.KEY=VALUE with SECTION one of "
+                            f"{', '.join(SETTING_SECTIONS)}, e.g. model.heads=8")  # fmt: skip
+        try:
+            settings.setdefault(section, {})[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {pair!r}: the value is not a YAML scalar") from None
+    return settings
+
+
+def with_settings(preset: TrainPreset, task: str, settings: dict[str, dict[str, Any]]) -> TrainPreset:
+    """`preset` with `task`'s model, train and params fields overridden ({section: {key: value}}), checked."""
+    if not settings or task not in preset.tasks:
+        return preset
+    setup = preset.tasks[task]
+    changed = {"params": setup.params | settings.get("params", {})}
+    for section, schema in (("model", ModelConfig), ("train", TrainSettings)):
+        try:
+            changed[section] = schema.model_validate(getattr(setup, section).model_dump() | settings.get(section, {}))
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in (section, *first["loc"]))
+            raise UserError(f"--set {where}: {first['msg'].removeprefix('Value error, ')}") from None
+    return preset.model_copy(update={"tasks": preset.tasks | {task: setup.model_copy(update=changed)}})
 
 
 @dataclass(frozen=True)
@@ -302,6 +355,7 @@ class TrainJob:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {variant: {key: value}}
     plugins: tuple[str, ...] = ()
     data_dir: str | None = None
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # {model|train|params: {key: value}}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -317,6 +371,10 @@ class TrainJob:
         for variant, values in sorted(self.options.items()):
             for key, value in sorted(values.items()):
                 args += ["--option", f"{variant}.{key}={json.dumps(value)}"]
+        for section, values in sorted(self.settings.items()):
+            args += [
+                a for key, value in sorted(values.items()) for a in ("--set", f"{section}.{key}={json.dumps(value)}")
+            ]
         args += [a for plugin in self.plugins for a in ("--plugin", plugin)]
         args += ["--data-dir", self.data_dir] if self.data_dir else []
         return args + (["--out", self.out] if self.out else ["--scratch"])
@@ -346,22 +404,23 @@ def train_here(data: dict[str, Any], executor: str, console: Console | None = No
 
     job = TrainJob.from_dict(data)
     try:
-        preset = with_options(load_train_preset(job.preset), job.options)
+        preset = with_settings(with_options(load_train_preset(job.preset), job.options), job.task, job.settings)
         registry = load_registry(job.plugins)
         return run_training(job.task, job.variant, preset, job.seed, registry, job.device, Path(job.out),
                             Path(job.data_dir) if job.data_dir else None, job.plugins, console or Console(quiet=True),
-                            executor=executor)  # fmt: skip
+                            executor=executor, settings=job.settings)  # fmt: skip
     except (UserError, DataFormatError) as err:
         return {"status": "error", "reason": str(err)}
 
 
 def train_command(task: str, variant: str, preset: str, seed: int, data_dir: Path | None, device: str,
-                  plugins: tuple[str, ...], options: dict[str, Any]) -> str:  # fmt: skip
+                  plugins: tuple[str, ...], options: dict[str, Any],
+                  settings: dict[str, dict[str, Any]] | None = None) -> str:  # fmt: skip
     """The `attnbench train` command that reruns one training run alone, into a fresh scratch folder."""
     import shlex
 
     job = TrainJob(task, variant, seed, preset, device, None, {variant: options} if options else {}, plugins,
-                   str(data_dir) if data_dir is not None else None)  # fmt: skip
+                   str(data_dir) if data_dir is not None else None, settings or {})  # fmt: skip
     return shlex.join(["attnbench", *job.argv()])
 
 
@@ -385,14 +444,19 @@ def run_training(
     plugins: tuple[str, ...],
     console: Console,
     executor: str = "local",
+    settings: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """One recorded, resumable training run; an existing record for the same run is returned as is."""
+    """One recorded, resumable training run; an existing record for the same run is returned as is.
+    `preset` already holds `settings` (the --set overrides): they are named here for the stored command."""
     if task not in TASKS:
         raise UserError(f"unknown task {task!r} (one of {', '.join(TASKS)})")
     if task not in preset.tasks:
         raise UserError(f"preset {preset.name} has no setup for task {task!r} (it has {', '.join(preset.tasks)})")
     setup = preset.tasks[task]
     registry.entry(variant)
+    reason = registry.unavailable_reason(variant, device)
+    if reason is None:  # a variant that cannot load here is recorded unavailable below
+        check_layout(setup.model, registry.get(variant).info)
     key = run_key(task, variant, seed, preset.name, setup, data_dir)
     # Checked before anything recorded is reused: a folder holds one machine's numbers.
     fresh = not environment.read_checked_env(out, device, executor)
@@ -412,10 +476,11 @@ def run_training(
         "max_len": data.max_len, "split_sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
         "train": setup.train.model_dump(), "options": setup.options.get(variant, {}), "key": key,
         "command": train_command(task, variant, preset.name, seed, data_dir, device, plugins,
-                                 setup.options.get(variant, {})),
-        **environment.provenance(), "executor": executor, "source": _source(registry, variant),
+                                 setup.options.get(variant, {}), settings),
+        "settings": settings or {}, "kv_layout": setup.model.kv_layout,
+        "kv_cache_values_per_token": setup.model.kv_cache_values(), **environment.provenance(),
+        "executor": executor, "source": _source(registry, variant),
     }  # fmt: skip
-    reason = registry.unavailable_reason(variant, device)
     started = time.perf_counter()
     if reason is not None:
         record |= {"status": "unavailable", "reason": reason}

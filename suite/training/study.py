@@ -1,0 +1,100 @@
+"""Studies: one training preset, trained again with the model or schedule changed per arm.
+
+A study names a training preset, tasks, variants and seeds, and its arms: each arm is a set of
+`--set` overrides (model.heads=8, model.kv_latent=32, model.score_scale=1, ...). Every (task, arm,
+variant, seed) is one ordinary training run (a record in the run folder with the `attnbench train`
+command that remakes it alone); the study's table and chart are drawn from those records.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..core.errors import UserError
+from ..core.registry import Registry
+from .model import check_layout
+from .train import TrainJob, load_named_yaml, load_train_preset, with_settings
+
+STUDIES = Path(__file__).parents[1] / "presets" / "studies"
+
+
+class Arm(BaseModel):
+    """One setting of the studied factor: overrides of the preset's model and training fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(min_length=1)
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class Study(BaseModel):
+    """A named comparison of arms on a training preset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    claim: str = Field("", description="the claim the study tests (the seed article's, quoted)")
+    preset: str = "cpu"
+    tasks: list[str] = Field(min_length=1)
+    variants: list[str] = Field(default_factory=lambda: ["sdpa"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="task parameters per task")
+    train: dict[str, Any] = Field(default_factory=dict, description="training overrides of every arm")
+    arms: list[Arm] = Field(min_length=2)
+    notes: list[str] = Field(default_factory=list, description="where the study departs from the preset, and why")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Study:
+        labels = [arm.label for arm in self.arms]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"arm labels repeat: {labels}")
+        return self
+
+    def settings(self, task: str, arm: Arm) -> dict[str, dict[str, Any]]:
+        """The `--set` overrides of one arm on one task (empty sections left out)."""
+        sections = {"model": arm.model, "train": self.train | arm.train, "params": self.params.get(task, {})}
+        return {name: values for name, values in sections.items() if values}
+
+
+def load_study(name: str) -> Study:
+    """A shipped study by name, or a YAML file by path."""
+    return load_named_yaml(name, STUDIES, "study", Study)
+
+
+def study_jobs(study: Study, registry: Registry, device: str, out: Path, plugins: tuple[str, ...]) -> list[TrainJob]:
+    """Every run of the study, checked up front: each arm's settings and each variant's K/V layout
+    (UserError with one line before anything trains)."""
+    preset = load_train_preset(study.preset)
+    for name in study.variants:
+        registry.entry(name)
+    jobs = []
+    for task in study.tasks:
+        if task not in preset.tasks:
+            raise UserError(f"study {study.name}: preset {preset.name} has no task {task!r}")
+        for arm in study.arms:
+            settings = study.settings(task, arm)
+            try:
+                setup = with_settings(preset, task, settings).tasks[task]
+            except UserError as err:
+                raise UserError(f"study {study.name}, arm {arm.label!r}: {err}") from None
+            for variant in study.variants:
+                if registry.unavailable_reason(variant, device) is None:
+                    check_layout(setup.model, registry.get(variant).info)
+                jobs += [TrainJob(task, variant, seed, study.preset, device, str(out.resolve()), {}, plugins, None,
+                                  settings) for seed in study.seeds]  # fmt: skip
+    return jobs
+
+
+def arm_of(study: Study, record: dict[str, Any]) -> str | None:
+    """The label of the arm a training record belongs to (by its overrides), or None."""
+    made = json.dumps(record.get("settings") or {}, sort_keys=True)
+    for arm in study.arms:
+        if json.dumps(study.settings(record.get("task", ""), arm), sort_keys=True) == made:
+            return arm.label
+    return None
