@@ -542,7 +542,7 @@ def train(
 ) -> None:
     """Train the task model with one variant; record accuracy, speed and memory (resumable)."""
     from ..tasks import TASKS, DataFormatError
-    from .training.train import outcome, parse_settings, run_training, with_settings
+    from .training.train import check_fits, outcome, parse_settings, run_training, with_settings
 
     setups = _train_setup(preset, option)
     if task is not None and task not in TASKS:
@@ -559,6 +559,8 @@ def train(
     registry = _registry(plugin)
     _check_options(registry, {variant: setups.tasks[task].options.get(variant, {})} if task in setups.tasks else {})
     device = resolve_device(device)
+    if task in setups.tasks:  # refused before the run folder is made
+        check_fits(registry, variant, setups.tasks[task].model, device)
     if scratch and out:
         raise UserError("give --out or --scratch, not both")
     if scratch:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def load_trained(run: Path, record: dict[str, Any], registry: Registry) -> Train
                       record.get("options"))  # fmt: skip
     try:
         model.load_state_dict(torch.load(weights, weights_only=True))
-    except (RuntimeError, OSError, EOFError) as err:
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
         raise UserError(f"{weights}: not the weights of {what}: {str(err).splitlines()[0]}") from None
     model.eval()
     return Trained(record, model, data)

@@ -33,10 +33,10 @@ def study_frame(study: Study, records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def study_table(study: Study, df: pd.DataFrame, task: str) -> pd.DataFrame:
     """Per arm (and variant): shape, cache size, accuracy over seeds, speed, and the step time
-    against the first arm, from the finished runs of `task`."""
+    against the same variant's first arm, from the finished runs of `task`."""
     ok = df[(df["task"] == task) & (df["status"] == "ok")]
     rows = []
-    first: float | None = None
+    first: dict[str, float] = {}  # per variant: the step time of its first arm
     for arm in study.arms:
         for variant in study.variants:
             runs = ok[(ok["arm"] == arm.label) & (ok["variant"] == variant)]
@@ -46,7 +46,7 @@ def study_table(study: Study, df: pd.DataFrame, task: str) -> pd.DataFrame:
             heads = model["heads"]
             width = model.get("qkv_dim") or model["dim"]
             step_s = float((1 / runs["steps_per_s"]).mean())
-            first = first if first is not None else step_s
+            first.setdefault(variant, step_s)
             acc = 100 * runs["test_acc"]
             last = [c[-1] for c in runs["curve"] if c]
             rows.append({
@@ -60,7 +60,7 @@ def study_table(study: Study, df: pd.DataFrame, task: str) -> pd.DataFrame:
                 "steps": int(runs["steps"].mean()),
                 "steps/s": round(runs["steps_per_s"].mean(), 2),
                 "tokens/s": int(runs["tokens_per_s"].mean()),
-                "step time vs first": f"{step_s / first:.3f}",
+                "step time vs first": f"{step_s / first[variant]:.3f}",
                 "final loss": round(float(np.mean([c["loss"] for c in last])), 4) if last else None,
                 "grad norm (last)": round(float(np.mean([c.get("grad_norm", np.nan) for c in last])), 3)
                 if last else None,
@@ -167,9 +167,9 @@ def write_study(study: Study, run_dir: Path, command: str) -> str:
         "",
         *([f"- {note}" for note in study.notes] + [""] if study.notes else []),
         "## Results\n",
-        "Step time vs first: mean seconds per training step against the first arm's (1.37 would be the seed "
-        "article's +37%). KV-cache bytes: what an inference cache keeps per token over all layers in float32 "
-        "(K and V per K/V head, or the MLA latent).\n",
+        "Step time vs first: mean seconds per training step against the same variant's first arm (1.37 would "
+        "be the seed article's +37%). KV-cache bytes: what an inference cache keeps per token over all layers "
+        "in float32 (K and V per K/V head, or the MLA latent).\n",
         tables,
         f"![study chart]({chart.name})\n",
         "## Environment\n",

@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..core.errors import UserError
 from ..core.registry import Registry
-from .model import check_layout
-from .train import TrainJob, load_named_yaml, load_train_preset, with_settings
+from .train import TrainJob, check_fits, load_named_yaml, load_train_preset, with_settings
 
 STUDIES = Path(__file__).parents[1] / "presets" / "studies"
 
@@ -71,8 +70,6 @@ def study_jobs(study: Study, registry: Registry, device: str, out: Path, plugins
     """Every run of the study, checked up front: each arm's settings and each variant's K/V layout
     (UserError with one line before anything trains)."""
     preset = load_train_preset(study.preset)
-    for name in study.variants:
-        registry.entry(name)
     jobs = []
     for task in study.tasks:
         if task not in preset.tasks:
@@ -84,8 +81,7 @@ def study_jobs(study: Study, registry: Registry, device: str, out: Path, plugins
             except UserError as err:
                 raise UserError(f"study {study.name}, arm {arm.label!r}: {err}") from None
             for variant in study.variants:
-                if registry.unavailable_reason(variant, device) is None:
-                    check_layout(setup.model, registry.get(variant).info)
+                check_fits(registry, variant, setup.model, device)
                 jobs += [TrainJob(task, variant, seed, study.preset, device, str(out.resolve()), {}, plugins, None,
                                   settings) for seed in study.seeds]  # fmt: skip
     return jobs

@@ -424,6 +424,16 @@ def train_command(task: str, variant: str, preset: str, seed: int, data_dir: Pat
     return shlex.join(["attnbench", *job.argv()])
 
 
+def check_fits(registry: Registry, variant: str, model: ModelConfig, device: str) -> str | None:
+    """UserError when `variant` cannot take the model's K/V layout or score scale; returns why it cannot
+    run here (None: it can), for a variant that cannot load is recorded unavailable, not refused."""
+    registry.entry(variant)
+    reason = registry.unavailable_reason(variant, device)
+    if reason is None:
+        check_layout(model, registry.get(variant).info)
+    return reason
+
+
 def _source(registry: Registry, variant: str) -> dict[str, Any] | None:
     """The variant's source for the record (None when it cannot be loaded: the run is recorded unavailable)."""
     try:
@@ -453,10 +463,7 @@ def run_training(
     if task not in preset.tasks:
         raise UserError(f"preset {preset.name} has no setup for task {task!r} (it has {', '.join(preset.tasks)})")
     setup = preset.tasks[task]
-    registry.entry(variant)
-    reason = registry.unavailable_reason(variant, device)
-    if reason is None:  # a variant that cannot load here is recorded unavailable below
-        check_layout(setup.model, registry.get(variant).info)
+    reason = check_fits(registry, variant, setup.model, device)
     key = run_key(task, variant, seed, preset.name, setup, data_dir)
     # Checked before anything recorded is reused: a folder holds one machine's numbers.
     fresh = not environment.read_checked_env(out, device, executor)
