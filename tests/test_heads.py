@@ -297,3 +297,16 @@ def test_heads_command_rejects_with_one_line(capsys, tmp_path, trained):
         assert code == 2 and "not the weights of mqar / sdpa / seed 0" in err and err.count("\n") == 1
     finally:
         weights.write_bytes(saved)
+
+
+def test_a_variant_without_a_weight_matrix_gets_importance_and_pruning_only(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, _ = cli(capsys, "train", "--task", "listops", "--variant", "performer", "--preset", "tiny", "--set",
+                     "train.steps=10", "--out", str(out))  # fmt: skip
+    assert code == 0
+    code, _, _ = cli(capsys, "heads", str(out), "--prune-seeds", "3")
+    (heads,) = read_heads(out)
+    assert code == 0 and heads["stats"] is None and "no attention-weight matrix" in heads["stats_missing"]
+    assert len(heads["pruning"]["importance"]) == 3 and heads["importance"][0][0] >= 0
+    assert "No head statistics: variant performer has no attention-weight matrix" in (out / "README.md").read_text()
+    assert not list((out / "heads").glob("*-statistics.png"))

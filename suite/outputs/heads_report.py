@@ -32,7 +32,7 @@ def _title(r: dict[str, Any]) -> str:
 def importance_figure(r: dict[str, Any]) -> plt.Figure:
     """Layer x head grid of normalised importance, each cell labelled."""
     scores = np.array(r["importance"])
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * r["heads"], 1.4 + 0.6 * r["layers"]))
+    fig, ax = plt.subplots(figsize=(2.4 + 0.7 * r["heads"], 1.6 + 0.6 * r["layers"]))
     image = ax.imshow(scores, cmap="viridis", vmin=0, vmax=max(1.0, scores.max()), aspect="auto")
     for (layer, head), value in np.ndenumerate(scores):
         ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=8,
