@@ -255,6 +255,14 @@ def _options(pairs: list[str] | None) -> dict[str, dict]:
 
 
 ExecutorOpt = Annotated[str, typer.Option(help="Where jobs run: local, ray, slurm.")]
+ParallelOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="local executor: train this many runs at once, each in its own process "
+        "(with train.threads small enough that they share the cores).",
+    ),
+]
 AddressOpt = Annotated[str | None, typer.Option(help="ray: a cluster's address (default: a local Ray).")]
 ClusterOpt = Annotated[str, typer.Option(help="slurm: 'slurm', or 'local' for submitit's local cluster (no SLURM).")]
 PartitionOpt = Annotated[str | None, typer.Option(help="slurm: partition.")]
@@ -263,13 +271,21 @@ TimeMinOpt = Annotated[int | None, typer.Option(help="slurm: minutes per job (be
 
 
 def _executor_choice(
-    executor: str, address: str | None, cluster: str, partition: str | None, account: str | None, time_min: int | None
+    executor: str,
+    address: str | None,
+    cluster: str,
+    partition: str | None,
+    account: str | None,
+    time_min: int | None,
+    parallel: int = 1,
 ) -> tuple[str, dict]:
     """The executor's name and its options, checked (one line on a bad name)."""
     from .executors import NAMES
 
     if executor not in NAMES:
         raise UserError(f"unknown executor {executor!r}: choose one of {', '.join(NAMES)}")
+    if parallel > 1 and executor != "local":
+        raise UserError(f"--parallel is for the local executor: {executor} schedules its runs itself")
     if cluster not in ("slurm", "local"):
         raise UserError(f"unknown --cluster {cluster!r}: slurm or local")
     slurm = {"cluster": cluster, "partition": partition, "account": account, "time_min": time_min}
@@ -622,6 +638,7 @@ def suite_command(
     partition: PartitionOpt = None,
     account: AccountOpt = None,
     time_min: TimeMinOpt = None,
+    parallel: ParallelOpt = 1,
 ) -> None:
     """Train every task x variant x seed, each run in its own process; write the accuracy table."""
     from .core.env import read_checked_env
@@ -638,7 +655,7 @@ def suite_command(
         raise UserError(f"preset {setups.name} has no setup for task {missing[0]!r} (it has {', '.join(setups.tasks)})")
     device = resolve_device(device)
     out = out or _results_folder(f"tasks-{setups.name}", device)
-    name, settings = _executor_choice(executor, address, cluster, partition, account, time_min)
+    name, settings = _executor_choice(executor, address, cluster, partition, account, time_min, parallel)
     if data_dir is not None and not data_dir.is_dir():  # up front, not once per run
         raise UserError(f"--data-dir {data_dir} is not a folder")
     read_checked_env(out, device, name)  # up front: each run would refuse the folder alike
@@ -653,7 +670,7 @@ def suite_command(
     jobs = [TrainJob(t, v, s, preset, device, str(out.resolve()), _options(option), plugins, data[t])
             for t in task_list for v in variant_list for s in seed_list]  # fmt: skip
     with run_lock(out):  # the runs below write into the folder under this lock
-        failed = _train_each(jobs, make_executor(name, out, settings), out)
+        failed = _train_each(jobs, make_executor(name, out, settings), out, parallel)
         if (out / "records.jsonl").exists():
             console.print(write_accuracy(out, read_records(out)), markup=False, highlight=False)
     if failed:
@@ -661,22 +678,47 @@ def suite_command(
         raise typer.Exit(1)
 
 
-def _train_each(jobs: list, executor, out: Path) -> int:
-    """Each (task, variant, seed) as a job on `executor`, one at a time; a failed run is reported and skipped.
-    Returns how many failed (a variant that cannot run here is recorded `unavailable`, not failed)."""
+def _train_each(jobs: list, executor, out: Path, parallel: int = 1) -> int:
+    """Each (task, variant, seed) as a job on `executor`, `parallel` at a time (local executor); a failed run
+    is reported and skipped. Returns how many failed (a variant that cannot run here is recorded
+    `unavailable`, not failed)."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
     from .training.train import outcome
 
+    def start(i: int, job) -> dict:
+        console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}", highlight=False)
+        return executor.train(job)
+
+    def report(i: int, record: dict) -> int:
+        prefix = "" if parallel == 1 else f"[{i}/{len(jobs)}] "
+        console.print(f"  {prefix}{outcome(record)}", markup=False, highlight=False)
+        return record.get("status") not in ("ok", "unavailable")
+
     failed = 0
-    for i, job in enumerate(jobs, start=1):
-        console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}")
-        try:
-            record = executor.train(job)
-        except KeyboardInterrupt:
-            console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to resume")
-            raise typer.Exit(130) from None
-        console.print(f"  {outcome(record)}", markup=False, highlight=False)
-        failed += record.get("status") not in ("ok", "unavailable")
-    return failed
+    try:
+        if parallel == 1:  # in this thread: an interrupt reaches the executor's wait and ends its run
+            for i, job in enumerate(jobs, start=1):
+                failed += report(i, start(i, job))
+            return failed
+        # Threads only wait: each run trains in a worker process of its own, which appends its own record.
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            futures = {pool.submit(start, i, job): i for i, job in enumerate(jobs, start=1)}
+            pending = set(futures)
+            try:
+                while pending:
+                    # A timeout, so this thread wakes to take a signal the kernel gave another thread.
+                    done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        failed += report(futures[future], future.result())
+            except KeyboardInterrupt:
+                pool.shutdown(wait=False, cancel_futures=True)
+                executor.stop()  # the runs in flight end now, unrecorded
+                raise
+        return failed
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished runs are kept in {out}; rerun the same command to resume")
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -691,6 +733,7 @@ def study(
     partition: PartitionOpt = None,
     account: AccountOpt = None,
     time_min: TimeMinOpt = None,
+    parallel: ParallelOpt = 1,
 ) -> None:
     """Train every arm x task x variant x seed of a study (resumable); write its table, chart and README."""
     import shlex
@@ -707,12 +750,14 @@ def study(
     out = out or _results_folder(plan.name, device)
     plugins = tuple(str(Path(p).resolve()) for p in plugin or [])
     jobs = study_jobs(plan, registry, device, out, plugins)
-    executor_name, settings = _executor_choice(executor, address, cluster, partition, account, time_min)
+    executor_name, settings = _executor_choice(executor, address, cluster, partition, account, time_min, parallel)
     read_checked_env(out, device, executor_name)
     signal.signal(signal.SIGTERM, _interrupt)
-    command = shlex.join(["attnbench", "study", name, "--out", str(out), "--device", device])
+    # --parallel is kept: runs sharing the cores make their steps/s, which a remake should match.
+    command = shlex.join(["attnbench", "study", name, "--out", str(out), "--device", device]
+                         + (["--parallel", str(parallel)] if parallel > 1 else []))  # fmt: skip
     with run_lock(out):
-        failed = _train_each(jobs, make_executor(executor_name, out, settings), out)
+        failed = _train_each(jobs, make_executor(executor_name, out, settings), out, parallel)
         console.print(write_study(plan, out, command), markup=False, highlight=False)
     console.print(f"wrote {out / 'README.md'}")
     if failed:

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import shlex
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -185,6 +190,47 @@ def test_study_trains_its_arms_and_writes_table_chart_readme(capsys, tmp_path):
     table = (out / "study.md").read_text()
     code, _, _ = cli(capsys, "study", str(plan), "--out", str(out))  # resumes: nothing retrained
     assert code == 0 and len(read_records(out)) == 2 and (out / "study.md").read_text() == table
+
+
+def _mini_study(tmp_path, steps: int) -> str:
+    plan = tmp_path / "pair.yaml"
+    plan.write_text(
+        f"name: pair\ndescription: d\npreset: tiny\ntasks: [mqar]\nseeds: [0]\ntrain: {{steps: {steps}}}\n"
+        "arms:\n  - {label: MHA, model: {heads: 4}}\n  - {label: MQA, model: {heads: 4, kv_heads: 1}}\n"
+    )
+    return str(plan)
+
+
+def test_a_study_trains_runs_in_parallel_into_one_folder(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = cli(capsys, "study", _mini_study(tmp_path, 60), "--out", str(out), "--parallel", "2")
+    records = read_records(out)
+    assert code == 0 and sorted(r["kv_layout"] for r in records) == ["MHA", "MQA"]
+    assert all(r["status"] == "ok" for r in records) and "[1/2]" in stdout and "[2/2]" in stdout
+    # Both ran at once: each started before the other ended (dates are whole seconds).
+    ends = [dt.datetime.fromisoformat(r["date"]).timestamp() for r in records]
+    starts = [end - r["wall_s"] for end, r in zip(ends, records, strict=True)]
+    assert starts[0] < ends[1] + 1 and starts[1] < ends[0] + 1
+    assert "--parallel 2" in (out / "README.md").read_text()
+    code, _, err = cli(capsys, "study", _mini_study(tmp_path, 60), "--out", str(out), "--parallel", "2",
+                       "--executor", "ray")  # fmt: skip
+    assert code == 2 and "--parallel is for the local executor" in err and err.count("\n") == 1
+
+
+def test_an_interrupted_parallel_study_stops_its_runs(tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "attnbench", "study", _mini_study(tmp_path, 100_000), "--out", str(out),
+            "--parallel", "2"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    while not ("[1/2]" in seen and "[2/2]" in seen) and proc.poll() is None:
+        seen += proc.stdout.readline()
+    started = "[1/2]" in seen and "[2/2]" in seen
+    time.sleep(3)  # the two workers are training
+    proc.send_signal(signal.SIGTERM)  # the driver alone (as a scheduler does): it must end its workers itself
+    rest, _ = proc.communicate(timeout=60)
+    assert started and proc.returncode == 130 and "rerun the same command to resume" in rest
+    assert not (out / "records.jsonl").exists()
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,17 @@ def test_suite_writes_the_accuracy_table(capsys, tmp_path):
                                                         "attnbench.variants.linear.elu"}  # fmt: skip
 
 
+def test_suite_trains_in_parallel_into_one_table(capsys, tmp_path):
+    code, _, _ = cli(capsys, "suite", "--tasks", "mqar", "--variants", "sdpa,linear-elu", "--seeds", "0",
+                       "--preset", "tiny", "--out", str(tmp_path), "--parallel", "2")  # fmt: skip
+    records = read_records(tmp_path)
+    assert code == 0 and sorted(r["variant"] for r in records) == ["linear-elu", "sdpa"]
+    assert all(r["status"] == "ok" for r in records) and "linear-elu" in (tmp_path / "accuracy.md").read_text()
+    code, _, err = cli(capsys, "suite", "--tasks", "mqar", "--variants", "sdpa", "--preset", "tiny",
+                       "--out", str(tmp_path), "--parallel", "2", "--executor", "slurm")  # fmt: skip
+    assert code == 2 and "--parallel is for the local executor" in err and err.count("\n") == 1
+
+
 def test_a_train_record_command_reruns_alone_and_leaves_the_run_alone(capsys, tmp_path):
     # An unknown option is refused before anything is written.
     cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--option", "sdpa.x=1",

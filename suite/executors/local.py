@@ -38,6 +38,9 @@ from ..training.train import TrainJob
 
 PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
 FORK_DIR_PREFIX = "attnbench-fork-"
+# Workers running now (their pids), so runs trained in parallel can be stopped together.
+_LIVE: set[int] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 def _last_line(text: str) -> str:
@@ -117,7 +120,8 @@ def spawn_worker(args: list[str], timeout_s: float | None) -> tuple[int | None, 
 
     Returns (exit code, negative for a signal, or None on timeout; the last whole result line; stderr).
     """
-    context = _context()
+    with _LIVE_LOCK:  # the fork server is started once, by whichever caller comes first
+        context = _context()
     result_read, result_write = context.Pipe(duplex=False)
     err_read, err_write = context.Pipe(duplex=False)
     chunks: list[bytes] = []
@@ -130,7 +134,9 @@ def spawn_worker(args: list[str], timeout_s: float | None) -> tuple[int | None, 
         reader.start()
     proc = context.Process(target=_serve, args=(args, result_write, err_write, dict(os.environ)), daemon=False)
     try:
-        proc.start()
+        with _LIVE_LOCK:
+            proc.start()
+            _LIVE.add(proc.pid)
     finally:
         result_write.close()
         err_write.close()
@@ -141,6 +147,9 @@ def spawn_worker(args: list[str], timeout_s: float | None) -> tuple[int | None, 
         _kill_group(proc.pid)
         proc.join()
         raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc.pid)
     if code is None:
         _kill_group(proc.pid)
         proc.join()
@@ -164,12 +173,21 @@ def _kill_group(pid: int | None) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
+    # A worker only just forked may not have made its group yet (os.setsid in _serve): kill it by pid too.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 class LocalExecutor:
     """Runs each point in a fresh worker process forked from the fork server, with a timeout."""
 
     name = "local"
+
+    def stop(self) -> None:
+        """Kill every worker running now (training runs in parallel, on an interrupt)."""
+        with _LIVE_LOCK:
+            for pid in _LIVE:
+                _kill_group(pid)
 
     def run(self, point: Point) -> dict[str, Any]:
         code, result, stderr = spawn_worker([json.dumps(point.to_dict())], point.timeout_s)

@@ -42,6 +42,7 @@ def append_record(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
     record = schema.dump(record)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / RECORDS, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # runs trained in parallel append to one file
         # A line cut short by a crash must not swallow this record: start on a fresh line.
         needs_newline = False
         if f.seek(0, os.SEEK_END) > 0:
@@ -60,6 +61,7 @@ def repair_tail(run_dir: Path) -> None:
     if not path.exists():
         return
     with open(path, "r+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # a parallel run's append in flight is not a crash's cut line
         data = f.read()
         if not data or data.endswith(b"\n"):
             return
