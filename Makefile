@@ -10,11 +10,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 KERNEL_STAMP := $(VENV)/.installed-kernels
+SITE_STAMP := $(VENV)/.installed-site
 
 # The folders of installed packages on the host python's path, one per line.
 export HOST_SITES := import os, sys; print("\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)))
 
-.PHONY: setup test test-all lint format bench gpu-check gpu-check-run microbench clean
+.PHONY: setup test test-all lint format bench gpu-check gpu-check-run microbench site clean
 
 setup: $(STAMP)
 
@@ -40,9 +41,14 @@ $(KERNEL_STAMP): $(STAMP)
 	$(PY) -m attnbench.suite.core.kernels
 	@touch $@
 
-# The tests also run the cluster executors (Ray, submitit's local cluster): their extras.
+# The tests also run the cluster executors (Ray, submitit's local cluster) and open the site in
+# Chromium through playwright (where a chromium binary is present; skipped with the reason elsewhere).
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,ray,slurm]'
+	$(PY) -m pip install -q -e '.[dev,ray,slurm,site,browser]'
+	@touch $@
+
+$(SITE_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[site]'
 	@touch $@
 
 lint: $(TEST_STAMP)
@@ -72,6 +78,10 @@ gpu-check:
 gpu-check-run: $(TEST_STAMP) $(KERNEL_STAMP)
 	$(PY) -m attnbench gpu-check
 
+# The committed runs as a static site in site/ (git-ignored): open site/index.html.
+site: $(SITE_STAMP)
+	$(PY) -m attnbench site --out site
+
 microbench: $(STAMP)
 	$(PY) -m pytest benchmarks --benchmark-autosave
 
@@ -80,4 +90,4 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site test-artefacts

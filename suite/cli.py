@@ -888,6 +888,21 @@ def report(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> 
 
 
 @app.command()
+def site(
+    runs: Annotated[
+        list[Path] | None, typer.Argument(help="Run folders (default: every run under results/).", show_default=False)
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder of the site (replaced when it holds a site).")] = Path("site"),
+) -> None:
+    """Write a static site of runs: index, a page per run, a page across runs; interactive charts, no server."""
+    from .site.build import build_site
+    from .site.runs import find_runs, load_runs
+
+    index = build_site(load_runs(runs or find_runs(Path("results"))), out)
+    console.print(f"wrote {index} (open it in a browser; it needs no server)")
+
+
+@app.command()
 def rerun(
     run: RunArg,
     where: Annotated[
