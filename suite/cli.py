@@ -892,7 +892,13 @@ def site(
     runs: Annotated[
         list[Path] | None, typer.Argument(help="Run folders (default: every run under results/).", show_default=False)
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder of the site (replaced when it holds a site).")] = Path("site"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of the site: new, empty, or a site attnbench wrote (replaced whole, files added "
+            "to it included)."
+        ),
+    ] = Path("site"),
 ) -> None:
     """Write a static site of runs: index, a page per run, a page across runs; interactive charts, no server."""
     from .site.build import build_site

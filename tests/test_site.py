@@ -45,6 +45,9 @@ def runs(tmp_path_factory):
     )
     with pytest.raises(SystemExit):
         main(["train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--out", str(root / "trained")])
+    with pytest.raises(SystemExit):  # a second arm of the same variant, as a study makes
+        main(["train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--set", "model.heads=4",
+              "--out", str(root / "trained")])  # fmt: skip
     return root
 
 
@@ -75,6 +78,7 @@ def test_the_index_lists_every_run_with_its_device_commit_and_counts(site, runs)
     assert "Other CPU" in index and here["commit"][:7] in index
     # here: 4 points ok, the raising variant's 2 failed
     assert re.search(r">here</a>.*?<td>4</td><td>2</td><td>0</td>", index)
+    assert re.search(r">trained</a>.*?<td>train</td><td>2</td><td>0</td>", index)
     assert "memory exponent" in index and "Accuracy per task" in index and 'class="sortable"' in index
     assert not re.search(r"https?://", index)  # nothing fetched from the network
 
@@ -108,6 +112,11 @@ def test_a_training_run_gets_an_accuracy_chart_with_each_seeds_command(site, run
     figure = next(f for f in chart_data(site).values() if f["layout"]["yaxis"]["type"] == "linear")
     assert figure["data"][0]["x"] == ["mqar"] and figure["data"][0]["customdata"][0][-1] == record["command"]
     assert abs(figure["data"][0]["y"][0] - 100 * record["test_acc"]) < 1e-9
+    # A study's arms stay apart: a trace and a table row each, in colours of their own.
+    assert [t["name"] for t in figure["data"]] == ["sdpa", "sdpa model.heads=4"]
+    assert figure["data"][0]["marker"]["color"] != figure["data"][1]["marker"]["color"]
+    page = (site / "runs" / "trained.html").read_text()
+    assert "<td>mqar</td><td>sdpa</td>" in page and "<td>mqar</td><td>sdpa model.heads=4</td>" in page
 
 
 def test_bad_input_is_one_line_and_an_old_site_survives(capsys, tmp_path, site, runs):
@@ -119,11 +128,23 @@ def test_bad_input_is_one_line_and_an_old_site_survives(capsys, tmp_path, site, 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     code, _, err = cli(capsys, "site", str(runs / "here"), "--out", str(tmp_path / "mine"))
-    assert code == 2 and "holds something other than a site" in err
+    assert code == 2 and "is not a site attnbench wrote" in err
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+    (tmp_path / "mine" / "index.html").write_text("<h1>my homepage</h1>")  # an index alone is not our site
+    code, _, err = cli(capsys, "site", str(runs / "here"), "--out", str(tmp_path / "mine"))
+    assert code == 2 and sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["index.html", "notes.txt"]
+    code, _, err = cli(capsys, "site", str(runs), "--out", str(tmp_path / "s"))  # the folder of runs
+    assert code == 2 and f"it holds 3 runs: name them ({runs}/*)" in err
+    code, _, err = cli(capsys, "site", str(runs / "here" / "records.jsonl"), "--out", str(tmp_path / "s"))
+    assert code == 2 and "a file: name the folder that holds it" in err
+    for name, text in (("blank", ""), ("corrupt", "{not json\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "records.jsonl").write_text(text)
+        (tmp_path / name / "env.json").write_text("{}")
+        code, _, err = cli(capsys, "site", str(tmp_path / name), "--out", str(tmp_path / "s"))
+        assert code == 2 and "has no readable records" in err, name
     broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "records.jsonl").write_text("{}\n")
+    shutil.copytree(runs / "here", broken)
     (broken / "env.json").write_text("{not json")
     before = (site / "index.html").read_text()
     code, _, err = cli(capsys, "site", str(broken), "--out", str(site))
@@ -214,6 +235,10 @@ def test_the_committed_runs_site_opens_whole_in_chromium(browser, tmp_path, caps
     counts = [int(c) for c in page.eval_on_selector_all("table.sortable >> nth=0 >> tbody tr td:nth-child(6)",
                                                          "cells => cells.map(c => c.textContent)")]  # fmt: skip
     assert counts == sorted(counts)
+    page.click("table.sortable >> nth=0 >> th:text-is('date')")  # dates sort as text, not as the number 2026
+    dates = page.eval_on_selector_all("table.sortable >> nth=0 >> tbody tr td:nth-child(3)",
+                                      "cells => cells.map(c => c.textContent)")  # fmt: skip
+    assert dates == sorted(dates)
 
 
 def test_the_browser_check_fails_when_a_charts_data_file_is_gone(browser, site, tmp_path):

@@ -16,6 +16,8 @@ from ..core.errors import UserError
 from . import figures, pages, tables
 from .runs import Run
 
+# Written into every site: only a folder holding it is replaced by a new build.
+MARKER = ".attnbench-site"
 # What a run folder holds that the site links to (its charts and READMEs), copied beside its page.
 STATIC = ("*.png", "*.svg", "*.md")
 
@@ -136,8 +138,8 @@ def build_site(runs: list[Run], out: Path) -> Path:
     """Write the site into `out`, replacing a site there only once the new one is whole (a failure leaves
     the old one); returns the index's path."""
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (not (out / "index.html").exists() and any(out.iterdir()))):
-        raise UserError(f"{out} holds something other than a site: choose another --out")
+    if out.exists() and (not out.is_dir() or (not (out / MARKER).exists() and any(out.iterdir()))):
+        raise UserError(f"{out} is not a site attnbench wrote (no {MARKER} in it): choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -145,6 +147,7 @@ def build_site(runs: list[Run], out: Path) -> Path:
         raise UserError(f"cannot write the site into {out}: {err.strerror or err}") from None
     try:
         site = SiteWriter(building)
+        site.write(MARKER, "A site written by `attnbench site`: the next build replaces this folder whole.\n")
         site.write("assets/plotly.min.js", _plotly_js())
         for name in ("site.js", "site.css"):
             site.write(f"assets/{name}", resources.files(__package__).joinpath("assets", name).read_text())

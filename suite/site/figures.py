@@ -25,6 +25,9 @@ HOVER = (
 # A command's hover line breaks every WRAP characters (a hover label cannot wrap); the last element of
 # a point's details is the command whole, which the page shows under the chart to copy.
 WRAP = 72
+# Arm colours in a study (its arms share one variant's colour otherwise): matplotlib's tab10.
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf"]  # fmt: skip
 TRAIN_HOVER = (
     "<b>%{fullData.name}</b>  %{x}<br>test accuracy %{y:.2f}%<br>status %{customdata[0]}<br>seed %{customdata[1]}"
     "<br>%{customdata[2]}<br>commit %{customdata[3]}<br><span style='font-family:monospace'>%{customdata[4]}</span>"
@@ -147,8 +150,12 @@ def accuracy_figure(run: Run) -> dict | None:
     if df.empty:
         return None
     df = df.assign(arm=[arm_label(r) for r in df.to_dict("records")])
+    arms = list(dict.fromkeys(df["arm"]))
+    # A study's arms share a variant: then each arm takes a colour of its own.
+    by_arm = len(arms) > df["variant"].nunique()
     traces = []
     for arm, rows in df.groupby("arm", sort=False):
+        color = PALETTE[arms.index(arm) % len(PALETTE)] if by_arm else _hex(str(rows["variant"].iloc[0]))
         details = [
             ["ok", r["seed"], f"{r.get('steps', '?')} steps, {r.get('steps_per_s', float('nan')):.2f} steps/s",
              _commit(r, run), wrapped(r.get("command") or ""), r.get("command") or ""]
@@ -156,10 +163,13 @@ def accuracy_figure(run: Run) -> dict | None:
         ]  # fmt: skip
         traces.append({
             "type": "scatter", "mode": "markers", "name": arm, "x": rows["task"].tolist(),
-            "y": (100 * rows["test_acc"]).tolist(), "marker": {"size": 9, "color": _hex(str(rows["variant"].iloc[0]))},
+            "y": (100 * rows["test_acc"]).tolist(), "marker": {"size": 9, "color": color},
             "customdata": details, "hovertemplate": TRAIN_HOVER,
         })  # fmt: skip
     layout = _layout("test accuracy per task (a point per seed)", "test accuracy (%)", log_x=False)
     layout["xaxis"]["title"]["text"] = "task"
     layout["yaxis"]["type"] = "linear"
+    layout["scattermode"] = "group"  # each arm's seeds side by side within a task
+    layout["legend"] |= {"orientation": "h", "y": -0.2, "font": {"size": 10}}  # long arm names under the plot
+    layout["height"] = 420 + 18 * len(arms)
     return {"data": traces, "layout": layout}

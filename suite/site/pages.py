@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from ..outputs.summary import accuracy_table, bench_frame, series_tables, train_frame
+from ..outputs.summary import accuracy_table, bench_frame, points_table, series_tables, train_frame
+from .figures import arm_label
 from .runs import Run
 
 # Shown side by side on a run page: correctness travels with speed.
@@ -113,7 +114,10 @@ def bench_tables(run: Run) -> str:
     if df.empty:
         return ""
     parts = []
-    for title, tables in series_tables(df, run.env.get("baseline")):
+    series = series_tables(df, run.env.get("baseline"))
+    if not series:  # a single shape, or a sweep over heads: every point as a row
+        return table(points_table(df), "every measured point")
+    for title, tables in series:
         side = [f"<div>{table(tables[name], name, index=True)}</div>" for name in PAIR if name in tables]
         rest = "".join(table(t, name, index=True) for name, t in tables.items() if name not in PAIR)
         parts.append(
@@ -124,10 +128,13 @@ def bench_tables(run: Run) -> str:
 
 
 def train_tables(run: Run) -> str:
+    """Test accuracy per task and variant, a study's arms apart (the variant with its --set overrides)."""
     df = train_frame(run.records)
     if df.empty or (df["status"] == "ok").sum() == 0:
         return ""
-    return table(accuracy_table(df), "test accuracy (%), mean and std over seeds", index=True)
+    df = df.assign(variant=[arm_label(r) for r in df.to_dict("records")])
+    caption = "test accuracy (%), mean and std over seeds; majority: the majority-class baseline"
+    return table(accuracy_table(df), caption, index=True)
 
 
 def files_list(files: list[str]) -> str:

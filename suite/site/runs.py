@@ -60,11 +60,20 @@ class Run:
 def load_run(path: Path) -> Run:
     """A run folder (UserError with one line when it is not one)."""
     path = Path(path)
-    if not path.is_dir():
+    if not path.exists():
         raise UserError(f"{path} is not a run folder (no such folder)")
+    if not path.is_dir():
+        raise UserError(f"{path} is not a run folder (a file: name the folder that holds it)")
     if not (path / RECORDS).exists():
-        raise UserError(f"{path} is not a run folder: it has no {RECORDS}")
-    return Run(path, read_env(path), read_records(path))
+        inside = find_runs(path)
+        hint = f"; it holds {len(inside)} runs: name them ({path}/*) or give none for results/" if inside else ""
+        raise UserError(f"{path} is not a run folder: it has no {RECORDS}{hint}")
+    if not (path / ENV).exists():
+        raise UserError(f"{path} is not a whole run folder: it has no {ENV}")
+    records = read_records(path)
+    if not records:
+        raise UserError(f"{path} has no readable records ({RECORDS} is empty or every line is corrupt)")
+    return Run(path, read_env(path), records)
 
 
 def find_runs(root: Path) -> list[Path]:

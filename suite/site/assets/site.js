@@ -16,9 +16,10 @@ window.attnbench = {
   },
 };
 
+// A cell sorts as a number only when it is one whole (a date or a commit hash sorts as text).
 function attnbenchSortKey(text) {
-  const n = parseFloat(text);
-  return text.trim() !== "" && !isNaN(n) && /^[-+0-9.eE]/.test(text.trim()) ? n : null;
+  const t = text.trim();
+  return /^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(t) ? Number(t) : null;
 }
 
 document.addEventListener("DOMContentLoaded", () => {
