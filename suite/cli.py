@@ -259,8 +259,9 @@ ParallelOpt = Annotated[
     int,
     typer.Option(
         min=1,
-        help="local executor: train this many runs at once, each in its own process "
-        "(with train.threads small enough that they share the cores).",
+        help="Train this many runs (task x variant x seed, x arm in a study) at once, each in its own process; "
+        "local executor only (ray and slurm schedule their own). Each run keeps its preset's train.threads: "
+        "the shipped studies set 1.",
     ),
 ]
 AddressOpt = Annotated[str | None, typer.Option(help="ray: a cluster's address (default: a local Ray).")]
