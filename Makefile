@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 KERNEL_STAMP := $(VENV)/.installed-kernels
 SITE_STAMP := $(VENV)/.installed-site
+LINT_STAMP := $(VENV)/.installed-lint
 
 # The folders of installed packages on the host python's path, one per line.
 export HOST_SITES := import os, sys; print("\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)))
@@ -47,13 +48,20 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,ray,slurm,site,browser]'
 	@touch $@
 
+# The import layers' checker (lint-imports), for lint only: a GPU box's gpu-check needs no wheel of it.
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[lint]'
+	@touch $@
+
 $(SITE_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[site]'
 	@touch $@
 
-lint: $(TEST_STAMP)
+# ruff, and the import layers of pyproject.toml's [tool.importlinter] (docs/architecture.md).
+lint: $(TEST_STAMP) $(LINT_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -m "not slow"
@@ -90,4 +98,4 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site test-artefacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache *.egg-info site test-artefacts

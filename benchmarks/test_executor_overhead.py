@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from attnbench.suite.executors.local import LocalExecutor
-from attnbench.suite.runs.points import Point
+from attnbench.suite.measure.point import Point
 
 TINY = Point(variant="naive", batch=1, heads=2, kv_heads=2, q_len=64, seq=64, head_dim=16, dtype="float32",
              causal=False, mode="fwd", device="cpu", threads=1, warmup=1, repeats=5, budget_s=0.0)  # fmt: skip

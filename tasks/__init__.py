@@ -1,35 +1,49 @@
-"""Long-range tasks: ListOps, Pathfinder and Path-X (Pathfinder at 128 x 128), MQAR (generated from a
-seed, or read from the LRA release), Text, Retrieval and Image (read from the released files).
-`load_task` is the single entry point."""
+"""Long-range tasks, found by scanning this folder: a task is its file.
+
+Every module here that declares a :class:`~.base.Task` (ListOps, Pathfinder and Path-X, MQAR,
+Text, Retrieval, Image) is imported once and registered under the task's name: adding a task takes
+a new file (and its entries in the training presets) and nothing else. `load_task` is the single
+entry point to a task's splits.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
+import pkgutil
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from .base import DataFormatError, TaskData
+from .base import DataFormatError, ReleaseParams, Task, TaskData
 from .cache import cached
 
-TASKS = ("listops", "pathfinder", "pathx", "mqar", "text", "retrieval", "image")
-RELEASE_TASKS = ("listops", "pathfinder", "pathx", "text", "retrieval", "image")  # the ones --data-dir can feed
-PATHX_RESOLUTION = 128  # LRA's Path-X: Pathfinder at 128 x 128, 16K tokens
+
+@functools.cache
+def tasks() -> dict[str, Task]:
+    """Every task declared in this folder, by name, modules in sorted order."""
+    found: dict[str, Task] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for task in (value for value in vars(module).values() if isinstance(value, Task)):
+            if found.get(task.name, task) is not task:
+                raise RuntimeError(f"task name {task.name!r} declared twice (second time in {module.__name__})")
+            found[task.name] = task
+    return found
 
 
-class _ReleaseParams(BaseModel):
-    """What may be set when a task is read from released files."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_len: int | None = None
-    resolution: int = 32
-    difficulty: str = "hard"
+def task_names() -> list[str]:
+    """The names of every task."""
+    return list(tasks())
 
 
-def lra_root(data_dir: Path) -> Path:
-    """The unpacked LRA release: `data_dir/lra_release` if present, else `data_dir` itself."""
-    return data_dir / "lra_release" if (data_dir / "lra_release").is_dir() else data_dir
+def get_task(name: str) -> Task:
+    """The task called `name` (DataFormatError naming the known ones)."""
+    if name not in tasks():
+        raise DataFormatError(f"unknown task {name!r} (one of {', '.join(tasks())})")
+    return tasks()[name]
 
 
 def _params(model: type[BaseModel], params: dict[str, Any], task: str) -> BaseModel:
@@ -52,43 +66,28 @@ def load_task(
     Generated data depends only on the task parameters (including `data_seed`), never on the
     training seed, so every variant and seed trains on the same examples.
     """
-    from . import image, listops, mqar, pathfinder, retrieval, text
-
+    task = get_task(name)
     params = dict(params or {})
-    if name not in TASKS:
-        raise DataFormatError(f"unknown task {name!r} (one of {', '.join(TASKS)})")
-    if name == "pathx":  # Pathfinder at one resolution, under its own name
-        if params.setdefault("resolution", PATHX_RESOLUTION) != PATHX_RESOLUTION:
-            raise DataFormatError(f"task pathx: resolution is {PATHX_RESOLUTION} (Path-X), got {params['resolution']}")
-        return dataclasses.replace(load_task("pathfinder", params, data_dir, cache_dir), name="pathx")
+    for key, value in task.fixed.items():
+        if params.setdefault(key, value) != value:
+            raise DataFormatError(f"task {name}: {key} is fixed at {value}, got {params[key]}")
     if data_dir is not None:
-        if name == "mqar":
-            raise DataFormatError("mqar is synthetic: it is generated, not read from --data-dir")
+        if task.read is None:
+            raise DataFormatError(f"{name} is synthetic: it is generated, not read from --data-dir")
         params.pop("data_seed", None)
-        release = _params(_ReleaseParams, {k: v for k, v in params.items() if k in _ReleaseParams.model_fields}, name)
+        release = {k: v for k, v in params.items() if k in ReleaseParams.model_fields}
         root = Path(data_dir)
         if not root.is_dir():
             raise DataFormatError(f"--data-dir {root} is not a folder")
-        if name == "listops":
-            # A preset's generator length bounds the release's expressions too (longer ones are left out).
-            return listops.load_release(lra_root(root), release.max_len or params.get("max_length") or 2000)
-        if name == "pathfinder":
-            return pathfinder.load_release(lra_root(root), release.resolution, release.difficulty)
-        if name == "text":
-            return text.load_release(root, release.max_len or 4096)
-        if name == "image":
-            return image.load_release(root)
-        return retrieval.load_release(lra_root(root), release.max_len or 4000)
-    if name in ("text", "retrieval", "image"):
+        data = task.read(root, _params(ReleaseParams, release, name), params)
+    elif task.generate is None or task.params is None:
         raise DataFormatError(f"{name} is real data: give --data-dir (see `attnbench train --help`)")
-    data_seed = int(params.pop("data_seed", 0))
-    module, model = {
-        "listops": (listops, listops.ListOpsParams),
-        "pathfinder": (pathfinder, pathfinder.PathfinderParams),
-        "mqar": (mqar, mqar.MqarParams),
-    }[name]
-    validated = _params(model, params, name)
-    return cached(name, validated.model_dump(), data_seed, lambda: module.generate(validated, data_seed), cache_dir)
+    else:
+        data_seed = int(params.pop("data_seed", 0))
+        validated = _params(task.params, params, name)
+        build = functools.partial(task.generate, validated, data_seed)
+        data = cached(task.name, validated.model_dump(), data_seed, build, cache_dir)
+    return dataclasses.replace(data, name=task.name)
 
 
-__all__ = ["RELEASE_TASKS", "TASKS", "DataFormatError", "TaskData", "load_task"]
+__all__ = ["DataFormatError", "Task", "TaskData", "get_task", "load_task", "task_names", "tasks"]

@@ -8,10 +8,13 @@ modelling task (MQAR) has one label per position, -100 where nothing is asked; t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict
 
 PAD, CLS, FIRST_SYMBOL = 0, 1, 2
 IGNORE = -100
@@ -79,3 +82,35 @@ def split_train_val(tokens: torch.Tensor, labels: torch.Tensor, val_fraction: fl
     n_val = max(1, int(len(labels) * val_fraction))
     val, train = order[:n_val], order[n_val:]
     return Split(tokens[train], labels[train]), Split(tokens[val], labels[val])
+
+
+class ReleaseParams(BaseModel):
+    """What a preset may set when a task is read from released files (--data-dir)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_len: int | None = None
+    resolution: int = 32
+    difficulty: str = "hard"
+
+
+def lra_root(data_dir: Path) -> Path:
+    """The unpacked LRA release: `data_dir/lra_release` if present, else `data_dir` itself."""
+    return data_dir / "lra_release" if (data_dir / "lra_release").is_dir() else data_dir
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as the registry finds it in its module (tasks/__init__.py scans them): its name, and how
+    its splits are made: generated from validated parameters and a data seed, read from the released
+    files under --data-dir, or both."""
+
+    name: str
+    summary: str
+    # The generator's parameters and the generator (validated parameters, data seed); None for real data only.
+    params: type[BaseModel] | None = None
+    generate: Callable[[Any, int], TaskData] | None = None
+    # The reader of the release (the --data-dir folder, release parameters, the preset's parameters); None
+    # for a synthetic task.
+    read: Callable[[Path, ReleaseParams, dict[str, Any]], TaskData] | None = None
+    # Parameters the task pins (Path-X is Pathfinder at resolution 128): another value is refused.
+    fixed: Mapping[str, Any] = field(default_factory=dict)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import FIRST_SYMBOL, DataFormatError, TaskData
+from .base import FIRST_SYMBOL, DataFormatError, ReleaseParams, Task, TaskData
 from .pathfinder import images_to_split
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -26,10 +26,16 @@ GRAY = np.array([0.2989, 0.5870, 0.1140])
 SIDE = 32
 # What a CIFAR batch pickle may build besides plain containers: numpy arrays and their dtypes.
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("__builtin__", "bytes"), ("builtins", "bytes"),
-}  # fmt: skip
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+    ("__builtin__", "bytes"),
+    ("builtins", "bytes"),
+}
 
 
 class _BatchUnpickler(pickle.Unpickler):
@@ -91,3 +97,11 @@ def load_release(root: Path) -> TaskData:
         description=f"CIFAR-10 grayscale, {SIDE * SIDE} pixels ({folder})",
         params={"data": str(folder)},
     )
+
+
+def read(root: Path, release: ReleaseParams, params: dict) -> TaskData:
+    """The cifar-10-batches-py release under --data-dir."""
+    return load_release(root)
+
+
+TASK = Task("image", "grayscale CIFAR-10 pixel by pixel (LRA Image), from the release", read=read)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences
+from .base import FIRST_SYMBOL, DataFormatError, ReleaseParams, Split, Task, TaskData, lra_root, pad_sequences
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 # [FIRST and [LAST exist in the original generator (disabled in LRA's); the loader accepts them.
@@ -109,9 +109,9 @@ def parse(symbols: list[str]) -> int:
     return values[0]
 
 
-def tokenize(source: str) -> list[int]:
-    """Symbol ids of an LRA source string; parentheses dropped, brackets kept."""
-    return [VOCAB[s] for s in source.replace("(", " ").replace(")", " ").split()]
+def source_symbols(source: str) -> list[str]:
+    """The symbols of an LRA source string: parentheses dropped, brackets kept."""
+    return source.replace("(", " ").replace(")", " ").split()
 
 
 def generate(params: ListOpsParams, seed: int) -> TaskData:
@@ -161,12 +161,12 @@ def read_tsv(path: Path, max_len: int) -> Split:
             if len(row) != 2:
                 raise DataFormatError(f"{path}:{line}: expected 2 tab-separated fields, got {len(row)}")
             source, target = row
-            unknown = {s for s in source.replace("(", " ").replace(")", " ").split() if s not in VOCAB}
+            symbols = source_symbols(source)
+            unknown = {s for s in symbols if s not in VOCAB}
             if unknown:
                 raise DataFormatError(f"{path}:{line}: unknown ListOps symbol {sorted(unknown)[0]!r}")
             if target.strip() not in DIGITS:  # not isdigit(): it accepts '²', which int() refuses
                 raise DataFormatError(f"{path}:{line}: target must be a digit 0-9, got {target!r}")
-            symbols = source.replace("(", " ").replace(")", " ").split()
             try:
                 value = parse(symbols)
             except ValueError as err:
@@ -200,3 +200,12 @@ def load_release(root: Path, max_len: int = 2000) -> TaskData:
         + (f" ({skipped} longer left out)" if (skipped := sum(s.skipped for s in splits.values())) else ""),
         params={"data": str(folder), "max_len": max_len},
     )
+
+
+def read(root: Path, release: ReleaseParams, params: dict) -> TaskData:
+    """The release under --data-dir; a preset's generator length bounds its expressions too (longer ones are
+    left out)."""
+    return load_release(lra_root(root), release.max_len or params.get("max_length") or 2000)
+
+
+TASK = Task("listops", "nested list expressions, 10 classes", ListOpsParams, generate, read)

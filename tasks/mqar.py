@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import FIRST_SYMBOL, IGNORE, PAD, Split, TaskData
+from .base import FIRST_SYMBOL, IGNORE, PAD, Split, Task, TaskData
 
 
 class MqarParams(BaseModel):
@@ -87,3 +87,6 @@ def generate(params: MqarParams, seed: int) -> TaskData:
         description=f"MQAR, {params.num_kv_pairs} pairs in {params.seq_len} tokens, vocab {params.vocab_size}",
         params=params.model_dump(),
     )
+
+
+TASK = Task("mqar", "multi-query associative recall (Zoology), synthetic", MqarParams, generate)

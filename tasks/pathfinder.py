@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData
+from .base import FIRST_SYMBOL, DataFormatError, ReleaseParams, Split, Task, TaskData, lra_root
 
 PATTERNS = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "hard": "curv_contour_length_14"}
 
@@ -205,3 +205,13 @@ def load_release(root: Path, resolution: int = 32, difficulty: str = "hard") -> 
     }
     params = {"data": str(folder), "resolution": resolution, "difficulty": difficulty}
     return _task(splits, resolution, f"Pathfinder {resolution}, LRA release ({folder})", params)
+
+
+def read(root: Path, release: ReleaseParams, params: dict) -> TaskData:
+    """The release under --data-dir at the preset's resolution and difficulty."""
+    return load_release(lra_root(root), release.resolution, release.difficulty)
+
+
+TASK = Task("pathfinder", "are two dots joined by a path, pixel by pixel", PathfinderParams, generate, read)
+# LRA's Path-X: Pathfinder at 128 x 128, 16K tokens.
+PATHX = Task("pathx", "Pathfinder at 128 x 128 (LRA's Path-X)", PathfinderParams, generate, read, {"resolution": 128})

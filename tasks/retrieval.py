@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences
+from .base import FIRST_SYMBOL, DataFormatError, ReleaseParams, Split, Task, TaskData, lra_root, pad_sequences
 from .text import encode_bytes
 
 
@@ -63,3 +63,11 @@ def load_release(root: Path, max_len: int = 4000) -> TaskData:
         description=f"AAN citation pairs as bytes, {max_len} max ({folder})",
         params={"data": str(folder), "max_len": max_len},
     )
+
+
+def read(root: Path, release: ReleaseParams, params: dict) -> TaskData:
+    """The LRA release under --data-dir."""
+    return load_release(lra_root(root), release.max_len or 4000)
+
+
+TASK = Task("retrieval", "byte-level document matching (LRA Retrieval), from the release", read=read)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .base import FIRST_SYMBOL, DataFormatError, Split, TaskData, pad_sequences, split_train_val
+from .base import FIRST_SYMBOL, DataFormatError, ReleaseParams, Split, Task, TaskData, pad_sequences, split_train_val
 
 
 def encode_bytes(text: bytes) -> list[int]:
@@ -61,3 +61,11 @@ def load_release(root: Path, max_len: int = 4096, seed: int = 0) -> TaskData:
         description=f"IMDB reviews as bytes, {max_len} max ({folder})",
         params={"data": str(folder), "max_len": max_len},
     )
+
+
+def read(root: Path, release: ReleaseParams, params: dict) -> TaskData:
+    """The aclImdb release under --data-dir."""
+    return load_release(root, release.max_len or 4096)
+
+
+TASK = Task("text", "byte-level IMDB sentiment (LRA Text), from the release", read=read)

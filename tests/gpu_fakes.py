@@ -17,7 +17,7 @@ import types
 
 import torch
 
-from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.softmax import softmax_attention
 
 
 def bmhk_attention(q, k, v, causal, scale):

@@ -17,7 +17,7 @@ import torch
 from conftest import ROOT
 
 from attnbench.suite.cli import main
-from attnbench.suite.outputs.summary import bench_frame, exponents
+from attnbench.suite.outputs.summary import bench_frame, fit_exponent
 from attnbench.suite.runs.records import read_records
 from attnbench.suite.runs.schema import SCHEMA_VERSION
 
@@ -75,7 +75,8 @@ def test_every_point_is_placed_on_the_runs_roofline(growth_run):
 
 
 def test_memory_exponents_separate_quadratic_from_linear(growth_run):
-    fits = exponents(bench_frame(read_records(growth_run))).set_index("variant")["memory_exponent"]
+    df = bench_frame(read_records(growth_run))
+    fits = {variant: fit_exponent(rows["seq"], rows["peak_bytes"]) for variant, rows in df.groupby("variant")}
     assert 1.8 <= fits["naive"] <= 2.2
     assert fits["chunked"] <= 1.2 and fits["sdpa"] <= 1.2
 
@@ -129,12 +130,24 @@ def test_every_mode_runs_end_to_end(tmp_path, capsys, mode):
 
 
 def test_timed_backward_builds_a_fresh_graph_and_leaves_grad_alone():
+    from attnbench.suite.measure.point import Point
     from attnbench.suite.measure.worker import _call_plan, make_inputs
-    from attnbench.suite.runs.points import Point
     from attnbench.variants.contract import AttentionSpec
     from attnbench.variants.exact.naive import NaiveAttention
 
-    point = Point("naive", 1, 2, 2, 16, 16, 8, "float32", False, "bwd", "cpu")
+    point = Point(
+        variant="naive",
+        batch=1,
+        heads=2,
+        kv_heads=2,
+        q_len=16,
+        seq=16,
+        head_dim=8,
+        dtype="float32",
+        causal=False,
+        mode="bwd",
+        device="cpu",
+    )
     q, k, v, layout = make_inputs(point, requires_grad=True)
     setup, fn = _call_plan(NaiveAttention(AttentionSpec(2, 8)), point, q, k, v, layout)
     first, second = fn(setup()), fn(setup())  # a second backward over the same graph would raise

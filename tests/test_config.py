@@ -6,7 +6,8 @@ import pytest
 
 from attnbench.suite.core.config import load_config, load_preset, preset_names
 from attnbench.suite.core.errors import UserError
-from attnbench.suite.runs.points import Point, expand
+from attnbench.suite.measure.point import Point
+from attnbench.suite.runs.points import expand
 
 
 def test_all_presets_load_and_expand():

@@ -11,7 +11,7 @@ import torch
 
 from attnbench.suite.core.registry import load_registry
 from attnbench.variants.contract import AttentionSpec, Unsupported
-from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.softmax import softmax_attention
 
 pytestmark = pytest.mark.gpu
 
@@ -74,7 +74,7 @@ def test_linear_fla_equals_its_definition():
 
 def test_sdpa_keeps_a_fused_kernel_for_decoding_shapes():
     """Nq < Nk under causality goes as torch's causal_lower_right bias, which the fused kernels take."""
-    from attnbench.suite.measure.worker import sdpa_backend
+    from attnbench.suite.measure.sdpa_trace import sdpa_backend
 
     variant = load_registry().build("sdpa", AttentionSpec(num_heads=32, num_kv_heads=8, head_dim=128, causal=True))
     q, k, v = (t.detach() for t in _inputs(32, 8, 4, 8192))

@@ -18,9 +18,9 @@ from gpu_fakes import fake_flash_attn, fake_xformers
 from attnbench.suite.core.registry import load_registry
 from attnbench.variants.contract import AttentionSpec
 from attnbench.variants.exact import flash_attn
-from attnbench.variants.exact.naive import softmax_attention
 from attnbench.variants.exact.xformers import xformers_layout
 from attnbench.variants.linear import fla
+from attnbench.variants.softmax import softmax_attention
 
 
 def _inputs(h=8, hkv=2, nq=5, nk=13, d=16, grad=False):

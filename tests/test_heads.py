@@ -17,6 +17,7 @@ import torch
 from pydantic import ValidationError
 
 from attnbench.suite.analysis import heads as analysis
+from attnbench.suite.analysis.trained import load_trained
 from attnbench.suite.cli import main
 from attnbench.suite.core.errors import UserError
 from attnbench.suite.core.registry import load_registry
@@ -24,8 +25,9 @@ from attnbench.suite.outputs.heatmap import attention_maps
 from attnbench.suite.runs.heads_records import read_heads
 from attnbench.suite.runs.records import read_records
 from attnbench.suite.training import study as studies
-from attnbench.suite.training import train as training
 from attnbench.suite.training.model import ModelConfig, SelfAttention, check_layout
+from attnbench.suite.training.presets import load_train_preset
+from attnbench.suite.training.runs import run_key
 from attnbench.variants.contract import AttentionSpec
 
 REGISTRY = load_registry()
@@ -138,11 +140,11 @@ def test_settings_are_in_the_record_and_its_stored_command_remakes_the_run(capsy
 
 
 def test_runs_recorded_before_the_new_model_fields_keep_their_key():
-    setup = training.load_train_preset("tiny").tasks["mqar"]
-    key = json.loads(training.run_key("mqar", "sdpa", 0, "tiny", setup, None))
+    setup = load_train_preset("tiny").tasks["mqar"]
+    key = json.loads(run_key("mqar", "sdpa", 0, "tiny", setup, None))
     assert "kv_latent" not in key["setup"]["model"] and "score_scale" not in key["setup"]["model"]
     scaled = setup.model_copy(update={"model": setup.model.model_copy(update={"score_scale": 1.0})})
-    assert json.loads(training.run_key("mqar", "sdpa", 0, "tiny", scaled, None))["setup"]["model"]["score_scale"] == 1
+    assert json.loads(run_key("mqar", "sdpa", 0, "tiny", scaled, None))["setup"]["model"]["score_scale"] == 1
 
 
 @pytest.mark.parametrize("name", ["head-count", "kv-sharing", "scale", "head-time"])
@@ -248,7 +250,7 @@ def trained(tmp_path_factory):
 
 def test_importance_is_the_mean_absolute_per_example_gradient_normalised_per_layer(trained):
     out, record = trained
-    model = analysis.load_trained(out, record, REGISTRY)
+    model = load_trained(out, record, REGISTRY)
     scores = analysis.importance(model, batch_size=7, limit=12)
     # By hand: one example at a time, one shared gate per layer, |dL/dgate| averaged.
     total = torch.zeros(2, 2)
@@ -274,7 +276,7 @@ def test_importance_is_the_mean_absolute_per_example_gradient_normalised_per_lay
 
 def test_head_statistics_match_the_weights_by_hand(trained):
     out, record = trained
-    model = analysis.load_trained(out, record, REGISTRY)
+    model = load_trained(out, record, REGISTRY)
     stats = analysis.head_statistics(model, examples=1)
     weights = attention_maps(model.model, model.data.val.tokens[:1])  # per layer (H, N, N), causal
     n = weights[0].shape[-1]

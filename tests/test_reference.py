@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from attnbench.variants.exact.naive import softmax_attention
 from attnbench.variants.masks import causal_mask
+from attnbench.variants.softmax import softmax_attention
 
 
 def test_equal_scores_average_the_values():

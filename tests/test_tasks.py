@@ -44,9 +44,11 @@ def test_listops_operators_by_hand():
     assert listops.parse(["[MED", "1", "2", "3", "4", "]"]) == 2  # median 2.5, rounded down as LRA does
 
 
-def test_listops_tokenizer_keeps_brackets_and_drops_parentheses():
-    tokens = listops.tokenize("( ( ( [MAX 2 ) 9 ) ] )")
-    assert [SYMBOL[t] for t in tokens] == ["[MAX", "2", "9", "]"]
+def test_listops_tokenizer_keeps_brackets_and_drops_parentheses(tmp_path):
+    assert listops.source_symbols("( ( ( [MAX 2 ) 9 ) ] )") == ["[MAX", "2", "9", "]"]
+    (tmp_path / "basic_train.tsv").write_text(LISTOPS_TSV)
+    split = listops.read_tsv(tmp_path / "basic_train.tsv", max_len=8)
+    assert [SYMBOL[int(t)] for t in split.tokens[0] if t != PAD] == ["[MAX", "2", "9", "]"]
 
 
 LISTOPS_TSV = "Source\tTarget\n( ( ( [MAX 2 ) 9 ) ] )\t9\n( ( ( ( [SM 3 ) 4 ) 5 ) ] )\t2\n"
@@ -391,5 +393,5 @@ def test_image_is_real_data_and_pathx_is_pathfinder_at_128():
     tiny = {"contour_length": 6, "distractors": 1, "train_size": 4, "val_size": 2, "test_size": 2}
     data = load_task("pathx", tiny)
     assert data.name == "pathx" and data.max_len == 128 * 128 and data.train.tokens.shape == (4, 16384)
-    with pytest.raises(DataFormatError, match="pathx: resolution is 128"):
+    with pytest.raises(DataFormatError, match="pathx: resolution is fixed at 128"):
         load_task("pathx", {**tiny, "resolution": 32})

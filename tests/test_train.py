@@ -15,16 +15,17 @@ from attnbench.suite.cli import main
 from attnbench.suite.core.registry import load_registry
 from attnbench.suite.runs import schema
 from attnbench.suite.runs.records import read_records
-from attnbench.suite.training import train as training
+from attnbench.suite.training import checkpoints, loop, presets
+from attnbench.suite.training.runs import outcome
 from attnbench.tasks import load_task
 
-TINY = training.load_train_preset("tiny")
+TINY = presets.load_train_preset("tiny")
 
 
 def run(task, variant="sdpa", seed=0, checkpoint=None, setup=None):
     setup = setup or TINY.tasks[task]
     data = load_task(task, setup.params)
-    return training.train(data, variant, setup, seed, load_registry(), "cpu", checkpoint)
+    return loop.train(data, variant, setup, seed, load_registry(), "cpu", checkpoint)
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers():
@@ -56,32 +57,51 @@ def test_pair_kind_trains_two_towers(tmp_path):
         (folder / f"new_aan_pairs.{name}.tsv").write_text(rows)
     setup = TINY.tasks["retrieval"]
     data = load_task("retrieval", setup.params, data_dir=tmp_path)
-    result = training.train(data, "sdpa", setup, 0, load_registry(), "cpu")
+    result = loop.train(data, "sdpa", setup, 0, load_registry(), "cpu")
     assert result["status"] == "ok" and result["padding_masked"] is True
     registry = load_registry([Path(__file__).parent / "plugins" / "no_lengths.py"])
-    unmasked = training.train(data, "no-lengths", setup, 0, registry, "cpu")
+    unmasked = loop.train(data, "no-lengths", setup, 0, registry, "cpu")
     assert unmasked["padding_masked"] is False
-    assert training.outcome(result).endswith("; padding masked")
-    assert training.outcome(unmasked).endswith("; padding attended (the variant takes no key lengths)")
+    assert outcome(result).endswith("; padding masked")
+    assert outcome(unmasked).endswith("; padding attended (the variant takes no key lengths)")
 
 
 def test_stopped_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     checkpoint = tmp_path / "ckpt.pt"
     whole = run("mqar", checkpoint=tmp_path / "other.pt")
-    real_batches = training._batches
+    real_batches = loop.batches
 
     def crash_at_15(n, batch_size, seed, step):
         if step == 15:
             raise KeyboardInterrupt
         return real_batches(n, batch_size, seed, step)
 
-    monkeypatch.setattr(training, "_batches", crash_at_15)
+    monkeypatch.setattr(loop, "batches", crash_at_15)
     with pytest.raises(KeyboardInterrupt):
         run("mqar", checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=False)["state"]["step"] == 10
-    monkeypatch.setattr(training, "_batches", real_batches)
+    monkeypatch.setattr(loop, "batches", real_batches)
     resumed = run("mqar", checkpoint=checkpoint)
     assert resumed["curve"] == whole["curve"] and resumed["test_acc"] == whole["test_acc"]
+
+
+def test_a_checkpoint_cut_short_while_saving_leaves_the_previous_one(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "ckpt.pt"
+    real_save = checkpoints.torch.save
+    saves = []
+
+    def crash_on_the_second(obj, path):
+        saves.append(path)
+        if len(saves) == 2:  # half a file written, then the process is stopped
+            Path(path).write_bytes(b"PK\x03\x04 half")
+            raise KeyboardInterrupt
+        real_save(obj, path)
+
+    monkeypatch.setattr(checkpoints.torch, "save", crash_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        run("mqar", checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=False)["state"]["step"] == 10  # the first evaluation's, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
 
 
 def cli(capsys, *argv):
@@ -180,12 +200,12 @@ def test_a_train_record_command_reruns_alone_and_leaves_the_run_alone(capsys, tm
 
 
 def test_training_presets_cover_every_task():
-    from attnbench.tasks import TASKS
+    from attnbench.tasks import task_names
 
-    assert set(training.load_train_preset("lra").tasks) == set(TASKS) - {"mqar"}  # MQAR is not an LRA task
+    assert set(presets.load_train_preset("lra").tasks) == set(task_names()) - {"mqar"}  # MQAR is not an LRA task
     for name in ("tiny", "cpu"):  # Path-X (16K tokens) is for a GPU only
-        assert set(training.load_train_preset(name).tasks) == set(TASKS) - {"pathx"}
-    lra = training.load_train_preset("lra").tasks
+        assert set(presets.load_train_preset(name).tasks) == set(task_names()) - {"pathx"}
+    lra = presets.load_train_preset("lra").tasks
     assert lra["listops"].params["max_length"] == 2000 and lra["text"].params["max_len"] == 4000
     assert lra["retrieval"].params["max_len"] == 4000 and lra["pathfinder"].params["resolution"] == 32
     assert lra["pathx"].params["resolution"] == 128
@@ -196,7 +216,7 @@ def test_training_presets_cover_every_task():
         assert setup.train.betas == (0.9, 0.98) and setup.train.eps == 1e-9 and setup.model.dropout >= 0.1
     assert lra["listops"].model.positions == "sinusoidal" and lra["listops"].train.grad_clip is None
     assert lra["listops"].train.schedule == "rsqrt" and lra["listops"].train.lr == 0.05
-    own = training.load_train_preset("lra-attnbench")
+    own = presets.load_train_preset("lra-attnbench")
     assert own.tasks["listops"].model.head == "attnbench" and "mqar" in own.tasks
 
 
@@ -220,8 +240,8 @@ def test_lra_schedule_and_heads_follow_the_release():
 
     from attnbench.suite.training.model import ModelConfig, TaskModel, sinusoidal_positions
 
-    settings = training.TrainSettings(lr=0.05, warmup_steps=1000, schedule="rsqrt")
-    factor = training._schedule(settings)
+    settings = presets.TrainSettings(lr=0.05, warmup_steps=1000, schedule="rsqrt")
+    factor = loop.schedule(settings)
     for step in (0, 499, 999, 4999):  # constant * linear_warmup * rsqrt_decay at t = step + 1
         t = step + 1
         assert factor(step) == pytest.approx(min(1, t / 1000) / math.sqrt(max(t, 1000)))

@@ -7,7 +7,7 @@ import torch
 
 from attnbench.suite.core.registry import load_registry
 from attnbench.variants.contract import AttentionSpec, Unsupported
-from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.softmax import softmax_attention
 
 REGISTRY = load_registry()
 

@@ -9,7 +9,7 @@ from gpu_fakes import fake_flash_attn, fake_xformers
 from attnbench.suite.core.registry import load_registry
 from attnbench.variants.contract import AttentionSpec
 from attnbench.variants.exact.chunked import ChunkedAttention
-from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.softmax import softmax_attention
 
 
 @pytest.mark.parametrize("block", [1, 4, 64])

@@ -13,14 +13,14 @@ import importlib
 import inspect
 import pkgutil
 
+from .contract import Variant, VariantInfo
+
 # Folder order is listing and colour order: the exact family first (it gets tab10's ten colours).
 FAMILIES = ("exact", "linear", "sparse", "lowrank")
 
 
 def defined_variants(module: object) -> list[type]:
     """Variant subclasses `module` defines (not imports) that declare their own `info`, by name."""
-    from .contract import Variant, VariantInfo
-
     return [
         obj
         for _, obj in inspect.getmembers(module, inspect.isclass)

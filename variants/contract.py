@@ -8,14 +8,13 @@ bottom-right: the queries are the LAST Nq positions of the key sequence, so quer
 A query that sees no key (causal with Nq > Nk) outputs zeros.
 
 This module knows nothing of the harness: the suite reads :class:`VariantInfo` and calls the
-module; the variant never imports from ``attnbench.suite``.
+module; the variant never imports from ``attnbench.suite``. It is the plugin interface: the input
+rules of inputs.py (``check_qkv``, ``softmax_scale``, ...) are importable from here too.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import itertools
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -23,6 +22,27 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
+
+from .inputs import accumulate_dtype, check_packed, check_qkv, per_sequence, softmax_scale
+from .softmax import softmax_attention, softmax_weights
+
+# The plugin interface: what a variant file imports from here (the input rules are inputs.py's).
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "FAMILIES",
+    "AttentionSpec",
+    "Options",
+    "Unsupported",
+    "Variant",
+    "VariantInfo",
+    "accumulate_dtype",
+    "attend",
+    "check_packed",
+    "check_qkv",
+    "missing_packages",
+    "per_sequence",
+    "softmax_scale",
+]
 
 FAMILIES = ("exact", "linear", "sparse", "low-rank")
 
@@ -184,29 +204,32 @@ class Variant(nn.Module):
             return f"package {', '.join(missing)} not installed"
         return None
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def reference(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The dense definition this variant must equal, evaluated on the given (float64) inputs."""
-        # Imported here because naive.py builds on this module.
-        from .exact.naive import softmax_attention
-
         return softmax_attention(q, k, v, causal=self.spec.causal, key_lengths=key_lengths)
 
-    def attention_weights(self, q: torch.Tensor, k: torch.Tensor,
-                          key_lengths: torch.Tensor | None = None) -> torch.Tensor | None:  # fmt: skip
+    def attention_weights(
+        self, q: torch.Tensor, k: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """The (B, H, Nq, Nk) weights the variant applies to v (for heatmaps), or None if it has none."""
         if not self.info.exact:
             return None
-        from .exact.naive import softmax_weights
-
         return softmax_weights(q, k, causal=self.spec.causal, key_lengths=key_lengths)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
-def attend(variant: Variant, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
-           cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def attend(
+    variant: Variant,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_lengths: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Call `variant`, with per-sequence key lengths or packed-sequence boundaries where given;
     Unsupported if it does not take them, ValueError if they do not fit the inputs."""
     if cu_seqlens is not None:
@@ -223,49 +246,3 @@ def attend(variant: Variant, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     if key_lengths.shape != (q.shape[0],) or bool((key_lengths < 1).any()) or bool((key_lengths > k.shape[-2]).any()):
         raise ValueError(f"key_lengths must be (B,) = ({q.shape[0]},) values in 1..{k.shape[-2]}")
     return variant(q, k, v, key_lengths=key_lengths)
-
-
-def check_packed(q: torch.Tensor, k: torch.Tensor, cu_seqlens: torch.Tensor) -> None:
-    """A packed batch is B = 1, Nq = Nk = cu_seqlens[-1], with boundaries 0 = c0 < c1 < ... (ValueError if not)."""
-    if q.shape[0] != 1 or k.shape[0] != 1 or q.shape[-2] != k.shape[-2]:
-        raise ValueError(f"a packed batch has B = 1 and Nq = Nk; got q {tuple(q.shape)}, k {tuple(k.shape)}")
-    n = k.shape[-2]
-    if cu_seqlens.dim() != 1 or len(cu_seqlens) < 2 or cu_seqlens.is_floating_point():
-        raise ValueError("cu_seqlens must be a 1-D integer tensor of boundaries 0, ..., N")
-    bounds = cu_seqlens.tolist()
-    if bounds[0] != 0 or bounds[-1] != n or any(a >= b for a, b in itertools.pairwise(bounds)):
-        raise ValueError(f"cu_seqlens must rise strictly from 0 to N = {n}; got {bounds}")
-
-
-def per_sequence(call, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """What a packed call means: `call(q, k, v)` on each sequence alone, the outputs laid end to end."""
-    bounds = cu_seqlens.tolist()
-    parts = [call(q[..., a:b, :], k[..., a:b, :], v[..., a:b, :]) for a, b in itertools.pairwise(bounds)]
-    return torch.cat(parts, dim=-2)
-
-
-def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int, int, int, int, int]:
-    """Validate q/k/v shapes against the contract; returns (B, H, H_kv, Nq, Nk, D)."""
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(f"q, k, v must be 4-D (B, H, N, D); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    b, h, nq, d = q.shape
-    bk, hkv, nk, dk = k.shape
-    if dk != d:
-        raise ValueError(f"head dim of q ({d}) and k ({dk}) differ")
-    if v.shape != k.shape:
-        raise ValueError(f"v shape {tuple(v.shape)} differs from k shape {tuple(k.shape)}")
-    if bk != b:
-        raise ValueError(f"batch of q ({b}) and k ({bk}) differ")
-    if h % hkv:
-        raise ValueError(f"query heads ({h}) must be a multiple of key/value heads ({hkv})")
-    return b, h, hkv, nq, nk, d
-
-
-def softmax_scale(head_dim: int) -> float:
-    """The 1/sqrt(D) temperature of scaled dot-product attention."""
-    return 1.0 / math.sqrt(head_dim)
-
-
-def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype scores are accumulated in: float32 for half types, else the input's own."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

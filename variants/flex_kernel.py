@@ -64,8 +64,9 @@ class FlexKernel:
         self._heads = heads  # query heads, for a mask that differs per head; None: one mask for all heads
         self._block_masks: dict[tuple, object] = {}
 
-    def _block_mask(self, nq: int, nk: int, device: torch.device, key_lengths: torch.Tensor | None,
-                    cu_seqlens: torch.Tensor | None):  # fmt: skip
+    def _block_mask(
+        self, nq: int, nk: int, device: torch.device, key_lengths: torch.Tensor | None, cu_seqlens: torch.Tensor | None
+    ):
         from torch.nn.attention.flex_attention import create_block_mask
 
         lengths = None if key_lengths is None else tuple(key_lengths.tolist())
@@ -86,8 +87,14 @@ class FlexKernel:
             self._block_masks[key] = mask
         return self._block_masks[key]
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
-                 cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_lengths: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
         compiled = can_compile(q.device.type) if self._compile is None else self._compile
         block_mask = self._block_mask(nq, nk, q.device, key_lengths, cu_seqlens)

@@ -25,8 +25,9 @@ def causal(num_queries: int, num_keys: int) -> MaskMod:
     return causal_bottom_right
 
 
-def dense_mask(mask_mod: MaskMod, num_queries: int, num_keys: int, device: torch.device | str,
-               heads: int | None = None) -> torch.Tensor:  # fmt: skip
+def dense_mask(
+    mask_mod: MaskMod, num_queries: int, num_keys: int, device: torch.device | str, heads: int | None = None
+) -> torch.Tensor:
     """Materialise `mask_mod` as a bool tensor (num_queries, num_keys) for head 0, or, given `heads`, as
     (heads, num_queries, num_keys) for a mask that differs per head."""
     q_idx = torch.arange(num_queries, device=device)[:, None]

@@ -14,20 +14,18 @@
 
 from __future__ import annotations
 
-import json
-import pickle
-from dataclasses import dataclass
+import shlex
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ...tasks import load_task
-from ...tasks.base import CLS, IGNORE, PAD, Split, TaskData
+from ...tasks.base import CLS, IGNORE, PAD, Split
+from ..core.env import provenance
 from ..core.errors import UserError
-from ..core.registry import Registry
-from ..training.model import ModelConfig, TaskModel
+from ..training.model import TaskModel
+from .trained import Trained
 
 # A head is positional when one fixed position (previous, first, itself) takes at least this share
 # of its weights; otherwise diffuse when its entropy is at least this share of uniform's; otherwise
@@ -39,40 +37,6 @@ CLASSES = ("positional", "local", "global", "diffuse")
 STATS = ("entropy", "distance", "previous", "first", "self")
 
 
-@dataclass
-class Trained:
-    """A trained model rebuilt from its training record, with its task's data."""
-
-    record: dict[str, Any]
-    model: TaskModel
-    data: TaskData
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.model.cfg.depth, self.model.cfg.heads
-
-
-def load_trained(run: Path, record: dict[str, Any], registry: Registry) -> Trained:
-    """The model of a training record with its best weights (UserError when they are not in the run)."""
-    what = f"{record['task']} / {record['variant']} / seed {record['seed']}"
-    weights = run / record["model_path"] if record.get("model_path") else None
-    if weights is None or not weights.is_file():
-        missing = f" ({weights} is missing)" if weights is not None else ""
-        raise UserError(f"{run}: no trained weights for {what}{missing}; train it with `attnbench train --out {run}`")
-    data_dir = json.loads(record["key"]).get("data") if record.get("key") else None
-    data = load_task(record["task"], record["task_params"], Path(data_dir) if data_dir else None)
-    torch.manual_seed(record["seed"])  # as at training: variants with random features draw them at build
-    model = TaskModel(data.kind, data.vocab_size, data.num_classes, data.max_len,
-                      ModelConfig.model_validate(record["model"]), registry, record["variant"],
-                      record.get("options"))  # fmt: skip
-    try:
-        model.load_state_dict(torch.load(weights, weights_only=True))
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise UserError(f"{weights}: not the weights of {what}: {str(err).splitlines()[0]}") from None
-    model.eval()
-    return Trained(record, model, data)
-
-
 def parse_heads(text: str, layers: int, heads: int) -> list[tuple[int, int]]:
     """'1.2,2.4' (layer.head, from 1) -> [(0, 1), (1, 3)]; UserError naming a head the model lacks."""
     chosen = []
@@ -81,8 +45,9 @@ def parse_heads(text: str, layers: int, heads: int) -> list[tuple[int, int]]:
         if not (dot and layer.isdigit() and head.isdigit()):
             raise UserError(f"head {item!r}: expected LAYER.HEAD counted from 1, e.g. 1.2")
         if not (1 <= int(layer) <= layers and 1 <= int(head) <= heads):
-            raise UserError(f"head {item} does not exist: the model has {layers} layers x {heads} heads "
-                            f"(1.1 .. {layers}.{heads})")  # fmt: skip
+            raise UserError(
+                f"head {item} does not exist: the model has {layers} layers x {heads} heads (1.1 .. {layers}.{heads})"
+            )
         chosen.append((int(layer) - 1, int(head) - 1))
     return chosen
 
@@ -159,38 +124,25 @@ def pruning_curves(trained: Trained, scores: torch.Tensor, seeds: int) -> dict[s
     for seed in range(seeds):
         perm = torch.randperm(len(every), generator=torch.Generator().manual_seed(seed)).tolist()
         randoms[str(seed)] = curve([every[i] for i in perm])
-    return {"order": [f"{layer + 1}.{head + 1}" for layer, head in by_importance],
-            "importance": curve(by_importance), "random": randoms}  # fmt: skip
+    return {
+        "order": [f"{layer + 1}.{head + 1}" for layer, head in by_importance],
+        "importance": curve(by_importance),
+        "random": randoms,
+    }
 
 
 def half_pruned(curves: dict[str, Any]) -> dict[str, float]:
     """Accuracy with the least important half masked against a random half (mean over seeds)."""
     half = (len(curves["importance"]) - 1) // 2
     randoms = [c[half] for c in curves["random"].values()]
-    return {"heads_masked": half, "full": curves["importance"][0], "importance": curves["importance"][half],
-            "random_mean": sum(randoms) / len(randoms), "random_min": min(randoms),
-            "random_max": max(randoms)}  # fmt: skip
-
-
-def _weights_per_layer(
-    model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor | None
-) -> list[torch.Tensor] | None:
-    """Per layer, the (B, H, Nq, Nk) weights each core applies to v, or None for a variant without them."""
-    maps: list[torch.Tensor | None] = []
-
-    def capture(core, inputs, kwargs, output):
-        q, k, _ = inputs
-        maps.append(core.attention_weights(q.float(), k.float(), kwargs.get("key_lengths")))
-
-    hooks = [attn.core.register_forward_hook(capture, with_kwargs=True) for attn in model.attention_layers]
-    try:
-        with torch.no_grad():
-            model(tokens, tokens2)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    maps = maps[: len(model.attention_layers)]  # a pair model runs the encoder twice: the first document's
-    return None if any(m is None for m in maps) else maps  # type: ignore[return-value]
+    return {
+        "heads_masked": half,
+        "full": curves["importance"][0],
+        "importance": curves["importance"][half],
+        "random_mean": sum(randoms) / len(randoms),
+        "random_min": min(randoms),
+        "random_max": max(randoms),
+    }
 
 
 def head_statistics(trained: Trained, examples: int = 256, batch_size: int = 32) -> list[list[dict[str, float]]] | None:
@@ -204,7 +156,7 @@ def head_statistics(trained: Trained, examples: int = 256, batch_size: int = 32)
         idx = torch.arange(start, min(start + batch_size, examples, len(split)))
         tokens = split.tokens[idx]
         tokens2 = split.tokens2[idx] if split.tokens2 is not None else None
-        maps = _weights_per_layer(model, tokens, tokens2)
+        maps = model.attention_weights(tokens, tokens2)
         if maps is None:
             return None
         if model.prepend_cls:
@@ -231,8 +183,9 @@ def head_statistics(trained: Trained, examples: int = 256, batch_size: int = 32)
             sums[layer] += (stats * queries[:, None, :, None]).sum((0, 2))
         count += int(queries.sum())
     means = sums / max(count, 1)
-    return [[dict(zip(STATS, means[layer, head].tolist(), strict=True)) for head in range(heads)]
-            for layer in range(layers)]  # fmt: skip
+    return [
+        [dict(zip(STATS, means[layer, head].tolist(), strict=True)) for head in range(heads)] for layer in range(layers)
+    ]
 
 
 def classify(stats: dict[str, float]) -> str:
@@ -259,11 +212,61 @@ def analyse(trained: Trained, seeds: int, examples: int) -> dict[str, Any]:
     classes = [[classify(s) for s in row] for row in stats] if stats is not None else None
     layers, heads = trained.shape
     return {
-        "layers": layers, "heads": heads, "importance": scores.tolist(), "pruning": curves,
-        "half": half_pruned(curves), "pruning_seeds": seeds, "stats_examples": min(examples, len(trained.data.val)),
-        "stats": stats, "classes": classes, "shares": shares(classes) if classes else None,
-        "stats_missing": None if stats is not None else
-        f"variant {trained.record['variant']} has no attention-weight matrix",
-        "thresholds": {"positional_mass": POSITIONAL_MASS, "diffuse_entropy": DIFFUSE_ENTROPY,
-                       "local_distance": LOCAL_DISTANCE},
-    }  # fmt: skip
+        "layers": layers,
+        "heads": heads,
+        "importance": scores.tolist(),
+        "pruning": curves,
+        "half": half_pruned(curves),
+        "pruning_seeds": seeds,
+        "stats_examples": min(examples, len(trained.data.val)),
+        "stats": stats,
+        "classes": classes,
+        "shares": shares(classes) if classes else None,
+        "stats_missing": None
+        if stats is not None
+        else f"variant {trained.record['variant']} has no attention-weight matrix",
+        "thresholds": {
+            "positional_mass": POSITIONAL_MASS,
+            "diffuse_entropy": DIFFUSE_ENTROPY,
+            "local_distance": LOCAL_DISTANCE,
+        },
+    }
+
+
+def model_name(record: dict[str, Any]) -> str:
+    """How a trained model is named in heads.jsonl and its charts: task-variant-seedN-<weights file>."""
+    return f"{record['task']}-{record['variant']}-seed{record['seed']}-{Path(record['model_path']).stem[:8]}"
+
+
+def head_record(run: Path, trained: Trained, seeds: int, examples: int) -> dict[str, Any]:
+    """The heads record of one trained model of `run`: what it is, the command that remakes it, the code
+    that made it, and the analysis (importance, pruning, statistics)."""
+    r = trained.record
+    command = [
+        "attnbench",
+        "heads",
+        str(run),
+        "--task",
+        r["task"],
+        "--variant",
+        r["variant"],
+        "--seed",
+        str(r["seed"]),
+        "--prune-seeds",
+        str(seeds),
+        "--examples",
+        str(examples),
+    ]
+    return {
+        "kind": "heads",
+        "name": model_name(r),
+        "task": r["task"],
+        "variant": r["variant"],
+        "seed": r["seed"],
+        "kv_layout": r.get("kv_layout") or "MHA",
+        "model_path": r["model_path"],
+        "train_key": r["key"],
+        "command": shlex.join(command),
+        **provenance(),
+        **analyse(trained, seeds, examples),
+    }

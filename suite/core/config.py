@@ -15,7 +15,7 @@ import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import UserError
+from .errors import UserError, first_problem
 from .lengths import parse_lengths
 
 Mode = Literal["fwd", "bwd", "fwd_bwd"]
@@ -106,7 +106,7 @@ class BenchConfig(BaseModel):
             try:
                 self.sweeps_for(device)
             except ValidationError as err:
-                raise ValueError(f"device_overrides.{device}: {_first_error(err)}") from None
+                raise ValueError(f"device_overrides.{device}: {first_problem(err)}") from None
         return self
 
     def sweeps_for(self, device: str) -> list[Sweep]:
@@ -134,15 +134,6 @@ def _parse(text: str, source: str) -> Any:
         raise UserError(f"config {source}: not valid {kind}: {first}") from None
 
 
-def _first_error(err: ValidationError) -> str:
-    """The first problem as 'field.path: message' (a check across fields has no location: its message names
-    the fields)."""
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
-    return f"{where}: {msg}" if where else msg
-
-
 def validate(data: Any, source: str) -> BenchConfig:
     """A BenchConfig from parsed data, or a one-line error naming the first bad field."""
     if not isinstance(data, dict):
@@ -150,7 +141,7 @@ def validate(data: Any, source: str) -> BenchConfig:
     try:
         return BenchConfig.model_validate(data)
     except ValidationError as err:
-        raise UserError(f"config {source}: {_first_error(err)}") from None
+        raise UserError(f"config {source}: {first_problem(err)}") from None
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -167,3 +158,39 @@ def load_preset(name: str) -> BenchConfig:
     if not resource.is_file():
         raise UserError(f"unknown preset {name!r} (one of {', '.join(preset_names())})")
     return validate(_parse(resource.read_text(), resource.name), resource.name)
+
+
+def parse_variant_options(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
+    """['chunked.block_size=64'] -> {'chunked': {'block_size': 64}} (values read as YAML scalars)."""
+    options: dict[str, dict[str, Any]] = {}
+    for pair in pairs or []:
+        target, sep, value = pair.partition("=")
+        variant, dot, key = target.partition(".")
+        if not (sep and dot and variant and key):
+            raise UserError(f"--option {pair!r}: expected VARIANT.KEY=VALUE, e.g. chunked.block_size=64")
+        options.setdefault(variant, {})[key] = yaml.safe_load(value)
+    return options
+
+
+def with_command_line(
+    base: BenchConfig | None, grid: dict[str, Any], settings: dict[str, Any], options: dict[str, dict], source: str
+) -> BenchConfig:
+    """A preset or config file (`base`), or none, with what the command line sets: sweep fields (`grid`, in
+    every sweep and on every device), run settings and variant options; validated as one config."""
+    grid = {k: v for k, v in grid.items() if v is not None}
+    if "width" in grid:  # the command line's width or head dim replaces the config's other one
+        grid["head_dim"] = None
+    elif "head_dim" in grid:
+        grid["width"] = None
+    if base is None:
+        if "variants" not in grid or "seq" not in grid:
+            raise UserError("give --preset, --config, or at least --variants and --seq")
+        data: dict[str, Any] = {"sweeps": [grid]}
+    else:
+        data = base.model_dump()
+        data["sweeps"] = [sweep | grid for sweep in data["sweeps"]]
+        overrides = data["device_overrides"].items()
+        data["device_overrides"] = {d: {k: v for k, v in f.items() if k not in grid} for d, f in overrides}
+    data |= {k: v for k, v in settings.items() if v is not None}
+    data["options"] = data.get("options", {}) | options
+    return validate(data, source)

@@ -50,6 +50,13 @@ def resolve_device(name: str | None) -> str:
     return device
 
 
+def device_slug(device: str) -> str:
+    """The device as a run folder names it: cpu, or the GPU's model in lower case (h100-80gb-hbm3)."""
+    if device == "cpu":
+        return "cpu"
+    return "-".join(torch.cuda.get_device_name(0).lower().replace("nvidia", "").split()) or "cuda"
+
+
 def listed_nvidia_gpus(timeout: float = 10.0) -> list[str]:
     """The GPUs `nvidia-smi -L` lists ("GPU 0: NVIDIA H100 ..." lines); none without nvidia-smi."""
     exe = shutil.which("nvidia-smi")

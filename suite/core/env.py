@@ -14,14 +14,12 @@ from typing import Any
 
 import torch
 
-from ..runs.records import read_env, read_records
-from .errors import UserError
-
 # Distributions whose versions change attention numbers.
 PACKAGES = ("torch", "triton", "flash-attn", "flash-attn-3", "xformers", "flash-linear-attention", "numpy")
 
 
-def _version(dist: str) -> str | None:
+def package_version(dist: str) -> str | None:
+    """The installed version of distribution `dist`, or None."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
@@ -62,8 +60,8 @@ def git_commit() -> dict[str, Any]:
 def provenance() -> dict[str, Any]:
     """What every record names of the code and machine that made it: commit, versions, host."""
     return {
-        "code": git_commit() | {"version": _version("attnbench")},
-        "versions": {name: _version(name) for name in PACKAGES},
+        "code": git_commit() | {"version": package_version("attnbench")},
+        "versions": {name: package_version(name) for name in PACKAGES},
         "host": platform.node(),
     }
 
@@ -82,8 +80,10 @@ def device_info(device: str) -> dict[str, Any]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         driver = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.TimeoutExpired):
         pass
@@ -108,37 +108,8 @@ def capture(device: str, threads: int | None, argv: list[str] | None = None) -> 
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": platform.node(),
-        "versions": {name: _version(name) for name in PACKAGES},
+        "versions": {name: package_version(name) for name in PACKAGES},
         **git_commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join(argv if argv is not None else ["attnbench", *sys.argv[1:]]),
     }
-
-
-def _identity(device: str) -> dict[str, Any]:
-    """The fields that make two runs' numbers comparable: the same machine and the same torch."""
-    return {"device": "cuda" if device == "cuda" else "cpu", "device_name": device_name(device),
-            "hostname": platform.node(), "cpu_count": os.cpu_count(), "torch": _version("torch")}  # fmt: skip
-
-
-def read_checked_env(run_dir: Path, device: str, executor: str = "local") -> dict[str, Any]:
-    """The run's env.json ({} when new); a one-line error when it records another machine or torch, or
-    when a local run would add to a folder that a cluster run filled from other hosts."""
-    recorded = read_env(run_dir)
-    if not recorded:
-        return recorded
-    if executor == "local":
-        here = platform.node()
-        others = sorted({str(r["host"]) for r in read_records(run_dir) if r.get("host") not in (None, here)})
-        if others:
-            raise UserError(
-                f"{run_dir} holds points measured on other hosts ({', '.join(others[:3])}): only a cluster run "
-                "(--executor ray|slurm) mixes hosts in one folder; choose another --out"
-            )
-    here = _identity(device)
-    there = {field: recorded.get(field) for field in here} | {"torch": recorded.get("versions", {}).get("torch")}
-    differences = [f"{field} {there[field]!r} here {here[field]!r}"
-                   for field in here if there[field] is not None and there[field] != here[field]]  # fmt: skip
-    if differences:
-        raise UserError(f"{run_dir} holds runs from another machine ({', '.join(differences)}): choose another --out")
-    return recorded

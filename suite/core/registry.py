@@ -26,14 +26,10 @@ import torch
 
 from ...variants import builtin, defined_variants
 from ...variants.contract import AttentionSpec, Variant
-from .errors import UserError
+from .devices import dtype_name
+from .errors import UserError, one_line
 
 ENTRY_POINT_GROUP = "attnbench.variants"
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 @functools.cache
@@ -71,7 +67,7 @@ def load_plugin_file(path: str | Path) -> list[type[Variant]]:
             spec.loader.exec_module(module)
         except Exception as err:
             del sys.modules[module_name]
-            raise UserError(f"plugin {path} failed to import: {_one_line(err)}") from None
+            raise UserError(f"plugin {path} failed to import: {one_line(err)}") from None
     classes = _variant_classes(module)
     if not classes:
         raise UserError(
@@ -119,7 +115,7 @@ class Entry:
             try:
                 target = getattr(importlib.import_module(module_name), attr)
             except Exception as err:
-                self.error = _one_line(err)
+                self.error = one_line(err)
                 raise UserError(f"variant {self.name} ({self.origin}) cannot be loaded: {self.error}") from None
         if not (inspect.isclass(target) and issubclass(target, Variant)):
             self.error = f"{target!r} is not a subclass of attnbench.variants.contract.Variant"
@@ -162,6 +158,46 @@ class Registry:
         """An instance of variant `name` for `spec`."""
         return self.get(name)(spec)
 
+    def check_options(self, options: dict[str, dict[str, Any]]) -> None:
+        """UserError naming the first option ({variant: {key: value}}) its variant refuses."""
+        for name, values in options.items():
+            try:
+                self.get(name).parse_options(values)
+            except ValueError as err:
+                raise UserError(str(err)) from None
+
+    def describe(self, name: str, device: str) -> dict[str, Any]:
+        """What `attnbench list` shows of a variant: origin, whether it runs on `device` (or why not), and
+        its declaration (absent when its class cannot be loaded: the reason says why)."""
+        reason = self.unavailable_reason(name, device)
+        row: dict[str, Any] = {
+            "name": name,
+            "origin": self.entry(name).origin,
+            "available": reason is None,
+            "reason": reason,
+        }
+        try:
+            info = self.get(name).info
+        except UserError:
+            return row
+        return row | {
+            "family": info.family,
+            "exact": info.exact,
+            "causal": info.causal,
+            "non_causal": info.non_causal,
+            "gqa": "native" if info.gqa_native else ("expanded" if info.gqa else "no"),
+            "backward": [d for d in info.devices if info.has_backward(d)],
+            "devices": list(info.devices),
+            "dtypes": [dtype_name(d) for d in info.dtypes],
+            "lengths": info.lengths,
+            "packed": info.packed,
+            "summary": info.summary,
+            "definition": info.definition,
+            "paper": info.paper,
+            "source": info.source,
+            "departures": list(info.departures),
+        }
+
     def unavailable_reason(self, name: str, device: str, dtype: torch.dtype | None = None) -> str | None:
         """Why `name` cannot run on device/dtype here, or None."""
         try:
@@ -171,7 +207,7 @@ class Registry:
         try:
             return cls.unavailable_reason(device, dtype)
         except Exception as err:
-            return f"availability check raised {_one_line(err)}"
+            return f"availability check raised {one_line(err)}"
 
 
 def _entry_point_entries() -> Iterable[Entry]:
@@ -182,7 +218,7 @@ def _entry_point_entries() -> Iterable[Entry]:
         try:
             obj = ep.load()
         except Exception as err:
-            yield Entry(ep.name, origin, ep.value, error=_one_line(err), **where)
+            yield Entry(ep.name, origin, ep.value, error=one_line(err), **where)
             continue
         classes = [obj] if inspect.isclass(obj) else _variant_classes(obj)
         if not classes:
@@ -193,6 +229,11 @@ def _entry_point_entries() -> Iterable[Entry]:
                 yield Entry(ep.name, origin, ep.value, error=f"the class declares the name {name!r}", **where)
                 continue
             yield Entry(name, origin, cls, **where)
+
+
+def builtin_names() -> list[str]:
+    """Names of the built-in variants, family by family, in the order variants/ finds them."""
+    return list(builtin())
 
 
 def load_registry(plugin_files: Iterable[str | Path] = ()) -> Registry:

@@ -11,29 +11,43 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import UserError
-from ..runs.points import Point
-from ..training.train import TrainJob
+from ..runs.sweep import PointExecutor
+from ..training.jobs import TrainJob
 
 NAMES = ("local", "ray", "slurm")
 
 
-class Executor(Protocol):
-    """Anything that turns a point into its result, and measures the device's ceilings."""
-
-    name: str
-
-    def run(self, point: Point) -> dict[str, Any]: ...
+class Executor(PointExecutor, Protocol):
+    """What the sweep asks of an executor (a point's result, the device's ceilings), and a training run's record."""
 
     def train(self, job: TrainJob) -> dict[str, Any]: ...
 
-    def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
-        """A ceiling of the device measured in a fresh process: the matmul TFLOP/s of dtype `what`, or
-        the memory bandwidth in GB/s for `what` = "bandwidth"; None if it failed."""
+
+def choose_executor(
+    executor: str,
+    address: str | None = None,
+    cluster: str = "slurm",
+    partition: str | None = None,
+    account: str | None = None,
+    time_min: int | None = None,
+    parallel: int = 1,
+) -> tuple[str, dict[str, Any]]:
+    """The executor's name and its options, checked before any work (one line on a bad name or mix)."""
+    name = executor
+    if name not in NAMES:
+        raise UserError(f"unknown executor {name!r}: choose one of {', '.join(NAMES)}")
+    if parallel > 1 and name != "local":
+        raise UserError(f"--parallel is for the local executor: {name} schedules its runs itself")
+    if cluster not in ("slurm", "local"):
+        raise UserError(f"unknown --cluster {cluster!r}: slurm or local")
+    slurm = {"cluster": cluster, "partition": partition, "account": account, "time_min": time_min}
+    return name, {"ray": {"address": address}, "slurm": slurm}.get(name, {})
 
 
-def make_executor(name: str, run_dir: Path, options: dict[str, Any] | None = None) -> Executor:
-    """The executor called `name`; `options` are its settings (Ray's address, SLURM's partition...)."""
-    options = {k: v for k, v in (options or {}).items() if v is not None}
+def make_executor(choice: tuple[str, dict[str, Any]], run_dir: Path) -> Executor:
+    """The executor `choice` names (`choose_executor`'s name and settings: Ray's address, SLURM's
+    partition...), for a run into `run_dir`."""
+    name, options = choice[0], {k: v for k, v in choice[1].items() if v is not None}
     if name == "local":
         from .local import LocalExecutor
 

@@ -33,8 +33,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..runs.points import Point
-from ..training.train import TrainJob
+from ..measure.point import Point
+from ..training.jobs import TrainJob
 
 PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
 FORK_DIR_PREFIX = "attnbench-fork-"
@@ -74,9 +74,9 @@ def _serve(args: list[str], results: Connection, errors: Connection, environ: di
     os.environ.update(environ)  # the server's environment is the one it started with, not the caller's now
     os.dup2(errors.fileno(), 2)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    from ..measure import worker
+    from .entry import main  # preloaded by the fork server; the command that starts workers needs none of it
 
-    code = worker.main([*args, str(results.fileno())])
+    code = main([*args, str(results.fileno())])
     sys.stderr.flush()
     os._exit(code)  # no multiprocessing exit handlers: they would flush the server's inherited state
 
@@ -107,8 +107,7 @@ def _context() -> multiprocessing.context.ForkServerContext:
     context.set_forkserver_preload(
         [
             "torch._dynamo",
-            "attnbench.suite.measure.worker",
-            "attnbench.suite.training.train",
+            "attnbench.suite.executors.entry",
             "attnbench.suite.executors.local",
         ]
     )
@@ -126,8 +125,10 @@ def spawn_worker(args: list[str], timeout_s: float | None) -> tuple[int | None, 
     err_read, err_write = context.Pipe(duplex=False)
     chunks: list[bytes] = []
     err_chunks: list[bytes] = []
-    readers = [threading.Thread(target=_read_all, args=(os.dup(conn.fileno()), out), daemon=True)
-               for conn, out in ((result_read, chunks), (err_read, err_chunks))]  # fmt: skip
+    readers = [
+        threading.Thread(target=_read_all, args=(os.dup(conn.fileno()), out), daemon=True)
+        for conn, out in ((result_read, chunks), (err_read, err_chunks))
+    ]
     result_read.close()
     err_read.close()
     for reader in readers:

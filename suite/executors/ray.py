@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..measure.worker import calibrate_here, measure_here
-from ..runs.points import Point
-from ..training.train import TrainJob, train_here
+from ..core.errors import one_line
+from ..measure.ceilings import calibrate_here
+from ..measure.point import Point
+from ..measure.worker import measure_here
+from ..training.jobs import TrainJob
+from ..training.runs import train_here
 from . import require
 
 
@@ -45,9 +48,9 @@ class RayExecutor:
             self._ray.cancel(ref, force=True)
             return {"status": "timeout", "reason": f"no result within {point.timeout_s:g} s; Ray task cancelled"}
         except exceptions.OutOfMemoryError as err:
-            return {"status": "oom", "reason": _one_line(err)}
+            return {"status": "oom", "reason": one_line(err, 300)}
         except exceptions.RayError as err:
-            return {"status": "error", "reason": f"Ray task failed: {_one_line(err)}"}
+            return {"status": "error", "reason": f"Ray task failed: {one_line(err, 300)}"}
 
     def train(self, job: TrainJob) -> dict[str, Any]:
         """Make one training run in a Ray task; it appends its record to the shared run folder."""
@@ -55,7 +58,7 @@ class RayExecutor:
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayError as err:
-            return {"status": "error", "reason": f"Ray task failed: {_one_line(err)}"}
+            return {"status": "error", "reason": f"Ray task failed: {one_line(err, 300)}"}
 
     def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
         """A measured ceiling (worker.calibrate) on a worker, or None if it failed."""
@@ -64,8 +67,3 @@ class RayExecutor:
             return self._ray.get(ref, timeout=300)
         except self._ray.exceptions.RayError:
             return None
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:300]

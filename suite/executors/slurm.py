@@ -13,10 +13,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import UserError
-from ..measure.worker import calibrate_here, measure_here
-from ..runs.points import Point
-from ..training.train import TrainJob, train_here
+from ..core.errors import UserError, one_line
+from ..measure.ceilings import calibrate_here
+from ..measure.point import Point
+from ..measure.worker import measure_here
+from ..training.jobs import TrainJob
+from ..training.runs import train_here
 from . import require
 
 
@@ -46,8 +48,9 @@ class SlurmExecutor:
     def _submit(self, fn: Any, *args: Any, device: str, timeout_s: float) -> Any:
         minutes = self._time_min or max(1, math.ceil(timeout_s / 60))
         extra = {k: v for k, v in self._slurm.items() if v is not None}
-        self._executor.update_parameters(timeout_min=minutes, gpus_per_node=1 if device == "cuda" else 0,
-                                         nodes=1, tasks_per_node=1, **extra)  # fmt: skip
+        self._executor.update_parameters(
+            timeout_min=minutes, gpus_per_node=1 if device == "cuda" else 0, nodes=1, tasks_per_node=1, **extra
+        )
         return self._executor.submit(fn, *args)
 
     def run(self, point: Point) -> dict[str, Any]:
@@ -55,10 +58,12 @@ class SlurmExecutor:
         try:
             return job.result()
         except self._submitit.core.utils.UncompletedJobError as err:
-            return {"status": "timeout" if "TIMEOUT" in str(err) else "error",
-                    "reason": f"job {job.job_id} did not finish: {_one_line(err)}"}  # fmt: skip
+            return {
+                "status": "timeout" if "TIMEOUT" in str(err) else "error",
+                "reason": f"job {job.job_id} did not finish: {one_line(err, 300, last=True)}",
+            }
         except Exception as err:  # FailedJobError and whatever the job raised, with its log's last line
-            return {"status": "error", "reason": f"job {job.job_id} failed: {_one_line(err)}"}
+            return {"status": "error", "reason": f"job {job.job_id} failed: {one_line(err, 300, last=True)}"}
 
     def train(self, job: TrainJob) -> dict[str, Any]:
         """Make one training run as a job; it appends its record to the shared run folder."""
@@ -66,7 +71,7 @@ class SlurmExecutor:
         try:
             return submitted.result()
         except Exception as err:
-            return {"status": "error", "reason": f"job {submitted.job_id} failed: {_one_line(err)}"}
+            return {"status": "error", "reason": f"job {submitted.job_id} failed: {one_line(err, 300, last=True)}"}
 
     def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
         """A measured ceiling (worker.calibrate) in a job, or None if it failed."""
@@ -75,8 +80,3 @@ class SlurmExecutor:
             return job.result()
         except Exception:
             return None
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return (lines[-1] if lines else type(err).__name__)[:300]

@@ -26,8 +26,7 @@ def dtype_bytes(dtype: str) -> int:
     return torch.empty((), dtype=parse_dtype(dtype)).element_size()
 
 
-def io_bytes(batch: int, heads: int, kv_heads: int, q_len: int, seq: int, head_dim: int, dtype: str,
-             mode: str) -> int:  # fmt: skip
+def io_bytes(batch: int, heads: int, kv_heads: int, q_len: int, seq: int, head_dim: int, dtype: str, mode: str) -> int:
     """Bytes of q, k, v and the output (and, with a backward, of the gradients) moved once."""
     q = batch * heads * q_len * head_dim
     kv = 2 * batch * kv_heads * seq * head_dim
@@ -42,8 +41,9 @@ def point_bytes(fields: dict[str, Any]) -> int:
     batch, q_len, seq = fields["batch"], fields["q_len"], fields["seq"]
     if fields.get("layout") == "packed" and fields.get("real_tokens"):
         batch, q_len, seq = 1, fields["real_tokens"], fields["real_tokens"]
-    return io_bytes(batch, fields["heads"], fields["kv_heads"], q_len, seq, fields["head_dim"], fields["dtype"],
-                    fields["mode"])  # fmt: skip
+    return io_bytes(
+        batch, fields["heads"], fields["kv_heads"], q_len, seq, fields["head_dim"], fields["dtype"], fields["mode"]
+    )
 
 
 def roofline_record(record: dict[str, Any], peak_tflops: float | None, bandwidth_gbs: float | None) -> dict[str, Any]:

@@ -45,8 +45,13 @@ class Timing:
     def as_record(self) -> dict[str, Any]:
         # Every repeat is kept: `compare` judges a difference by a test over the repeats. The count made
         # is `timed_calls`, apart from a point's `repeats` (the most it asks for).
-        record = {"time_ms": self.median_ms, "time_p20_ms": self.p20_ms, "time_p80_ms": self.p80_ms,
-                  "timed_calls": self.repeats, "times_ms": list(self.times_ms)}  # fmt: skip
+        record = {
+            "time_ms": self.median_ms,
+            "time_p20_ms": self.p20_ms,
+            "time_p80_ms": self.p80_ms,
+            "timed_calls": self.repeats,
+            "times_ms": list(self.times_ms),
+        }
         if self.machine_ms:
             record["machine_ms"] = list(self.machine_ms)
         return record

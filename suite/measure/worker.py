@@ -1,4 +1,4 @@
-"""Measures one point in this (fresh) process: ``python -m attnbench.suite.measure.worker POINT_JSON FD``.
+"""Measures one point in this (fresh) process; the executors start it (executors/entry.py).
 
 Order inside the worker: build the variant and random-normal inputs; warm up (the first call,
 which includes any compilation, is timed and recorded apart as ``first_call_s``); time repeats;
@@ -14,23 +14,22 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 import traceback
 from typing import Any
 
 import torch
-from rich.console import Console
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ...variants.contract import AttentionSpec, Unsupported, Variant, attend, per_sequence
+from ...variants.softmax import softmax_attention
 from ..core.devices import parse_dtype
 from ..core.lengths import parse_lengths
 from ..core.registry import load_registry
-from ..runs import failures
-from ..runs.points import Point
+from . import failures
 from .flops import attention_flops, causal_pairs
 from .memory import memory_method, peak_record
+from .point import Point
+from .sdpa_trace import sdpa_backend
 from .timing import clock_name, time_calls
 
 
@@ -80,8 +79,11 @@ def _check_output(out: object, q: torch.Tensor) -> None:
     """The variant's output has q's shape, dtype and device, or the point is an error saying which."""
     if not isinstance(out, torch.Tensor):
         raise PointFailed("error", f"the variant returned {type(out).__name__}, not a tensor")
-    for what, got, want in (("shape", tuple(out.shape), tuple(q.shape)), ("dtype", out.dtype, q.dtype),
-                            ("device", out.device, q.device)):  # fmt: skip
+    for what, got, want in (
+        ("shape", tuple(out.shape), tuple(q.shape)),
+        ("dtype", out.dtype, q.dtype),
+        ("device", out.device, q.device),
+    ):
         if got != want:
             raise PointFailed("error", f"output {what} {got} != q {what} {want}")
 
@@ -124,8 +126,6 @@ def _sync(device: str) -> None:
 def reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> dict[str, Any]:
     """Relative-norm error against the float64 definition, judged against the variant's tolerance
     for the dtype (and, for non-exact variants, the error against exact softmax, reported only)."""
-    from ...variants.exact.naive import softmax_attention
-
     # The float64 definition materialises about three (B, H, Nq, Nk) float64 tensors (a packed batch:
     # (1, H, L, L) for one sequence at a time), beside float64 copies of q, k, v and the output (a long
     # K/V cache's copy can outweigh the scores).
@@ -166,41 +166,6 @@ def ragged_record(point: Point, pairs) -> dict[str, Any]:
         "real_tokens": sum(lengths),
         "padding_waste": 1 - real / (point.batch * pairs(point.seq, point.seq)),
     }
-
-
-# SDPA's kernels as the dispatcher names them, and the backend each one is.
-SDPA_KERNELS = {
-    "_scaled_dot_product_flash_attention": "flash",
-    "_scaled_dot_product_efficient_attention": "efficient",
-    "_scaled_dot_product_cudnn_attention": "cudnn",
-    "_scaled_dot_product_attention_math": "math",
-    "_scaled_dot_product_fused_attention_overrideable": "overrideable",
-}
-
-
-class _KernelNames(TorchDispatchMode):
-    """Collects the names of the aten ops a call dispatches."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: set[str] = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.add(func.__name__.split(".")[0])
-        return func(*args, **(kwargs or {}))
-
-
-def sdpa_backend(call: Any) -> str | None:
-    """The SDPA backend(s) one call of `call()` ran (comma-separated), or None if it ran no SDPA kernel or
-    torch cannot tell (compiled code runs below the dispatcher)."""
-    trace = _KernelNames()
-    try:
-        with torch.no_grad(), trace:
-            call()
-    except Exception:
-        return None
-    found = {backend for name, backend in SDPA_KERNELS.items() if any(n.startswith(name) for n in trace.names)}
-    return ",".join(sorted(found)) or None
 
 
 def measure(point: Point) -> tuple[dict[str, Any], Any]:
@@ -279,7 +244,7 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
     return record, after
 
 
-def _send(fd: int, result: dict[str, Any]) -> None:
+def send(fd: int, result: dict[str, Any]) -> None:
     """One JSON line to the executor's pipe; the last whole line it reads is the result."""
     os.write(fd, (json.dumps(result) + "\n").encode())
 
@@ -302,43 +267,14 @@ def run_point(point: Point, fd: int) -> dict[str, Any]:
             traceback.print_exc()
     result["threads"] = torch.get_num_threads()
     result["host"] = platform.node()  # the machine that measured it (a cluster run has many)
-    _send(fd, result)
+    send(fd, result)
     if error_of is not None:
         try:
             result |= error_of()
         except Exception as err:
             result["error_note"] = f"float64 reference failed: {classify(err)[1]}"
-        _send(fd, result)
+        send(fd, result)
     return result
-
-
-# What a run measures once: "bandwidth" (GB/s), or a dtype's matmul peak (TFLOP/s).
-BANDWIDTH = "bandwidth"
-
-
-def calibrate(device: str, what: str, threads: int | None) -> float:
-    """One of the run's ceilings on this device: the dense matmul throughput (TFLOP/s) of dtype `what`, or
-    the memory bandwidth (GB/s) when `what` is "bandwidth"."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    if what == BANDWIDTH:
-        return bandwidth(device)
-    dtype = parse_dtype(what)
-    n = 8192 if device == "cuda" else 2048
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    timing = time_calls(lambda _: a @ b, lambda: None, device, repeats=10, budget_s=5.0)
-    return 2 * n**3 / (timing.median_ms * 1e-3) / 1e12
-
-
-def bandwidth(device: str) -> float:
-    """Memory bandwidth in GB/s: a copy between two buffers far larger than any cache (1 GiB on a GPU,
-    256 MiB on a CPU), counting the bytes read and the bytes written."""
-    size = 2**30 if device == "cuda" else 2**28
-    src = torch.ones(size, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    timing = time_calls(lambda _: dst.copy_(src), lambda: None, device, repeats=10, budget_s=5.0)
-    return 2 * size / (timing.median_ms * 1e-3) / 1e9
 
 
 def measure_here(data: dict[str, Any]) -> dict[str, Any]:
@@ -349,30 +285,3 @@ def measure_here(data: dict[str, Any]) -> dict[str, Any]:
     """
     with open(os.devnull, "wb") as sink:
         return run_point(Point.from_dict(data), sink.fileno())
-
-
-def calibrate_here(device: str, what: str, threads: int | None) -> float:
-    """`calibrate` in this process: a cluster job's body."""
-    return calibrate(device, what, threads)
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of a worker process: ``POINT_JSON FD``, ``--train JOB_JSON FD`` (a training run, its
-    record sent back) or ``--calibrate DEVICE WHAT THREADS FD`` (WHAT: a dtype, or "bandwidth")."""
-    if argv[:1] == ["--train"]:
-        from ..training.train import train_here
-
-        _, job, fd = argv
-        _send(int(fd), train_here(json.loads(job), "local", Console()))
-        return 0
-    if argv[:1] == ["--calibrate"]:
-        _, device, what, threads, fd = argv
-        value = calibrate(device, what, int(threads) if threads != "none" else None)
-        _send(int(fd), {"value": value})
-        return 0
-    run_point(Point.from_dict(json.loads(argv[0])), int(argv[1]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -48,7 +48,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs.points import identity_of
+from ..measure.point import identity_of
 from ..runs.records import read_records, require_run
 from .summary import variant_label
 
@@ -61,8 +61,18 @@ TIME_THRESHOLD = {"cpu": 0.10, "cuda": 0.05}
 CPU_MEMORY_FLOOR = 2**20  # bytes: CPU peaks of one point move by up to ~0.3 MiB across processes
 # Identity fields shown in a point's name when they differ between points (variant and N always
 # are shown, and Nq where it is not N).
-SHAPE_FIELDS = {"batch": "B", "heads": "H", "kv_heads": "Hkv", "head_dim": "D", "dtype": "", "causal": "causal",
-                "mode": "", "device": "", "lengths": "lengths", "layout": ""}  # fmt: skip
+SHAPE_FIELDS = {
+    "batch": "B",
+    "heads": "H",
+    "kv_heads": "Hkv",
+    "head_dim": "D",
+    "dtype": "",
+    "causal": "causal",
+    "mode": "",
+    "device": "",
+    "lengths": "lengths",
+    "layout": "",
+}
 
 
 @dataclass(frozen=True)
@@ -293,20 +303,22 @@ class Comparison:
             shape = " ".join(_shape_word(f, identity_of(p.a).get(f)) for f in varying)
             if p.a.get("q_len", p.a["seq"]) != p.a["seq"]:
                 shape += f" Nq={p.a['q_len']}"
-            rows.append({
-                "point": f"{p.label} {shape}".strip(),
-                "N": p.a["seq"],
-                f"time {name_a} (ms)": p.a.get("time_ms"),
-                f"time {name_b} (ms)": p.b.get("time_ms"),
-                "ratio": _ratio(p.b.get("time_ms"), p.a.get("time_ms")),
-                "machine": _machine_ratio(p.a, p.b),
-                "time": p.time.mark,
-                "p": "" if p.p is None else "<0.001" if p.p < 0.001 else f"{p.p:.3f}",
-                f"memory {name_a} (MiB)": _mib(p.a),
-                f"memory {name_b} (MiB)": _mib(p.b),
-                "memory": p.memory.mark if p.memory else "",
-                "verdict": p.verdict(),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "point": f"{p.label} {shape}".strip(),
+                    "N": p.a["seq"],
+                    f"time {name_a} (ms)": p.a.get("time_ms"),
+                    f"time {name_b} (ms)": p.b.get("time_ms"),
+                    "ratio": _ratio(p.b.get("time_ms"), p.a.get("time_ms")),
+                    "machine": _machine_ratio(p.a, p.b),
+                    "time": p.time.mark,
+                    "p": "" if p.p is None else "<0.001" if p.p < 0.001 else f"{p.p:.3f}",
+                    f"memory {name_a} (MiB)": _mib(p.a),
+                    f"memory {name_b} (MiB)": _mib(p.b),
+                    "memory": p.memory.mark if p.memory else "",
+                    "verdict": p.verdict(),
+                }
+            )
         return pd.DataFrame(rows)
 
     def summary(self) -> str:

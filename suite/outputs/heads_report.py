@@ -35,8 +35,15 @@ def importance_figure(r: dict[str, Any]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(2.4 + 0.7 * r["heads"], 1.6 + 0.6 * r["layers"]))
     image = ax.imshow(scores, cmap="viridis", vmin=0, vmax=max(1.0, scores.max()), aspect="auto")
     for (layer, head), value in np.ndenumerate(scores):
-        ax.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                color="white" if value < 0.6 * scores.max() else "black")  # fmt: skip
+        ax.text(
+            head,
+            layer,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value < 0.6 * scores.max() else "black",
+        )
     ax.set_xticks(range(r["heads"]), [str(h + 1) for h in range(r["heads"])])
     ax.set_yticks(range(r["layers"]), [str(layer + 1) for layer in range(r["layers"])])
     ax.set_xlabel("head")
@@ -58,9 +65,13 @@ def pruning_figure(r: dict[str, Any]) -> plt.Figure:
     ax.fill_between(xs, randoms.min(0), randoms.max(0), color="tab:red", alpha=0.15, label="random: min-max")
     half = r["half"]
     ax.axvline(half["heads_masked"], color="k", linestyle=":", linewidth=1)
-    ax.annotate(f"half masked: {100 * half['importance']:.1f}% vs random {100 * half['random_mean']:.1f}%",
-                (half["heads_masked"], 100 * half["importance"]), textcoords="offset points", xytext=(6, 8),
-                fontsize=8)  # fmt: skip
+    ax.annotate(
+        f"half masked: {100 * half['importance']:.1f}% vs random {100 * half['random_mean']:.1f}%",
+        (half["heads_masked"], 100 * half["importance"]),
+        textcoords="offset points",
+        xytext=(6, 8),
+        fontsize=8,
+    )
     ax.set_xlabel(f"heads masked (of {total})")
     ax.set_ylabel("test accuracy %")
     ax.set_xticks(xs)
@@ -75,9 +86,13 @@ def statistics_figure(r: dict[str, Any]) -> plt.Figure:
     labels = [f"{layer + 1}.{head + 1}" for layer in range(r["layers"]) for head in range(r["heads"])]
     classes = [c for row in r["classes"] for c in row]
     colors = [CLASS_COLORS[c.split(" ")[0]] for c in classes]
-    names = {"entropy": "entropy / log(keys seen)", "distance": "mean distance / uniform's",
-             "previous": "mass on previous token", "first": "mass on first token",
-             "self": "mass on itself"}  # fmt: skip
+    names = {
+        "entropy": "entropy / log(keys seen)",
+        "distance": "mean distance / uniform's",
+        "previous": "mass on previous token",
+        "first": "mass on first token",
+        "self": "mass on itself",
+    }
     fig, axes = plt.subplots(1, len(STATS), figsize=(max(12, 0.35 * len(labels) * len(STATS)), 3.8), sharex=True)
     for ax, stat in zip(axes, STATS, strict=True):
         values = [s[stat] for row in r["stats"] for s in row]
@@ -89,8 +104,12 @@ def statistics_figure(r: dict[str, Any]) -> plt.Figure:
     handles = [plt.Rectangle((0, 0), 1, 1, color=CLASS_COLORS[c]) for c in CLASSES]
     share = ", ".join(f"{c} {100 * r['shares'][c]:.0f}%" for c in CLASSES)
     fig.legend(handles, CLASSES, loc="upper right", fontsize=8, ncol=4)
-    fig.suptitle(f"{_title(r)}: per-head statistics on {r['stats_examples']} validation examples ({share})",
-                 fontsize=9, x=0.01, ha="left")  # fmt: skip
+    fig.suptitle(
+        f"{_title(r)}: per-head statistics on {r['stats_examples']} validation examples ({share})",
+        fontsize=9,
+        x=0.01,
+        ha="left",
+    )
     return fig
 
 
@@ -126,18 +145,24 @@ def write_heads(run_dir: Path, r: dict[str, Any]) -> list[Path]:
 
 def heads_section(run_dir: Path, records: list[dict[str, Any]]) -> str:
     """The run README's section: per analysed model, the half-pruning result, class shares, charts, table."""
-    parts = [SECTION_START, "## Heads (`attnbench heads`)\n",
-             "Importance: Michel et al. (2019), E|dL/d gate| over the validation split, L2-normalised per layer. "
-             "Pruning: test accuracy with heads masked least important first, against random orders. Head "
-             "classes and their thresholds: [docs/heads.md](../../docs/heads.md).\n"]  # fmt: skip
+    parts = [
+        SECTION_START,
+        "## Heads (`attnbench heads`)\n",
+        "Importance: Michel et al. (2019), E|dL/d gate| over the validation split, L2-normalised per layer. "
+        "Pruning: test accuracy with heads masked least important first, against random orders. Head "
+        "classes and their thresholds: [docs/heads.md](../../docs/heads.md).\n",
+    ]
     for r in records:
         half = r["half"]
         k = half["heads_masked"]
-        parts += [f"### {_title(r)}\n", f"Command: `{r['command']}`\n",
-                  f"Masking the least important {k} heads: test accuracy {100 * half['full']:.1f}% -> "
-                  f"{100 * half['importance']:.1f}%; a random {k}: {100 * half['random_mean']:.1f}% (mean of "
-                  f"{r['pruning_seeds']} seeds, {100 * half['random_min']:.1f}-"
-                  f"{100 * half['random_max']:.1f}%).\n"]  # fmt: skip
+        parts += [
+            f"### {_title(r)}\n",
+            f"Command: `{r['command']}`\n",
+            f"Masking the least important {k} heads: test accuracy {100 * half['full']:.1f}% -> "
+            f"{100 * half['importance']:.1f}%; a random {k}: {100 * half['random_mean']:.1f}% (mean of "
+            f"{r['pruning_seeds']} seeds, {100 * half['random_min']:.1f}-"
+            f"{100 * half['random_max']:.1f}%).\n",
+        ]
         if r["shares"]:
             parts.append("Head classes: " + ", ".join(f"{c} {100 * r['shares'][c]:.0f}%" for c in CLASSES) + ".\n")
         else:

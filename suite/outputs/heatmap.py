@@ -1,7 +1,7 @@
 """`attnbench heatmap`: every head's attention weights for one input, a row of heads per layer.
 
-The weights are captured at each layer's attention core: a forward hook reads the (q, k) the
-variant receives and asks the variant for the weights it applies to v (exact: the softmax; sparse:
+The weights are captured at each layer's attention core (TaskModel.attention_weights): the (q, k)
+the variant receives, and the weights the variant says it applies to v (exact: the softmax; sparse:
 the masked softmax; linear-elu: its normalised kernel). Variants that have no such matrix
 (Performer's random features, the low-rank ones) say so.
 """
@@ -23,25 +23,11 @@ from ..training.model import TaskModel
 
 def attention_maps(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> list[torch.Tensor]:
     """Per layer, the (H, Nq, Nk) weights of the first sequence in `tokens`."""
-    maps: list[torch.Tensor] = []
-
-    def capture(core, inputs, kwargs, output):
-        q, k, _ = inputs
-        lengths = kwargs.get("key_lengths")  # the weights the model applies: padding keys hidden as in its forward
-        weights = core.attention_weights(q[:1].float(), k[:1].float(), None if lengths is None else lengths[:1])
-        if weights is None:
-            raise ValueError(f"variant {core.info.name} has no attention-weight matrix to show")
-        maps.append(weights[0].detach().cpu())
-
-    hooks = [block.attn.core.register_forward_hook(capture, with_kwargs=True) for block in model.encoder.blocks]
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(tokens, tokens2)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return maps[: len(model.encoder.blocks)]  # a pair model runs the encoder twice: the first document
+    model.eval()
+    maps = model.attention_weights(tokens[:1], None if tokens2 is None else tokens2[:1])
+    if maps is None:
+        raise ValueError(f"variant {model.variant} has no attention-weight matrix to show")
+    return [weights[0].cpu() for weights in maps]
 
 
 def heatmap_figure(maps: list[torch.Tensor], title: str, length: int | None = None) -> plt.Figure:

@@ -21,9 +21,11 @@ def plan_text(planned: list[PlannedPoint], device: Device, recorded_keys: set, b
     lines = []
     where = "here" if device.here else "not on this machine: planned for it"
     peaks = ", ".join(f"{d} {t:.3g}" for d, t in sorted(device.tflops.items()))
-    lines.append(f"device: {device.kind}, {device.name} ({where}); memory {_gib(device.memory)}; "
-                 f"matmul TFLOP/s {peaks}; bandwidth {device.bandwidth_gbs:.0f} GB/s"
-                 f"{'' if device.here else ' (assumed)'}")  # fmt: skip
+    lines.append(
+        f"device: {device.kind}, {device.name} ({where}); memory {_gib(device.memory)}; "
+        f"matmul TFLOP/s {peaks}; bandwidth {device.bandwidth_gbs:.0f} GB/s"
+        f"{'' if device.here else ' (assumed)'}"
+    )
     variants = list(dict.fromkeys(p.point.variant for p in planned))
     recorded = sum(p.point.key() in recorded_keys for p in planned)
     resumed = f"; {recorded} already recorded in the run folder (skipped on resume)" if recorded else ""
@@ -42,17 +44,22 @@ def plan_text(planned: list[PlannedPoint], device: Device, recorded_keys: set, b
     lines.append(f"predicted out of memory (> {_gib(device.memory)}): {len(oom)} points")
     lines += [f"  {p.point.label():<64} ~{_gib(p.peak_bytes)}" for p in oom]
     todo = [p for p in planned if p.point.key() not in recorded_keys]
-    frame = pd.DataFrame({"variant": [p.point.variant for p in todo], "points": 1,
-                          "minutes": [p.seconds / 60 for p in todo]})  # fmt: skip
+    frame = pd.DataFrame(
+        {"variant": [p.point.variant for p in todo], "points": 1, "minutes": [p.seconds / 60 for p in todo]}
+    )
     per_variant = frame.groupby("variant", sort=False).sum().round(1)
     total = sum(p.seconds for p in todo)
-    lines.append(f"estimated wall time: {_duration(total)}{' for the points not yet recorded' if recorded else ''} "
-                 f"(worker start {STARTUP_S[device.kind]:.1f} s per point, "
-                 f"compile {COMPILE_S[device.kind]:.0f} s where a variant compiles, calls at half the matmul peak "
-                 "or half the bandwidth, "
-                 "float64 reference; analytic, see suite/runs/plan.py)")  # fmt: skip
+    lines.append(
+        f"estimated wall time: {_duration(total)}{' for the points not yet recorded' if recorded else ''} "
+        f"(worker start {STARTUP_S[device.kind]:.1f} s per point, "
+        f"compile {COMPILE_S[device.kind]:.0f} s where a variant compiles, calls at half the matmul peak "
+        "or half the bandwidth, "
+        "float64 reference; analytic, see suite/runs/plan.py)"
+    )
     if budget_s is not None:
-        lines.append(f"budget: {_duration(budget_s)}; the most informative points run first, the rest are "
-                     "skipped and recorded in env.json")  # fmt: skip
+        lines.append(
+            f"budget: {_duration(budget_s)}; the most informative points run first, the rest are "
+            "skipped and recorded in env.json"
+        )
     lines.append(per_variant.to_markdown())
     return "\n".join(lines)

@@ -8,13 +8,12 @@ TFLOP/s against its arithmetic intensity, under the measured matmul peak and mem
 Heads sweeps: time by head count at a fixed width. Task runs: accuracy per task and variant with
 the spread over seeds, and the Long Range Arena chart (speed relative to exact attention,
 accuracy, memory as bubble area).
-Every chart gives a variant the same colour, and its title names device, dtype and shape.
+Every chart gives a variant the same colour (styles.py), and its title names device, dtype and shape.
 """
 
 from __future__ import annotations
 
 import re
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +25,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ...variants import builtin
 from ..measure.roofline import ridge_intensity
 from ..runs.records import read_env, read_records
+from .styles import line_style, variant_color
 from .summary import (
     FIT_POINTS,
-    HEADS_GROUP,
     RAGGED,
     SERIES,
     accuracy_table,
     bench_frame,
     fit_exponent,
+    heads_groups,
     ragged_title,
     series_title,
     train_frame,
@@ -44,36 +43,6 @@ from .summary import (
 
 FAILED_STYLE = {"marker": "x", "s": 60, "linewidths": 2, "zorder": 5}
 WRONG_STYLE = {"marker": "o", "s": 140, "facecolors": "none", "edgecolors": "red", "linewidths": 2, "zorder": 6}
-
-
-# Twenty-one colours, one per built-in: tab10 for the first ten, then eleven dark or saturated ones
-# chosen to differ from tab10 and from each other. Plugins get Set2 by name hash.
-_APPROX_COLORS = ["#000000", "#000075", "#f032e6", "#808000", "#e6ab02",
-                  "#469990", "#800000", "#ff4500", "#6a3d9a", "#00cc66", "#2f4f4f"]  # fmt: skip
-_PALETTE = [*plt.get_cmap("tab10").colors, *_APPROX_COLORS]
-
-
-def variant_color(name: str) -> Any:
-    """The same colour for a variant in every chart: built-ins by position, plugins by name hash.
-    A variant run with options (`chunked[block_size=64]`) keeps its variant's colour."""
-    name = name.partition("[")[0]
-    names = list(builtin())
-    if name in names:
-        return _PALETTE[names.index(name) % len(_PALETTE)]
-    return plt.get_cmap("Set2")(zlib.crc32(name.encode()) % 8)
-
-
-_OPTION_DASHES = [":", "--", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
-
-
-def line_style(name: str, exact: bool) -> dict[str, Any]:
-    """Colour, marker and dash of a variant's line: approximations are dash-dotted with squares, so
-    that no two lines are told apart by colour alone; the same variant with other options gets
-    another dash (by a hash of the options)."""
-    dash = "-" if exact else "-."
-    if "[" in name:
-        dash = _OPTION_DASHES[zlib.crc32(name.encode()) % len(_OPTION_DASHES)]
-    return {"color": variant_color(name), "marker": "o" if exact else "s", "ms": 4, "ls": dash}
 
 
 def _is_exact(rows: pd.DataFrame) -> bool:
@@ -135,11 +104,13 @@ def _growth_chart(group: pd.DataFrame, column: str, scale: float, ylabel: str, t
             y = good[column].iloc[-1] / scale if not good.empty else ok[column].min() / scale
             if not good.empty:
                 ax.plot([good["seq"].iloc[-1], failed["seq"].iloc[-1]], [y, y], ls=":", color=color)
-            ax.scatter(failed["seq"], [y] * len(failed), color=color, label=None if not good.empty else label,
-                       **FAILED_STYLE)  # fmt: skip
+            ax.scatter(
+                failed["seq"], [y] * len(failed), color=color, label=None if not good.empty else label, **FAILED_STYLE
+            )
             for n, status in zip(failed["seq"], failed["status"], strict=True):
-                ax.annotate(status, (n, y), textcoords="offset points", xytext=(5, 4 + 9 * index), fontsize=7,
-                            color=color)  # fmt: skip
+                ax.annotate(
+                    status, (n, y), textcoords="offset points", xytext=(5, 4 + 9 * index), fontsize=7, color=color
+                )
     if not ok.empty:
         ns = np.array(sorted(ok["seq"].unique()), dtype=float)
         first = ok[ok["seq"] == ns.min()][column]
@@ -180,8 +151,15 @@ def _roofline_chart(rows: pd.DataFrame, peak: float | None, bandwidth_gbs: float
     markers = {"fwd": "o", "bwd": "s", "fwd_bwd": "^"}
     for (variant, mode), group in rows.groupby(["variant", "mode"], sort=False):
         style = line_style(variant, _is_exact(group))
-        ax.scatter(group["intensity"], group["tflops"], color=style["color"], marker=markers.get(mode, "o"),
-                   label=f"{variant} {mode}", s=28, zorder=3)  # fmt: skip
+        ax.scatter(
+            group["intensity"],
+            group["tflops"],
+            color=style["color"],
+            marker=markers.get(mode, "o"),
+            label=f"{variant} {mode}",
+            s=28,
+            zorder=3,
+        )
     lo, hi = rows["intensity"].min() / 4, rows["intensity"].max() * 4
     if bandwidth_gbs:
         ridge = ridge_intensity(peak, bandwidth_gbs) if peak else None
@@ -247,8 +225,10 @@ def _heads_chart(group: pd.DataFrame, title: str) -> plt.Figure:
 def _ragged_chart(group: pd.DataFrame, title: str) -> plt.Figure:
     """Time and peak memory against N of one ragged batch, packed (solid) beside padded (dashed)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, column, scale, ylabel in ((axes[0], "time_ms", 1.0, "time per call (ms)"),
-                                      (axes[1], "peak_bytes", 2**20, "peak memory (MiB)")):  # fmt: skip
+    for ax, column, scale, ylabel in (
+        (axes[0], "time_ms", 1.0, "time per call (ms)"),
+        (axes[1], "peak_bytes", 2**20, "peak memory (MiB)"),
+    ):
         for (variant, layout), rows in group.groupby(["variant", "layout"], sort=False):
             rows = rows[rows[column] > 0].sort_values("seq")
             style = line_style(variant, _is_exact(rows)) | {"ls": "-" if layout == "packed" else "--"}
@@ -259,8 +239,10 @@ def _ragged_chart(group: pd.DataFrame, title: str) -> plt.Figure:
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
     waste = group.groupby("seq")["padding_waste"].first()
-    axes[0].set_title("padding share of the padded batch's pairs: "
-                      + ", ".join(f"N={n}: {w:.0%}" for n, w in waste.items()), fontsize=8)  # fmt: skip
+    axes[0].set_title(
+        "padding share of the padded batch's pairs: " + ", ".join(f"N={n}: {w:.0%}" for n, w in waste.items()),
+        fontsize=8,
+    )
     fig.suptitle(title, fontsize=10)
     _outside_legend(axes[1], title="solid: packed, dashed: padded")
     return fig
@@ -289,21 +271,17 @@ def bench_charts(df: pd.DataFrame, env: dict[str, Any], out_dir: Path, baseline:
     for (dev, dtype), rows in placed.groupby(["device", "dtype"], sort=True):
         peak = env.get("matmul_tflops", {}).get(dtype)
         title = f"{device}\nroofline, {dev} {dtype}: {len(rows)} points"
-        paths += save_figure(_roofline_chart(rows, peak, env.get("bandwidth_gbs"), title), out_dir,
-                       _slug(f"roofline {dev} {dtype}"))  # fmt: skip
+        paths += save_figure(
+            _roofline_chart(rows, peak, env.get("bandwidth_gbs"), title), out_dir, _slug(f"roofline {dev} {dtype}")
+        )
     ragged = df[df["status"] == "ok"]
     for key, group in ragged.groupby(RAGGED, sort=True, dropna=False):
         if set(group["layout"]) == {"padded", "packed"}:
-            paths += save_figure(_ragged_chart(group, f"{device}\n{ragged_title(key)}"), out_dir,
-                           _slug(f"ragged {ragged_title(key)}"))  # fmt: skip
-    ok = df[df["status"] == "ok"].assign(width=df["heads"] * df["head_dim"])
-    for key, group in ok.groupby(HEADS_GROUP, sort=True, dropna=False):
-        if group["heads"].nunique() < 2:
-            continue
-        v = dict(zip(HEADS_GROUP, key, strict=True))
-        title = (f"{device}\n{v['device']} {v['dtype']} {v['mode']}{' causal' if v['causal'] else ''} "
-                 f"B={v['batch']} N={v['seq']} width={v['width']}")  # fmt: skip
-        paths += save_figure(_heads_chart(group, title), out_dir, _slug(f"heads {title.splitlines()[1]}"))
+            paths += save_figure(
+                _ragged_chart(group, f"{device}\n{ragged_title(key)}"), out_dir, _slug(f"ragged {ragged_title(key)}")
+            )
+    for title, group in heads_groups(df):
+        paths += save_figure(_heads_chart(group, f"{device}\n{title}"), out_dir, _slug(f"heads {title}"))
     return paths
 
 
@@ -320,8 +298,9 @@ def train_charts(df: pd.DataFrame, env_device: str, out_dir: Path, reference: st
     for i, variant in enumerate(variants):
         rows = table[table["variant"] == variant].set_index("task").reindex(tasks)
         xs = np.arange(len(tasks)) + (i - (len(variants) - 1) / 2) * width
-        ax.bar(xs, rows["mean"], width, yerr=rows["std"].fillna(0), capsize=3, color=variant_color(variant),
-               label=variant)  # fmt: skip
+        ax.bar(
+            xs, rows["mean"], width, yerr=rows["std"].fillna(0), capsize=3, color=variant_color(variant), label=variant
+        )
     for j, task in enumerate(tasks):
         majority = table[table["task"] == task]["majority"].iloc[0]
         ax.hlines(majority, j - 0.45, j + 0.45, colors="k", linestyles=":", label="majority class" if j == 0 else None)
@@ -345,12 +324,24 @@ def train_charts(df: pd.DataFrame, env_device: str, out_dir: Path, reference: st
         fig, ax = plt.subplots(figsize=(7, 5))
         area = 2000 * per_variant["memory"] / per_variant["memory"].max()
         for variant in per_variant.index:
-            ax.scatter(relative[variant], per_variant.loc[variant, "acc"], s=area[variant], alpha=0.6,
-                       color=variant_color(variant), edgecolors="k")  # fmt: skip
+            ax.scatter(
+                relative[variant],
+                per_variant.loc[variant, "acc"],
+                s=area[variant],
+                alpha=0.6,
+                color=variant_color(variant),
+                edgecolors="k",
+            )
             # Above the bubble (its radius in points is sqrt(area) / 2), readable on any bubble colour.
-            ax.annotate(f"{variant}\n{per_variant.loc[variant, 'memory'] / 2**20:.0f} MiB",
-                        (relative[variant], per_variant.loc[variant, "acc"]), textcoords="offset points",
-                        xytext=(0, np.sqrt(area[variant]) / 2 + 3), ha="center", va="bottom", fontsize=8)  # fmt: skip
+            ax.annotate(
+                f"{variant}\n{per_variant.loc[variant, 'memory'] / 2**20:.0f} MiB",
+                (relative[variant], per_variant.loc[variant, "acc"]),
+                textcoords="offset points",
+                xytext=(0, np.sqrt(area[variant]) / 2 + 3),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
         ax.set_xlabel(f"training speed relative to {reference} (steps/s ratio, mean over tasks)")
         ax.set_ylabel("test accuracy (%), mean over tasks and seeds")
         ax.set_title(f"{env_device}: speed, accuracy and memory (bubble area: peak training memory)", fontsize=10)

@@ -7,15 +7,22 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs.records import read_env, read_records, require_run
+from ..runs.records import read_env, read_records, require_run, write_atomic
 from .plots import plot_run
 from .summary import accuracy_markdown, bench_frame, markdown, train_frame
 
 ENV_ROWS = (
-    ("device", "device_name"), ("driver", "driver"), ("CPU", "cpu"), ("threads", "threads"), ("CUDA", "cuda"),
-    ("python", "python"), ("platform", "platform"), ("attnbench commit", "commit"), ("date", "date"),
+    ("device", "device_name"),
+    ("driver", "driver"),
+    ("CPU", "cpu"),
+    ("threads", "threads"),
+    ("CUDA", "cuda"),
+    ("python", "python"),
+    ("platform", "platform"),
+    ("attnbench commit", "commit"),
+    ("date", "date"),
     ("command", "command"),
-)  # fmt: skip
+)
 
 
 def environment_table(env: dict) -> str:
@@ -41,6 +48,22 @@ def write_accuracy(run_dir: Path, records: list[dict[str, Any]]) -> str:
     text = accuracy_markdown(records)
     (run_dir / "accuracy.md").write_text(text)
     return text
+
+
+def write_summary(run_dir: Path, records: list[dict[str, Any]], baseline: str | None) -> str:
+    """Write a bench run's summary tables to summary.md; returns its Markdown."""
+    text = markdown(bench_frame(records), baseline)
+    write_atomic(run_dir / "summary.md", text)
+    return text
+
+
+def wrong_points(records: list[dict[str, Any]]) -> str | None:
+    """A line naming the points whose output is off their definition beyond tolerance, or None."""
+    wrong = [r for r in records if r.get("correct") is False]
+    if not wrong:
+        return None
+    names = ", ".join(sorted({r["variant"] for r in wrong}))
+    return f"FAILED CORRECTNESS in {len(wrong)} of {len(records)} points ({names})"
 
 
 def departures_markdown(records: list[dict[str, Any]]) -> str:
@@ -81,8 +104,11 @@ def write_report(run_dir: Path) -> Path:
         for suffix in ("-time", "-memory", "-tflops", "-speedup"):
             parts += _images(charts, run_dir, suffix)
         for prefix in ("roofline-", "ragged-", "heads-"):
-            parts += [f"![{p.stem}]({p.relative_to(run_dir)})" for p in charts
-                      if p.suffix == ".png" and p.stem.startswith(prefix)]  # fmt: skip
+            parts += [
+                f"![{p.stem}]({p.relative_to(run_dir)})"
+                for p in charts
+                if p.suffix == ".png" and p.stem.startswith(prefix)
+            ]
         parts += ["", markdown(bench, env.get("baseline") or "sdpa")]
         skipped = (env.get("budget") or {}).get("skipped")
         if skipped:

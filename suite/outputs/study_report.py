@@ -49,22 +49,27 @@ def study_table(study: Study, df: pd.DataFrame, task: str) -> pd.DataFrame:
             first.setdefault(variant, step_s)
             acc = 100 * runs["test_acc"]
             last = [c[-1] for c in runs["curve"] if c]
-            rows.append({
-                "arm": arm.label, **({"variant": variant} if len(study.variants) > 1 else {}),
-                "heads x dim": f"{heads} x {width // heads}", "K/V": runs["kv_layout"].iloc[0],
-                "parameters": int(runs["parameters"].iloc[0]),
-                "KV cache B/token": int(runs["kv_cache_values_per_token"].iloc[0]) * FLOAT32_BYTES,
-                "test acc %": round(acc.mean(), 2),
-                "min-max %": f"{acc.min():.1f}-{acc.max():.1f}",
-                "seeds": len(runs),
-                "steps": int(runs["steps"].mean()),
-                "steps/s": round(runs["steps_per_s"].mean(), 2),
-                "tokens/s": int(runs["tokens_per_s"].mean()),
-                "step time vs first": f"{step_s / first[variant]:.3f}",
-                "final loss": round(float(np.mean([c["loss"] for c in last])), 4) if last else None,
-                "grad norm (last)": round(float(np.mean([c.get("grad_norm", np.nan) for c in last])), 3)
-                if last else None,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "arm": arm.label,
+                    **({"variant": variant} if len(study.variants) > 1 else {}),
+                    "heads x dim": f"{heads} x {width // heads}",
+                    "K/V": runs["kv_layout"].iloc[0],
+                    "parameters": int(runs["parameters"].iloc[0]),
+                    "KV cache B/token": int(runs["kv_cache_values_per_token"].iloc[0]) * FLOAT32_BYTES,
+                    "test acc %": round(acc.mean(), 2),
+                    "min-max %": f"{acc.min():.1f}-{acc.max():.1f}",
+                    "seeds": len(runs),
+                    "steps": int(runs["steps"].mean()),
+                    "steps/s": round(runs["steps_per_s"].mean(), 2),
+                    "tokens/s": int(runs["tokens_per_s"].mean()),
+                    "step time vs first": f"{step_s / first[variant]:.3f}",
+                    "final loss": round(float(np.mean([c["loss"] for c in last])), 4) if last else None,
+                    "grad norm (last)": round(float(np.mean([c.get("grad_norm", np.nan) for c in last])), 3)
+                    if last
+                    else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -97,22 +102,29 @@ def study_figure(study: Study, df: pd.DataFrame, device: str) -> plt.Figure:
         for arm in labels:
             for _, run in rows[rows["arm"] == arm].iterrows():
                 curve = pd.DataFrame(run["curve"])
-                style = {"color": colors[arm], "alpha": 0.9 if run["seed"] == study.seeds[0] else 0.45,
-                         "linestyle": "-" if run["seed"] == study.seeds[0] else "--"}  # fmt: skip
+                style = {
+                    "color": colors[arm],
+                    "alpha": 0.9 if run["seed"] == study.seeds[0] else 0.45,
+                    "linestyle": "-" if run["seed"] == study.seeds[0] else "--",
+                }
                 label = arm if run["seed"] == study.seeds[0] else None
                 axes[t + 1][0].plot(curve["step"], curve["loss"], label=label, **style)
                 if "grad_norm" in curve:
                     axes[t + 1][1].plot(curve["step"], curve["grad_norm"], **style)
                 axes[t + 1][2].plot(curve["step"], 100 * curve["val_acc"], **style)
-        for ax, what in zip(axes[t + 1], ("training loss", "gradient norm (before clipping)", "validation accuracy %"),
-                            strict=True):  # fmt: skip
+        for ax, what in zip(
+            axes[t + 1], ("training loss", "gradient norm (before clipping)", "validation accuracy %"), strict=True
+        ):
             ax.set_title(f"{task}: {what}", fontsize=9)
             ax.set_xlabel("step")
             ax.grid(True, alpha=0.3)
         axes[t + 1][1].set_yscale("log")
         axes[t + 1][0].legend(fontsize=7)
-    for ax, what in zip(axes[0], ("test accuracy % (dots: seeds)", "training tokens/s", "KV-cache bytes per token "
-                                  "(float32, all layers)"), strict=True):  # fmt: skip
+    for ax, what in zip(
+        axes[0],
+        ("test accuracy % (dots: seeds)", "training tokens/s", "KV-cache bytes per token (float32, all layers)"),
+        strict=True,
+    ):
         ax.set_xticks(xs, labels, rotation=20, fontsize=8)
         ax.set_title(what, fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)

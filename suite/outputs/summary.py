@@ -8,15 +8,14 @@ points (three by default): ~2 for the memory of exact attention that materialise
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 # Columns that define a comparable series; N (seq) varies inside it.
-SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "queries", "lengths",
-          "layout"]  # fmt: skip
+SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "queries", "lengths", "layout"]
 # A ragged batch in its two layouts: the series that differ only in layout.
 RAGGED = [c for c in SERIES if c != "layout"]
 FIT_POINTS = 3
@@ -105,8 +104,9 @@ def ragged_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     for key, group in ok.groupby(RAGGED, sort=True, dropna=False):
         if set(group["layout"]) != {"padded", "packed"}:
             continue
-        wide = group.pivot_table(index=["variant", "seq"], columns="layout", values=["time_ms", "peak_bytes"],
-                                 aggfunc="last", sort=False)  # fmt: skip
+        wide = group.pivot_table(
+            index=["variant", "seq"], columns="layout", values=["time_ms", "peak_bytes"], aggfunc="last", sort=False
+        )
         waste = group.groupby(["variant", "seq"], sort=False)["padding_waste"].last()
         table = pd.DataFrame(
             {
@@ -208,40 +208,28 @@ def series_tables(df: pd.DataFrame, baseline: str | None) -> list[tuple[str, dic
 HEADS_GROUP = ["device", "dtype", "mode", "causal", "batch", "seq", "q_len_is_seq", "width"]
 
 
-def heads_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """At fixed width (heads x head dim) and N: time per head count, and each relative to 12 heads."""
+def heads_groups(df: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each group of a heads sweep (several head counts at one width and N, ok points), with its title."""
     ok = df[df["status"] == "ok"].assign(width=df["heads"] * df["head_dim"])
-    out = []
     for key, group in ok.groupby(HEADS_GROUP, sort=True, dropna=False):
         if group["heads"].nunique() < 2:
             continue
-        values = dict(zip(HEADS_GROUP, key, strict=True))
-        title = (
-            f"{values['device']} {values['dtype']} {values['mode']}{' causal' if values['causal'] else ''} "
-            f"B={values['batch']} N={values['seq']} width={values['width']}: time (ms) by head count"
-        )
+        v = dict(zip(HEADS_GROUP, key, strict=True))
+        causal = " causal" if v["causal"] else ""
+        yield f"{v['device']} {v['dtype']} {v['mode']}{causal} B={v['batch']} N={v['seq']} width={v['width']}", group
+
+
+def heads_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """At fixed width (heads x head dim) and N: time per head count, and each relative to 12 heads."""
+    out = []
+    for title, group in heads_groups(df):
+        width = int(group["width"].iloc[0])
         table = group.pivot_table(index="variant", columns="heads", values="time_ms", aggfunc="last", sort=False)
-        table.columns = [f"{h} x {values['width'] // h}" for h in table.columns]
+        table.columns = [f"{h} x {width // h}" for h in table.columns]
         if "12 x 64" in table and "16 x 48" in table:
             table["16 vs 12 heads"] = (table["16 x 48"] / table["12 x 64"] - 1).map(lambda r: f"{r:+.1%}")
-        out.append((title, table.round(3)))
+        out.append((f"{title}: time (ms) by head count", table.round(3)))
     return out
-
-
-def exponents(df: pd.DataFrame) -> pd.DataFrame:
-    """Fitted time and memory exponents per variant and series, as one flat table."""
-    rows = []
-    for key, group in df[df["status"] == "ok"].groupby(SERIES, sort=True, dropna=False):
-        for variant, rows_v in group.groupby("variant", sort=False):
-            rows.append(
-                {
-                    "series": series_title(key),
-                    "variant": variant,
-                    "time_exponent": fit_exponent(rows_v["seq"], rows_v["time_ms"]),
-                    "memory_exponent": fit_exponent(rows_v["seq"], rows_v["peak_bytes"]),
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def markdown(df: pd.DataFrame, baseline: str | None) -> str:
@@ -302,15 +290,6 @@ def ragged_suffix(lengths: str, layout: str) -> str:
     return "" if (lengths, layout) == ("fixed", "padded") else f" lengths={lengths} {layout}"
 
 
-# Long Range Arena (Tay et al. 2020), Table 1: the published accuracy of each attention, per task.
-LRA_PUBLISHED = {
-    "Transformer": {"listops": 36.37, "text": 64.27, "retrieval": 57.46, "image": 42.44, "pathfinder": 71.40},
-    "Linear Trans.": {"listops": 16.13, "text": 65.90, "retrieval": 53.09, "image": 42.34, "pathfinder": 75.30},
-    "Performer": {"listops": 18.01, "text": 65.40, "retrieval": 53.82, "image": 42.77, "pathfinder": 77.05},
-    "Local Attention": {"listops": 15.82, "text": 52.98, "retrieval": 53.39, "image": 41.46, "pathfinder": 66.63},
-    "BigBird": {"listops": 36.05, "text": 64.02, "retrieval": 59.29, "image": 40.83, "pathfinder": 74.87},
-    "Linformer": {"listops": 35.70, "text": 53.94, "retrieval": 52.27, "image": 38.56, "pathfinder": 76.34},
-}
 ARTICLE_CLAIM_POINTS = 5.8  # the seed article: linear attention "loses 5.8 points on tasks beyond 1,000 tokens"
 
 

@@ -28,14 +28,20 @@ from pathlib import Path
 
 import torch
 
-from ..core.devices import parse_dtype
+from ..core.config import BenchConfig
+from ..core.devices import default_device, parse_dtype
+from ..core.env import cpu_model
+from ..core.errors import UserError
 from ..core.registry import Registry
+from ..measure.ceilings import BANDWIDTH, calibrate
 from ..measure.flops import attention_flops
 from ..measure.memory import CPU_CALLS
+from ..measure.point import Point
 from ..measure.roofline import dtype_bytes, point_bytes
 from ..measure.timing import MIN_CALLS
-from ..measure.worker import BANDWIDTH, calibrate
-from ..runs.points import Point
+from .folders import default_run_folder
+from .points import expand
+from .records import RECORDS, read_records
 
 # Seconds before a worker measures anything (interpreter, torch import, CUDA context and the L2 flush
 # buffer), and for a first call that compiles (the inductor cache is warm after the first point).
@@ -44,8 +50,12 @@ STARTUP_S = {"cpu": 2.5, "cuda": 5.0}
 COMPILE_S = {"cpu": 7.0, "cuda": 12.0}
 EFFICIENCY = 0.5  # attention reaches about half the dense matmul peak
 # Planning for a GPU on a machine without one: an H100 SXM class device.
-ASSUMED_GPU = {"name": "an assumed H100-class GPU", "memory": 80 * 2**30, "bandwidth_gbs": 3000.0,
-               "tflops": {"bfloat16": 700.0, "float16": 700.0, "float32": 50.0, "float64": 50.0}}  # fmt: skip
+ASSUMED_GPU = {
+    "name": "an assumed H100-class GPU",
+    "memory": 80 * 2**30,
+    "bandwidth_gbs": 3000.0,
+    "tflops": {"bfloat16": 700.0, "float16": 700.0, "float32": 50.0, "float64": 50.0},
+}
 FP64_SLOWDOWN = {"cpu": 2.0, "cuda": 15.0}  # the float64 reference against the point's own dtype
 
 
@@ -76,15 +86,14 @@ def target_device(kind: str, dtypes: set[str]) -> Device:
     """The device the points run on: measured here, or assumed when this machine has none of that kind."""
     if kind == "cuda" and not torch.cuda.is_available():
         tflops = {d: ASSUMED_GPU["tflops"].get(d, 50.0) for d in dtypes}
-        return Device("cuda", ASSUMED_GPU["name"], ASSUMED_GPU["memory"], tflops, ASSUMED_GPU["bandwidth_gbs"],
-                      here=False)  # fmt: skip
+        return Device(
+            "cuda", ASSUMED_GPU["name"], ASSUMED_GPU["memory"], tflops, ASSUMED_GPU["bandwidth_gbs"], here=False
+        )
     # The run's own calibrations (worker.calibrate), measured here in this process.
     tflops = {d: calibrate(kind, d, None) for d in dtypes}
     if kind == "cuda":
         name, memory = torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory
     else:
-        from ..core.env import cpu_model
-
         name, memory = cpu_model(), _available_memory()
     return Device(kind, name, memory, tflops, calibrate(kind, BANDWIDTH, None), here=True)
 
@@ -110,8 +119,9 @@ def predicted_peak_bytes(point: Point, score_buffers: int, upcasts_kv: bool = Fa
 
 def softmax_flops(point: Point) -> float:
     """The point's softmax-attention FLOPs (every pair, or the causal ones): the work estimate for any variant."""
-    return attention_flops(point.batch, point.heads, point.q_len, point.seq, point.head_dim, causal=point.causal,
-                           mode=point.mode)  # fmt: skip
+    return attention_flops(
+        point.batch, point.heads, point.q_len, point.seq, point.head_dim, causal=point.causal, mode=point.mode
+    )
 
 
 def estimate_seconds(point: Point, device: Device, compiles: bool, runs: bool = True) -> float:
@@ -119,13 +129,18 @@ def estimate_seconds(point: Point, device: Device, compiles: bool, runs: bool = 
     startup = STARTUP_S[device.kind]
     if not runs:
         return startup
-    call = max(softmax_flops(point) / (EFFICIENCY * device.tflops.get(point.dtype, 1.0) * 1e12),
-               point_bytes(point.to_dict()) / (EFFICIENCY * device.bandwidth_gbs * 1e9))  # fmt: skip
+    call = max(
+        softmax_flops(point) / (EFFICIENCY * device.tflops.get(point.dtype, 1.0) * 1e12),
+        point_bytes(point.to_dict()) / (EFFICIENCY * device.bandwidth_gbs * 1e9),
+    )
     timed = max(MIN_CALLS, min(point.repeats, int(point.budget_s / call) if call > 0 else point.repeats))
     memory_calls = CPU_CALLS if device.kind == "cpu" else 1
     calls = point.warmup + timed + memory_calls + 2  # + the output check and the backend probe
-    reference = call * FP64_SLOWDOWN[device.kind] if 24 * point.batch * point.heads * point.q_len * point.seq <= (
-        point.reference_max_bytes) else 0.0  # fmt: skip
+    reference = (
+        call * FP64_SLOWDOWN[device.kind]
+        if 24 * point.batch * point.heads * point.q_len * point.seq <= (point.reference_max_bytes)
+        else 0.0
+    )
     total = startup + (COMPILE_S[device.kind] if compiles else 0.0) + calls * call + reference
     return min(total, point.timeout_s + startup)
 
@@ -157,6 +172,26 @@ def plan_points(points: list[Point], registry: Registry, device: Device, probe: 
     return planned
 
 
+def dry_run(
+    cfg: BenchConfig, registry: Registry, device: str, plugins: tuple[str, ...], out: Path | None
+) -> tuple[list[PlannedPoint], Device, set[str]]:
+    """The plan of a bench run, measuring nothing: its points with availability, predicted peak and
+    seconds; the device they run on; and the keys already recorded in the run folder (a rerun skips them)."""
+    kind = default_device() if device == "auto" else device.lower()
+    if kind not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {device!r} (cpu or cuda)")
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a run folder")
+    points = expand(cfg, kind, plugins)
+    target = target_device(kind, {p.dtype for p in points})
+    keys: set[str] = set()
+    if target.here:  # a run folder is named for a device this machine has
+        run_dir = out or default_run_folder(cfg.name, kind)
+        if (run_dir / RECORDS).is_file():
+            keys = {r.get("key") for r in read_records(run_dir)}
+    return plan_points(points, registry, target), target, keys
+
+
 def _spread(values: list[int]) -> list[int]:
     """Sequence lengths most informative first: the middle (a reference shape), the ends (the growth),
     then the midpoints of the widest gaps left."""
@@ -177,8 +212,20 @@ def informative_order(points: list[Point]) -> list[Point]:
     series: dict[tuple, list[Point]] = {}
     for p in points:
         queries = "N" if p.q_len == p.seq else p.q_len  # Nq = N, or one fixed Nq (decoding)
-        key = (p.variant, p.mode, p.dtype, p.causal, p.batch, p.heads, p.kv_heads, p.head_dim, queries, p.lengths,
-               p.layout, tuple(sorted(p.options.items(), key=str)))  # fmt: skip
+        key = (
+            p.variant,
+            p.mode,
+            p.dtype,
+            p.causal,
+            p.batch,
+            p.heads,
+            p.kv_heads,
+            p.head_dim,
+            queries,
+            p.lengths,
+            p.layout,
+            tuple(sorted(p.options.items(), key=str)),
+        )
         series.setdefault(key, []).append(p)
     queues: list[Iterator[Point]] = []
     for members in series.values():

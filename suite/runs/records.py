@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..core.env import device_name, package_version
 from ..core.errors import UserError
 from . import schema
 
@@ -182,3 +183,40 @@ def require_run(run_dir: Path) -> Path:
     if not (run_dir / RECORDS).exists():
         raise UserError(f"{run_dir}: no {RECORDS} here (not a run folder)")
     return run_dir
+
+
+def _identity(device: str) -> dict[str, Any]:
+    """The fields that make two runs' numbers comparable: the same machine and the same torch."""
+    return {
+        "device": "cuda" if device == "cuda" else "cpu",
+        "device_name": device_name(device),
+        "hostname": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "torch": package_version("torch"),
+    }
+
+
+def read_checked_env(run_dir: Path, device: str, executor: str = "local") -> dict[str, Any]:
+    """The run's env.json ({} when new); a one-line error when it records another machine or torch, or
+    when a local run would add to a folder that a cluster run filled from other hosts."""
+    recorded = read_env(run_dir)
+    if not recorded:
+        return recorded
+    if executor == "local":
+        here = platform.node()
+        others = sorted({str(r["host"]) for r in read_records(run_dir) if r.get("host") not in (None, here)})
+        if others:
+            raise UserError(
+                f"{run_dir} holds points measured on other hosts ({', '.join(others[:3])}): only a cluster run "
+                "(--executor ray|slurm) mixes hosts in one folder; choose another --out"
+            )
+    here = _identity(device)
+    there = {field: recorded.get(field) for field in here} | {"torch": recorded.get("versions", {}).get("torch")}
+    differences = [
+        f"{field} {there[field]!r} here {here[field]!r}"
+        for field in here
+        if there[field] is not None and there[field] != here[field]
+    ]
+    if differences:
+        raise UserError(f"{run_dir} holds runs from another machine ({', '.join(differences)}): choose another --out")
+    return recorded

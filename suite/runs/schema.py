@@ -23,6 +23,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..core.errors import first_problem
+from ..measure.point import PointFields
+
 SCHEMA_VERSION = 1
 Status = Literal["ok", "oom", "error", "timeout", "unsupported", "unavailable"]
 
@@ -57,6 +60,8 @@ class Source(BaseModel):
 
 
 class _Record(BaseModel):
+    """What every record holds: its run, identity, command, status and the code that made it."""
+
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
@@ -66,11 +71,6 @@ class _Record(BaseModel):
     date: str
     status: Status
     reason: str | None = None
-    variant: str
-    device: str
-    options: dict[str, Any] = {}
-    plugins: list[str] = []
-    threads: int | None = None
     peak_bytes: int | None = None
     # Provenance (None in version-0 records).
     code: Code | None = None
@@ -80,31 +80,16 @@ class _Record(BaseModel):
     host: str | None = None
 
 
-class BenchRecord(_Record):
-    """One measured point: what was measured, how, the numbers, and the code that made them."""
+class BenchRecord(_Record, PointFields):
+    """One measured point: the point's fields (measure/point.py), the numbers, and the code that made them."""
 
     kind: Literal["bench"] = "bench"
-    batch: int
-    heads: int
-    kv_heads: int
-    q_len: int
-    seq: int
-    head_dim: int
-    dtype: str
-    causal: bool
-    mode: Literal["fwd", "bwd", "fwd_bwd"]
-    lengths: str = "fixed"  # the sequence-length distribution (suite/core/lengths.py)
-    layout: Literal["padded", "packed"] = "padded"
+    repeats: int | None = None  # version-0 records kept the calls made, not the count asked for (timed_calls)
     seq_lengths: list[int] | None = None  # ragged or packed: each sequence's length
     real_tokens: int | None = None
     # Share of the padded batch's attention pairs (all, or the causal ones) that involve padding; the
     # batch's, not the variant's: a sparse pattern's own kept pairs are not used.
     padding_waste: float | None = None
-    warmup: int
-    repeats: int | None = None  # timed calls at most (asked for)
-    budget_s: float
-    timeout_s: float
-    reference_max_bytes: int
     family: str | None = None
     exact: bool | None = None
     first_call_s: float | None = None
@@ -137,6 +122,11 @@ class TrainRecord(_Record):
     """One training run: task, variant, seed, setup, and its accuracy, speed and memory."""
 
     kind: Literal["train"] = "train"
+    variant: str
+    device: str
+    options: dict[str, Any] = {}
+    plugins: list[str] = []
+    threads: int | None = None
     task: str
     seed: int
     preset: str
@@ -178,12 +168,6 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _first_problem(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "record"
-    return f"{where}: {first['msg']}"
-
-
 def load(data: Any) -> dict[str, Any]:
     """A record as read from a file, validated against its kind's schema; SchemaError if it does not fit."""
     if not isinstance(data, dict):
@@ -199,7 +183,7 @@ def load(data: Any) -> dict[str, Any]:
     try:
         return schema.model_validate(data).model_dump()
     except ValidationError as err:
-        raise SchemaError(_first_problem(err)) from None
+        raise SchemaError(first_problem(err)) from None
 
 
 def dump(data: dict[str, Any]) -> dict[str, Any]:
@@ -209,4 +193,4 @@ def dump(data: dict[str, Any]) -> dict[str, Any]:
         return schema.model_validate(data | {"schema_version": SCHEMA_VERSION}).model_dump(exclude_none=True)
     except ValidationError as err:
         kind = data.get("kind", "bench")
-        raise SchemaError(f"{kind} record does not fit its schema: {_first_problem(err)}") from None
+        raise SchemaError(f"{kind} record does not fit its schema: {first_problem(err)}") from None

@@ -11,31 +11,37 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ..core import env as environment
+from ..core.config import BenchConfig
 from ..core.errors import UserError
+from ..core.progress import progress_bar
 from ..core.registry import Registry
-from ..executors import Executor
+from ..measure.ceilings import BANDWIDTH
+from ..measure.point import Point
 from ..measure.roofline import roofline_record
-from ..measure.worker import BANDWIDTH
 from .plan import Budget, device_from_env, informative_order, plan_points
-from .points import Point
-from .records import FINAL, append_record, read_env, read_records, repair_tail, write_env
+from .points import expand
+from .records import FINAL, append_record, read_checked_env, read_env, read_records, repair_tail, write_env
+
+
+class PointExecutor(Protocol):
+    """What the sweep asks of an executor (executors/): a point's result, and the device's ceilings."""
+
+    name: str
+
+    def run(self, point: Point) -> dict[str, Any]: ...
+
+    def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
+        """A ceiling of the device measured in a fresh process: the matmul TFLOP/s of dtype `what`, or
+        the memory bandwidth in GB/s for `what` = "bandwidth"; None if it failed."""
 
 
 def prepare_env(
-    run_dir: Path, env: dict, points: list[Point], executor: Executor, device: str, threads: int | None
+    run_dir: Path, env: dict, points: list[Point], executor: PointExecutor, device: str, threads: int | None
 ) -> dict:
     """Create or extend env.json (`env`, as read): environment, command, the matmul peak per dtype and the
     memory bandwidth."""
@@ -76,7 +82,7 @@ def _describe(record: dict[str, Any]) -> str:
     return text + (f", {record['tflops']:.3f} TFLOP/s" if record.get("tflops") else "")
 
 
-def _stamps(points: list[Point], registry: Registry, executor: Executor) -> dict[str, dict[str, Any]]:
+def _stamps(points: list[Point], registry: Registry, executor: PointExecutor) -> dict[str, dict[str, Any]]:
     """Per variant: the provenance its records carry."""
     common = environment.provenance() | {"executor": executor.name}
     stamps = {}
@@ -92,7 +98,7 @@ def _stamps(points: list[Point], registry: Registry, executor: Executor) -> dict
 def run_sweep(
     points: list[Point],
     run_dir: Path,
-    executor: Executor,
+    executor: PointExecutor,
     console: Console,
     device: str,
     threads: int | None,
@@ -106,7 +112,7 @@ def run_sweep(
     (a rerun measures them)."""
     started = time.perf_counter()  # a budget counts the whole sweep, calibration included
     # A folder holds one machine's numbers: never resume (or skip points) from another's.
-    recorded = environment.read_checked_env(run_dir, device, executor.name)
+    recorded = read_checked_env(run_dir, device, executor.name)
     repair_tail(run_dir)
     done = {r.get("key") for r in read_records(run_dir) if r.get("status") in FINAL}
     todo = [p for p in points if p.key() not in done]
@@ -120,9 +126,7 @@ def run_sweep(
             planned = plan_points(todo, registry, device_from_env(env), probe=False)
             budget = Budget({pp.point.key(): pp.seconds for pp in planned}, budget_s, started)
             todo = informative_order(todo)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn())  # fmt: skip
-        with Progress(*columns, console=console, transient=True) as progress:
+        with progress_bar(console) as progress:
             task = progress.add_task("bench", total=len(todo))
             for point in todo:
                 if budget is not None and not budget.fits(point):
@@ -141,10 +145,32 @@ def run_sweep(
             env["budget"] = {"minutes": budget_s / 60, "skipped": [p.label() for p in skipped]}
             write_env(run_dir, env)
             if skipped:
-                console.print(f"budget of {budget_s / 60:g} min: {len(skipped)} points skipped (listed in env.json's "
-                              "budget; rerun the command to measure them)")  # fmt: skip
+                console.print(
+                    f"budget of {budget_s / 60:g} min: {len(skipped)} points skipped (listed in env.json's "
+                    "budget; rerun the command to measure them)"
+                )
     records = read_records(run_dir)
     _settle_budget(run_dir, points, records)
+    return records
+
+
+def run_bench(
+    cfg: BenchConfig,
+    registry: Registry,
+    device: str,
+    plugins: tuple[str, ...],
+    run_dir: Path,
+    executor: PointExecutor,
+    console: Console,
+    budget_s: float | None = None,
+) -> list[dict[str, Any]]:
+    """The sweep of `cfg` on `device` into `run_dir` (whose lock the caller holds); env.json names the
+    config and the baseline of its summary. Returns all of the run's records."""
+    points = expand(cfg, device, plugins)
+    console.print(f"{len(points)} points -> {run_dir}")
+    records = run_sweep(points, run_dir, executor, console, device, cfg.threads, registry, budget_s)
+    if records:
+        write_env(run_dir, read_env(run_dir) | {"baseline": cfg.baseline, "config": cfg.name})
     return records
 
 

@@ -96,14 +96,18 @@ def run_page(site: SiteWriter, run: Run) -> None:
         f"<p>{pages.esc(run.device)}, {pages.esc(run.date)}, commit <code>{pages.esc(run.commit)}</code>: "
         f"{run.count('ok')} points ok, {len(run.failures)} failed, {len(run.records)} in all.</p>"
         + (f"<p class='command'>{pages.esc(command)}</p>" if command else "")
-        + ("<h2>Charts</h2><p>Hover a point for its record and the command that re-measures it; click a "
-           f"legend entry to hide a variant.</p><div class='charts'>{''.join(divs)}</div>" if divs else "")
+        + (
+            "<h2>Charts</h2><p>Hover a point for its record and the command that re-measures it; click a "
+            f"legend entry to hide a variant.</p><div class='charts'>{''.join(divs)}</div>"
+            if divs
+            else ""
+        )
         + pages.bench_tables(run)
         + pages.train_tables(run)
         + f"<h2>Points not measured</h2>{pages.failures(run)}"
         + f"<h2>Environment</h2>{pages.environment(run.env)}"
         + (f"<h2>Static charts and README</h2>{pages.files_list(files)}" if files else "")
-    )  # fmt: skip
+    )
     site.write(f"runs/{run.slug}.html", pages.page(run.name, "../", body, scripts))
 
 
@@ -120,7 +124,7 @@ def index_page(site: SiteWriter, runs: list[Run]) -> None:
         + (pages.table(variants) if not variants.empty else "<p>No bench runs.</p>")
         + "<h2>Accuracy per task</h2>"
         + (pages.table(accuracy) if not accuracy.empty else "<p>No training runs.</p>")
-    )  # fmt: skip
+    )
     site.write("index.html", pages.page("attnbench results", "", body))
 
 
@@ -130,7 +134,7 @@ def cross_page(site: SiteWriter, runs: list[Run]) -> None:
         "<p>The same variant at the same shape on every run that measured it (time in ms, or the status of a "
         "point that failed); shapes measured by a single run are on its own page.</p>"
         + (pages.table(shared) if not shared.empty else "<p>No shape was measured by two of these runs.</p>")
-    )  # fmt: skip
+    )
     site.write("cross.html", pages.page("across runs", "", body))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..outputs.plots import variant_color
+from ..outputs.styles import variant_color
 from ..outputs.summary import SERIES, bench_frame, series_title, train_frame
 from .runs import Run
 
@@ -26,8 +26,7 @@ HOVER = (
 # a point's details is the command whole, which the page shows under the chart to copy.
 WRAP = 72
 # Arm colours in a study (its arms share one variant's colour otherwise): matplotlib's tab10.
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf"]  # fmt: skip
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 TRAIN_HOVER = (
     "<b>%{fullData.name}</b>  %{x}<br>test accuracy %{y:.2f}%<br>status %{customdata[0]}<br>seed %{customdata[1]}"
     "<br>%{customdata[2]}<br>commit %{customdata[3]}<br><span style='font-family:monospace'>%{customdata[4]}</span>"
@@ -92,27 +91,40 @@ def growth_figure(group: pd.DataFrame, run: Run, column: str, scale: float, ytit
     for variant, rows in ok.groupby("variant", sort=False):
         rows = rows.sort_values("seq")
         trace = {
-            "type": "scatter", "mode": "lines+markers", "name": variant, "x": rows["seq"].tolist(),
-            "y": (rows[column] / scale).tolist(), "line": {"color": _hex(str(rows["variant_name"].iloc[0]))},
-            "customdata": [point_details(r, run) for _, r in rows.iterrows()], "hovertemplate": HOVER,
-        }  # fmt: skip
+            "type": "scatter",
+            "mode": "lines+markers",
+            "name": variant,
+            "x": rows["seq"].tolist(),
+            "y": (rows[column] / scale).tolist(),
+            "line": {"color": _hex(str(rows["variant_name"].iloc[0]))},
+            "customdata": [point_details(r, run) for _, r in rows.iterrows()],
+            "hovertemplate": HOVER,
+        }
         if column == "time_ms":
             trace["error_y"] = {
-                "type": "data", "symmetric": False, "thickness": 1,
+                "type": "data",
+                "symmetric": False,
+                "thickness": 1,
                 "array": (rows["time_p80_ms"] - rows["time_ms"]).clip(lower=0).fillna(0).tolist(),
                 "arrayminus": (rows["time_ms"] - rows["time_p20_ms"]).clip(lower=0).fillna(0).tolist(),
-            }  # fmt: skip
+            }
         traces.append(trace)
     failed = group[group["status"] != "ok"]
     if not failed.empty:
         top = (ok[column] / scale).max() if not ok.empty else 1.0
-        traces.append({
-            "type": "scatter", "mode": "markers", "name": "not measured (oom, error, ...)",
-            "x": failed["seq"].tolist(), "y": [top * 2 if math.isfinite(top) else 1.0] * len(failed),
-            "marker": {"symbol": "x", "size": 10, "color": "#c0392b"},
-            "text": failed["variant"].tolist(), "hovertemplate": HOVER.replace("%{fullData.name}", "%{text}"),
-            "customdata": [point_details(r, run) for _, r in failed.iterrows()],
-        })  # fmt: skip
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": "not measured (oom, error, ...)",
+                "x": failed["seq"].tolist(),
+                "y": [top * 2 if math.isfinite(top) else 1.0] * len(failed),
+                "marker": {"symbol": "x", "size": 10, "color": "#c0392b"},
+                "text": failed["variant"].tolist(),
+                "hovertemplate": HOVER.replace("%{fullData.name}", "%{text}"),
+                "customdata": [point_details(r, run) for _, r in failed.iterrows()],
+            }
+        )
     return {"data": traces, "layout": _layout(title, ytitle)}
 
 
@@ -129,8 +141,12 @@ def bench_figures(run: Run) -> list[tuple[str, dict]]:
         title = series_title(key)
         out.append((f"time: {title}", growth_figure(group, run, "time_ms", 1.0, "time (ms)", f"time, {title}")))
         if group["peak_bytes"].notna().any():
-            out.append((f"memory: {title}", growth_figure(group, run, "peak_bytes", 2**20, "peak memory (MiB)",
-                                                          f"peak memory, {title}")))  # fmt: skip
+            out.append(
+                (
+                    f"memory: {title}",
+                    growth_figure(group, run, "peak_bytes", 2**20, "peak memory (MiB)", f"peak memory, {title}"),
+                )
+            )
     return out
 
 
@@ -157,15 +173,28 @@ def accuracy_figure(run: Run) -> dict | None:
     for arm, rows in df.groupby("arm", sort=False):
         color = PALETTE[arms.index(arm) % len(PALETTE)] if by_arm else _hex(str(rows["variant"].iloc[0]))
         details = [
-            ["ok", r["seed"], f"{r.get('steps', '?')} steps, {r.get('steps_per_s', float('nan')):.2f} steps/s",
-             _commit(r, run), wrapped(r.get("command") or ""), r.get("command") or ""]
+            [
+                "ok",
+                r["seed"],
+                f"{r.get('steps', '?')} steps, {r.get('steps_per_s', float('nan')):.2f} steps/s",
+                _commit(r, run),
+                wrapped(r.get("command") or ""),
+                r.get("command") or "",
+            ]
             for r in rows.to_dict("records")
-        ]  # fmt: skip
-        traces.append({
-            "type": "scatter", "mode": "markers", "name": arm, "x": rows["task"].tolist(),
-            "y": (100 * rows["test_acc"]).tolist(), "marker": {"size": 9, "color": color},
-            "customdata": details, "hovertemplate": TRAIN_HOVER,
-        })  # fmt: skip
+        ]
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": arm,
+                "x": rows["task"].tolist(),
+                "y": (100 * rows["test_acc"]).tolist(),
+                "marker": {"size": 9, "color": color},
+                "customdata": details,
+                "hovertemplate": TRAIN_HOVER,
+            }
+        )
     layout = _layout("test accuracy per task (a point per seed)", "test accuracy (%)", log_x=False)
     layout["xaxis"]["title"]["text"] = "task"
     layout["yaxis"]["type"] = "linear"

@@ -99,10 +99,16 @@ def environment(env: dict[str, Any]) -> str:
 def failures(run: Run) -> str:
     """The points that did not measure, with their reasons and the command that retries each."""
     rows = [
-        {"variant": r.get("variant"), "N": r.get("seq", r.get("task")), "status": r.get("status"),
-         "reason": r.get("reason", ""), "command": r.get("command", "")}
-        for r in run.records if r.get("status") not in ("ok",)
-    ]  # fmt: skip
+        {
+            "variant": r.get("variant"),
+            "N": r.get("seq", r.get("task")),
+            "status": r.get("status"),
+            "reason": r.get("reason", ""),
+            "command": r.get("command", ""),
+        }
+        for r in run.records
+        if r.get("status") not in ("ok",)
+    ]
     if not rows:
         return "<p>Every point measured.</p>"
     return table(pd.DataFrame(rows))

@@ -39,15 +39,21 @@ def variant_table(runs: list[Run]) -> pd.DataFrame:
                     continue
                 point = at.iloc[-1]
                 measured = point["status"] == "ok"
-                rows.append({
-                    "run": run.name, "device": run.device, "series": series_title(key), "N": n, "variant": variant,
-                    "status": point["status"],
-                    "time (ms)": point["time_ms"] if measured else None,
-                    "TFLOP/s": point["tflops"] if measured else None,
-                    "% of peak": 100 * point["peak_fraction"] if measured else None,
-                    "memory exponent": round(fit_exponent(ok["seq"], ok["peak_bytes"]), 2),
-                    "error vs float64": point["error"] if measured else None,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "run": run.name,
+                        "device": run.device,
+                        "series": series_title(key),
+                        "N": n,
+                        "variant": variant,
+                        "status": point["status"],
+                        "time (ms)": point["time_ms"] if measured else None,
+                        "TFLOP/s": point["tflops"] if measured else None,
+                        "% of peak": 100 * point["peak_fraction"] if measured else None,
+                        "memory exponent": round(fit_exponent(ok["seq"], ok["peak_bytes"]), 2),
+                        "error vs float64": point["error"] if measured else None,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -59,8 +65,16 @@ def accuracy_rows(runs: list[Run]) -> pd.DataFrame:
         if df.empty:
             continue
         ok = df[df["status"] == "ok"]
-        rows += [{"run": run.name, "device": run.device, "task": r["task"], "variant": arm_label(r),
-                  "acc": 100 * r["test_acc"]} for r in ok.to_dict("records")]  # fmt: skip
+        rows += [
+            {
+                "run": run.name,
+                "device": run.device,
+                "task": r["task"],
+                "variant": arm_label(r),
+                "acc": 100 * r["test_acc"],
+            }
+            for r in ok.to_dict("records")
+        ]
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows).groupby(["run", "device", "task", "variant"], sort=True)["acc"]

@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ...tasks.base import CLS, PAD
+from ...tasks.base import CLS, PAD, TaskData
 from ...variants.contract import AttentionSpec, Variant, VariantInfo, attend
 from ..core.errors import UserError
 from ..core.registry import Registry
@@ -192,7 +192,7 @@ class TaskModel(nn.Module):
     ) -> None:
         super().__init__()
         check_layout(cfg, registry.get(variant).info)
-        self.kind, self.cfg = kind, cfg
+        self.kind, self.cfg, self.variant = kind, cfg, variant
         self.prepend_cls = kind != "lm" and cfg.pooling == "cls"
         seq_len = max_len + int(self.prepend_cls)
         spec = AttentionSpec(
@@ -208,9 +208,36 @@ class TaskModel(nn.Module):
         self.masks_padding = kind != "lm" and registry.get(variant).info.lengths
         self.head = _head(kind, cfg, num_classes)
 
+    @classmethod
+    def for_task(
+        cls, data: TaskData, cfg: ModelConfig, registry: Registry, variant: str, options: dict | None = None
+    ) -> TaskModel:
+        """The model for a task's data (its kind, vocabulary, classes and length) with `variant` in every layer."""
+        return cls(data.kind, data.vocab_size, data.num_classes, data.max_len, cfg, registry, variant, options)
+
     @property
     def attention_layers(self) -> list[SelfAttention]:
         return [block.attn for block in self.encoder.blocks]
+
+    @torch.no_grad()
+    def attention_weights(self, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> list[torch.Tensor] | None:
+        """Per layer, the (B, H, Nq, Nk) weights each attention core applies to v on this input (padding keys
+        hidden as the forward hides them); None when the variant has no such matrix (random features,
+        low-rank projections)."""
+        maps: list[torch.Tensor | None] = []
+
+        def capture(core, inputs, kwargs, output):
+            q, k, _ = inputs
+            maps.append(core.attention_weights(q.float(), k.float(), kwargs.get("key_lengths")))
+
+        hooks = [attn.core.register_forward_hook(capture, with_kwargs=True) for attn in self.attention_layers]
+        try:
+            self(tokens, tokens2)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        maps = maps[: len(self.attention_layers)]  # a pair model runs the encoder twice: the first document's
+        return None if any(m is None for m in maps) else maps
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """One vector per sequence: the CLS position, or the mean over non-padding positions."""
@@ -242,8 +269,13 @@ def _head(kind: str, cfg: ModelConfig, num_classes: int) -> nn.Module:
     if cfg.head == "lra":
         if kind == "pair":  # LRA's classifier_head_dual, interaction None: concat [u, v], two ReLU layers
             mlp = cfg.mlp_dim
-            return nn.Sequential(nn.Linear(2 * cfg.dim, mlp), nn.ReLU(), nn.Linear(mlp, mlp // 2), nn.ReLU(),
-                                 nn.Linear(mlp // 2, num_classes))  # fmt: skip
+            return nn.Sequential(
+                nn.Linear(2 * cfg.dim, mlp),
+                nn.ReLU(),
+                nn.Linear(mlp, mlp // 2),
+                nn.ReLU(),
+                nn.Linear(mlp // 2, num_classes),
+            )
         return nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_dim), nn.ReLU(), nn.Linear(cfg.mlp_dim, num_classes))
     width = 4 * cfg.dim if kind == "pair" else cfg.dim
     return nn.Sequential(nn.Linear(width, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, num_classes))

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..core.errors import UserError
 from ..core.registry import Registry
-from .train import TrainJob, check_fits, load_named_yaml, load_train_preset, with_settings
+from .jobs import TrainJob
+from .presets import load_named_yaml, load_train_preset, with_settings
+from .runs import check_fits
 
 STUDIES = Path(__file__).parents[1] / "presets" / "studies"
 
@@ -82,8 +84,10 @@ def study_jobs(study: Study, registry: Registry, device: str, out: Path, plugins
                 raise UserError(f"study {study.name}, arm {arm.label!r}: {err}") from None
             for variant in study.variants:
                 check_fits(registry, variant, setup.model, device)
-                jobs += [TrainJob(task, variant, seed, study.preset, device, str(out.resolve()), {}, plugins, None,
-                                  settings) for seed in study.seeds]  # fmt: skip
+                jobs += [
+                    TrainJob(task, variant, seed, study.preset, device, str(out.resolve()), {}, plugins, None, settings)
+                    for seed in study.seeds
+                ]
     return jobs
 
 

@@ -2,8 +2,8 @@
 right whenever Nk <= 1024."""
 
 from attnbench.variants.contract import Variant, VariantInfo, check_qkv
-from attnbench.variants.exact.naive import softmax_attention
 from attnbench.variants.masks import causal_mask
+from attnbench.variants.softmax import softmax_attention
 
 BUFFER = 1024
 

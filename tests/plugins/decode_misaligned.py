@@ -4,7 +4,7 @@ top-left (torch's is_causal), so it sees only key 0 instead of every key."""
 import torch.nn.functional as F
 
 from attnbench.variants.contract import Variant, VariantInfo, check_qkv
-from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.softmax import softmax_attention
 
 
 class DecodeMisaligned(Variant):

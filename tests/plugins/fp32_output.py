@@ -1,7 +1,7 @@
 """Broken on purpose: computes in float32 for half inputs and forgets to cast the output back."""
 
 from attnbench.variants.contract import Variant, VariantInfo, check_qkv
-from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.softmax import softmax_attention
 
 
 class Fp32Output(Variant):

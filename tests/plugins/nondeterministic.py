@@ -3,7 +3,7 @@
 import torch
 
 from attnbench.variants.contract import Variant, VariantInfo, check_qkv
-from attnbench.variants.exact.naive import softmax_attention
+from attnbench.variants.softmax import softmax_attention
 
 
 class Nondeterministic(Variant):

@@ -79,8 +79,17 @@ def _by_head(x: torch.Tensor, h: int) -> torch.Tensor:
     return x.view(b, hkv, rows // g, g, d).transpose(2, 3).reshape(b, h, rows // g, d)
 
 
-def _block_scores(qi: torch.Tensor, kj: torch.Tensor, first: int, masked_until: int, start: int, offset: int,
-                  groups: int, lengths: torch.Tensor | None, across: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+def _block_scores(
+    qi: torch.Tensor,
+    kj: torch.Tensor,
+    first: int,
+    masked_until: int,
+    start: int,
+    offset: int,
+    groups: int,
+    lengths: torch.Tensor | None,
+    across: torch.Tensor | None,
+) -> torch.Tensor:
     """Scaled scores of the query rows of positions first.. against one key block, masked by causality
     and, where given, by each sequence's key length and by the pairs `across` packed sequences."""
     scores = qi @ kj.transpose(-2, -1)  # (B, Hkv, rows, blk)
@@ -95,8 +104,9 @@ def _block_scores(qi: torch.Tensor, kj: torch.Tensor, first: int, masked_until: 
     return scores
 
 
-def _visible_rows(packing: _Packing | None, start: int, end: int, first: int, nq: int,
-                  groups: int) -> tuple[int, int, torch.Tensor | None]:  # fmt: skip
+def _visible_rows(
+    packing: _Packing | None, start: int, end: int, first: int, nq: int, groups: int
+) -> tuple[int, int, torch.Tensor | None]:
     """Query positions [first, last) that may see keys [start, end), and the mask of pairs across packed
     sequences among them (None when the block and its rows lie in one sequence)."""
     if packing is None:
@@ -107,8 +117,7 @@ def _visible_rows(packing: _Packing | None, start: int, end: int, first: int, nq
 
 class _ChunkedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, causal: bool, block: int, lengths: torch.Tensor | None,
-                cu_seqlens: torch.Tensor | None):  # fmt: skip
+    def forward(ctx, q, k, v, causal: bool, block: int, lengths: torch.Tensor | None, cu_seqlens: torch.Tensor | None):
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         packing = None if cu_seqlens is None else _Packing(cu_seqlens, q.device)
         # Key blocks past the longest sequence are padding for every query: skipped like hidden ones.
@@ -208,8 +217,14 @@ class ChunkedAttention(Variant):
     )
     Options = ChunkedOptions
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
-                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_lengths: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         check_qkv(q, k, v)
         block = self.options.block_size
         return _ChunkedAttention.apply(q, k, v, self.spec.causal, block, key_lengths, cu_seqlens)

@@ -52,8 +52,14 @@ def resolve() -> tuple[ModuleType | None, str | None]:
     return None, "package flash-attn not installed (neither flash_attn nor, on Hopper, flash_attn_interface)"
 
 
-def flash_attn_call(module: ModuleType, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool,
-                    cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+def flash_attn_call(
+    module: ModuleType,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    cu_seqlens: torch.Tensor | None = None,
+) -> torch.Tensor:
     """flash-attn's function on (B, H, N, D) inputs, in its (B, N, H, D) (or varlen (T, H, D)) layout."""
     d = check_qkv(q, k, v)[-1]
     if d > 256 or d % 8:
@@ -63,11 +69,13 @@ def flash_attn_call(module: ModuleType, q: torch.Tensor, k: torch.Tensor, v: tor
         bounds = cu_seqlens.to(device=q.device, dtype=torch.int32)
         longest = int(cu_seqlens.diff().max())
         tokens = (t[0].transpose(0, 1) for t in (q, k, v))
-        out = module.flash_attn_varlen_func(*tokens, bounds, bounds, longest, longest, softmax_scale=scale,
-                                            causal=causal)  # fmt: skip
+        out = module.flash_attn_varlen_func(
+            *tokens, bounds, bounds, longest, longest, softmax_scale=scale, causal=causal
+        )
         return _first(out).transpose(0, 1)[None]
-    out = module.flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale,
-                                 causal=causal)  # fmt: skip
+    out = module.flash_attn_func(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), softmax_scale=scale, causal=causal
+    )
     return _first(out).transpose(1, 2)
 
 
@@ -97,8 +105,9 @@ class FlashAttnAttention(Variant):
             return "float16 and bfloat16 only"
         return resolve()[1]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         module, reason = resolve()
         if module is None:
             raise RuntimeError(reason)

@@ -29,8 +29,9 @@ class FlashDecodingOptions(Options):
     split_size: int = Field(1024, gt=0, description="keys per split (the keys left over form one shorter split)")
 
 
-def _partials(qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_key: int, nq: int, nk: int, g: int,
-              causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+def _partials(
+    qg: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_key: int, nq: int, nk: int, g: int, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per split of k, v (B, Hkv, S, C, D): the max m, the sum l of exp(score - m) and the unnormalised
     output o of each query row, for splits starting at key `first_key`."""
     scores = torch.einsum("bhqd,bhscd->bhsqc", qg, k)  # (B, Hkv, S, G*Nq, C)

@@ -39,6 +39,12 @@ class FlexAttention(Variant):
         """The causal mask when asked for, None for full attention."""
         return causal(num_queries, num_keys) if self.spec.causal else None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
-                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_lengths: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return self._kernel(q, k, v, key_lengths, cu_seqlens)

@@ -52,8 +52,14 @@ class SdpaAttention(Variant):
     # does not, the adapter repeats K/V itself and the variant declares gqa_native=False.
     accepts_enable_gqa: ClassVar[bool] = True
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None,
-                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_lengths: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if cu_seqlens is not None:
             return per_sequence(self.forward, q, k, v, cu_seqlens)
         _, h, hkv, nq, nk, _ = check_qkv(q, k, v)

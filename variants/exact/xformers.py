@@ -62,8 +62,9 @@ class XformersAttention(Variant):
             return "xformers has no CPU operator for memory_efficient_attention (NotImplementedError)"
         return super().unavailable_reason(device, dtype)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor | None = None
+    ) -> torch.Tensor:
         import xformers.ops as xops
         from xformers.ops.fmha import attn_bias
 

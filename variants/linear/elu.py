@@ -55,14 +55,16 @@ class LinearEluAttention(Variant):
             fk = fk * key_mask(key_lengths, nk)[:, None, :, None]
         return fq, fk, v.to(acc)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         fq, fk, vv = self._features(q, k, v, key_lengths)
         out = linear_attention(fq, fk, vv, self.spec.causal, self.options.chunk_size)
         return out.reshape(q.shape).to(q.dtype)
 
-    def attention_weights(self, q: torch.Tensor, k: torch.Tensor,
-                          key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def attention_weights(
+        self, q: torch.Tensor, k: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """phi(q) phi(k)^T normalised per row (causally masked, padding keys zeroed): what the quadratic
         form applies to v."""
         fq, fk, _ = self._features(q, k, k, key_lengths)
@@ -71,8 +73,9 @@ class LinearEluAttention(Variant):
             scores = scores * causal_mask(q.shape[-2], k.shape[-2], q.device)
         return (scores / scores.sum(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)).flatten(1, 2)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def reference(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The quadratic form with phi = elu + 1."""
         fq, fk, vv = self._features(q, k, v, key_lengths)
         return quadratic_form(fq, fk, vv, self.spec.causal).reshape(q.shape)

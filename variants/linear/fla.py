@@ -42,8 +42,10 @@ def version_problem(version: str | None) -> str | None:
     if version is None:
         return "fla does not say its version (fla.__version__): cannot tell its layout and normaliser"
     if version_tuple(version) < MIN_VERSION:
-        return (f"fla {version} is older than 0.5.1 (normaliser over heads before 0.4, head_first before 0.5, "
-                "a wrong dk in 0.5.0)")  # fmt: skip
+        return (
+            f"fla {version} is older than 0.5.1 (normaliser over heads before 0.4, head_first before 0.5, "
+            "a wrong dk in 0.5.0)"
+        )
     return None
 
 

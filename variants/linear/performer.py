@@ -156,8 +156,9 @@ class PerformerAttention(Variant):
             key_max = key_max.masked_fill(~key_mask(key_lengths, key_max.shape[-1])[:, None], NEG_INF)
         return fq, fk, key_max, v.to(acc)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self._maybe_redraw()
         causal = self.spec.causal
         if self.options.kernel == "relu":
@@ -183,8 +184,9 @@ class PerformerAttention(Variant):
         out = safe_divide(num + s * v_sum[:, :, None], den + s * count[:, :, None])
         return out.reshape(q.shape).to(q.dtype)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def reference(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The kernel's quadratic form, materialised: K_ij = fq_i . (exp(lk_j - r_i) + eps) over visible keys,
         r_i the max over the keys query i sees."""
         if self.options.kernel == "relu":

@@ -15,8 +15,8 @@ from pydantic import Field
 from torch import nn
 
 from ..contract import Options, Unsupported, Variant, VariantInfo, check_qkv
-from ..exact.naive import softmax_attention
 from ..masks import key_mask
+from ..softmax import softmax_attention
 
 
 class LinformerOptions(Options):
@@ -64,14 +64,16 @@ class LinformerAttention(Variant):
         f = self.proj_v[:, :nk].to(v.dtype)
         return e @ k, f @ v  # (B, Hkv, k, D)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         _, h, hkv, _, _, _ = check_qkv(q, k, v)
         pk, pv = self._project(k, v, key_lengths)
         return F.scaled_dot_product_attention(q, pk, pv, enable_gqa=hkv != h)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def reference(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Softmax attention over the projected keys and values."""
         check_qkv(q, k, v)
         pk, pv = self._project(k, v, key_lengths)

@@ -129,8 +129,9 @@ class NystromAttention(Variant):
         conv = F.conv2d(v, self.conv.weight.to(v.dtype), padding=self.conv.padding, groups=self.conv.groups)
         return conv[:, :, None, nk - nq :]
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         g, acc = h // hkv, accumulate_dtype(q.dtype)
         s = softmax_scale(d)
@@ -159,8 +160,9 @@ class NystromAttention(Variant):
             out = out + conv
         return out.reshape(q.shape).to(q.dtype)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def reference(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The paper's formula one (batch, head) at a time, written apart from `forward`: segment means
         from explicit segment bounds, the three softmax kernels, and the pseudoinverse by its own loop.
         With key lengths, each sequence is cut to its real keys (and queries, when Nq = Nk) first. The

@@ -21,9 +21,9 @@ from collections.abc import Callable
 import torch
 
 from ..contract import Variant, accumulate_dtype
-from ..exact.naive import softmax_attention, softmax_weights
 from ..flex_kernel import CompileOptions, FlexKernel
 from ..masks import MaskMod, dense_mask
+from ..softmax import softmax_attention, softmax_weights
 
 # keep(h, q_pos, kv_idx) -> bool tensor: whether query head h at key position q_pos may attend to key
 # kv_idx. Each sparse file writes its pattern as a named module-level function that returns one of these.
@@ -65,22 +65,26 @@ class SparseAttention(Variant):
 
         return sparse_mask
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
         if needs_grad and q.device.type == "cpu":
             acc = accumulate_dtype(q.dtype)
             return self.reference(q.to(acc), k.to(acc), v.to(acc), key_lengths).to(q.dtype)
         return self._kernel(q, k, v, key_lengths)
 
-    def reference(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                  key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def reference(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Softmax attention under the dense form of the mask (and of the key lengths, when given)."""
-        return softmax_attention(q, k, v, mask=self.dense_mask(q.shape[-2], k.shape[-2], q.device),
-                                 key_lengths=key_lengths)  # fmt: skip
+        return softmax_attention(
+            q, k, v, mask=self.dense_mask(q.shape[-2], k.shape[-2], q.device), key_lengths=key_lengths
+        )
 
-    def attention_weights(self, q: torch.Tensor, k: torch.Tensor,
-                          key_lengths: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def attention_weights(
+        self, q: torch.Tensor, k: torch.Tensor, key_lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Softmax weights under the dense mask (and the key lengths, when given)."""
         return softmax_weights(q, k, mask=self.dense_mask(q.shape[-2], k.shape[-2], q.device), key_lengths=key_lengths)
 

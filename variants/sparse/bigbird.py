@@ -48,8 +48,9 @@ def global_block_ids(num_blocks: int, global_blocks: int) -> torch.Tensor:
 
 
 @functools.cache
-def random_block_table(num_blocks: int, heads: int, per_row: int, window_blocks: int, global_blocks: int,
-                       seed: int) -> torch.Tensor:  # fmt: skip
+def random_block_table(
+    num_blocks: int, heads: int, per_row: int, window_blocks: int, global_blocks: int, seed: int
+) -> torch.Tensor:
     """(heads, num_blocks, num_blocks) bool: for each head and non-global query block, `per_row` distinct
     key blocks drawn uniformly from those outside its window and the global blocks."""
     gen = torch.Generator().manual_seed(seed)
@@ -66,8 +67,16 @@ def random_block_table(num_blocks: int, heads: int, per_row: int, window_blocks:
     return table
 
 
-def bigbird(num_keys: int, heads: int, block_size: int, window_blocks: int, global_blocks: int,
-            random_blocks: int, seed: int, device: torch.device | str) -> Pattern:  # fmt: skip
+def bigbird(
+    num_keys: int,
+    heads: int,
+    block_size: int,
+    window_blocks: int,
+    global_blocks: int,
+    random_blocks: int,
+    seed: int,
+    device: torch.device | str,
+) -> Pattern:
     """Keep the window blocks, the global blocks (rows and columns) and each head's random blocks."""
     num_blocks = -(-num_keys // block_size)
     table = random_block_table(num_blocks, heads, random_blocks, window_blocks, global_blocks, seed).to(device)
@@ -122,5 +131,13 @@ class BigBirdAttention(SparseAttention):
 
     def pattern(self, num_keys, device):
         o = self.options
-        return bigbird(num_keys, self.spec.num_heads, o.block_size, o.window_blocks, o.global_blocks,
-                       o.random_blocks, self.seed, device)  # fmt: skip
+        return bigbird(
+            num_keys,
+            self.spec.num_heads,
+            o.block_size,
+            o.window_blocks,
+            o.global_blocks,
+            o.random_blocks,
+            self.seed,
+            device,
+        )

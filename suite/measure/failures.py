@@ -5,14 +5,9 @@ from __future__ import annotations
 import torch
 
 from ...variants.contract import Unsupported
+from ..core.errors import one_line
 
 OOM_MARKERS = ("out of memory", "can't allocate memory")
-
-
-def one_line(err: BaseException) -> str:
-    """`Type: first line of the message`, at most 400 characters."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}"[:400] if text else type(err).__name__
 
 
 def classify(err: BaseException) -> tuple[str, str]:

@@ -1,0 +1,61 @@
+"""`attnbench heads`: what each head of a run's trained models does, and how much it matters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..analysis.heads import accuracy, head_record, model_name, parse_heads
+from ..analysis.trained import finished_runs, load_trained
+from ..outputs.heads_report import heads_section, link_in_readme, write_heads
+from ..runs.heads_records import read_heads, write_heads_record
+from ..runs.records import run_lock
+from .common import PluginOpt, RunArg, console, registry
+
+
+def heads(
+    run: RunArg,
+    task: Annotated[str | None, typer.Option(help="Only the runs of this task.")] = None,
+    variant: Annotated[str | None, typer.Option(help="Only the runs of this variant.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Only the runs of this seed.")] = None,
+    mask: Annotated[
+        str | None, typer.Option(help="Only print test accuracy with these heads masked, LAYER.HEAD from 1: '1.2,2.4'.")
+    ] = None,
+    prune_seeds: Annotated[int, typer.Option(min=1, help="Random pruning orders beside the importance order.")] = 5,
+    examples: Annotated[int, typer.Option(min=1, help="Validation examples the head statistics read.")] = 256,
+    plugin: PluginOpt = None,
+) -> None:
+    """Head importance, pruning curves and per-head statistics of a run's trained models: records in
+    heads.jsonl, charts in heads/, a section in the run README."""
+    chosen = finished_runs(run, task, variant, seed)
+    variants = registry(plugin)
+    models = [load_trained(run, r, variants) for r in chosen]
+    if mask is not None:
+        for trained in models:
+            masked = parse_heads(mask, *trained.shape)
+            r = trained.record
+            console.print(
+                f"{r['task']} / {r['variant']} / seed {r['seed']} ({r['kv_layout'] or 'MHA'}): test accuracy "
+                f"{accuracy(trained, []):.4f} with every head, {accuracy(trained, masked):.4f} with "
+                f"{mask} masked",
+                highlight=False,
+            )
+        return
+    with run_lock(run):
+        for trained in models:
+            console.print(
+                f"analysing {model_name(trained.record)}: importance, {prune_seeds} random pruning orders, statistics"
+            )
+            record = head_record(run, trained, prune_seeds, examples)
+            write_heads_record(run, record)
+            write_heads(run, record)
+            half = record["half"]
+            console.print(
+                f"  {half['heads_masked']} least important heads masked: test accuracy {half['full']:.4f} -> "
+                f"{half['importance']:.4f}; a random {half['heads_masked']}: {half['random_mean']:.4f} "
+                f"(mean of {prune_seeds}, {half['random_min']:.4f}-{half['random_max']:.4f})",
+                highlight=False,
+            )
+        readme = link_in_readme(run, heads_section(run, read_heads(run)))
+    console.print(f"wrote {run / 'heads.jsonl'}, charts in {run / 'heads'}, linked from {readme}")

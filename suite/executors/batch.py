@@ -1,0 +1,51 @@
+"""Training runs handed to an executor, one after another or `parallel` at a time (local executor)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any
+
+from rich.console import Console
+
+from ..training.jobs import TrainJob
+from ..training.runs import outcome
+from . import Executor
+
+
+def train_each(jobs: list[TrainJob], executor: Executor, console: Console, parallel: int = 1) -> int:
+    """Each job on `executor`, `parallel` at a time; a failed run is reported and the rest go on. Returns
+    how many failed (a variant that cannot run here is recorded `unavailable`, not failed). On an
+    interrupt every run in flight is stopped, unrecorded, and KeyboardInterrupt is raised."""
+
+    def start(i: int, job: TrainJob) -> dict[str, Any]:
+        console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}", highlight=False)
+        return executor.train(job)
+
+    def report(i: int, record: dict[str, Any]) -> int:
+        prefix = "" if parallel == 1 else f"[{i}/{len(jobs)}] "
+        console.print(f"  {prefix}{outcome(record)}", markup=False, highlight=False)
+        return record.get("status") not in ("ok", "unavailable")
+
+    if parallel == 1:  # in this thread: an interrupt reaches the executor's wait and ends its run
+        return sum(report(i, start(i, job)) for i, job in enumerate(jobs, start=1))
+    return _in_parallel(jobs, start, report, parallel, executor)
+
+
+def _in_parallel(jobs: list[TrainJob], start: Callable, report: Callable, parallel: int, executor: Executor) -> int:
+    """Threads only wait: each run trains in a worker process of its own, which appends its own record."""
+    failed = 0
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        futures = {pool.submit(start, i, job): i for i, job in enumerate(jobs, start=1)}
+        pending = set(futures)
+        try:
+            while pending:
+                # A timeout, so this thread wakes to take a signal the kernel gave another thread.
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    failed += report(futures[future], future.result())
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+            executor.stop()  # the runs in flight end now, unrecorded (parallel runs are the local executor's)
+            raise
+    return failed

@@ -1,0 +1,31 @@
+"""The body of a local worker process: the job named by its arguments, its result down a pipe.
+
+``POINT_JSON FD`` measures a bench point (measure/worker.py), ``--train JOB_JSON FD`` makes a
+training run and sends its record (training/jobs.py), ``--calibrate DEVICE WHAT THREADS FD``
+measures one of the run's ceilings (measure/ceilings.py; WHAT: a dtype, or "bandwidth").
+"""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+
+from ..measure.ceilings import calibrate
+from ..measure.point import Point
+from ..measure.worker import run_point, send
+from ..training.runs import train_here
+
+
+def main(argv: list[str]) -> int:
+    """Run the job `argv` names; its result goes down the pipe whose number is the last argument."""
+    if argv[:1] == ["--train"]:
+        _, job, fd = argv
+        send(int(fd), train_here(json.loads(job), "local", Console()))
+        return 0
+    if argv[:1] == ["--calibrate"]:
+        _, device, what, threads, fd = argv
+        send(int(fd), {"value": calibrate(device, what, int(threads) if threads != "none" else None)})
+        return 0
+    run_point(Point.from_dict(json.loads(argv[0])), int(argv[1]))
+    return 0

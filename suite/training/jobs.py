@@ -1,0 +1,117 @@
+"""A training run as a job: plain JSON-able data any executor can carry to a worker, and the one
+`attnbench train` command that makes it alone."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...tasks import get_task
+from ..core.errors import UserError
+from .presets import TrainPreset
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training run to make: plain JSON-able data, so any executor can carry it to a worker."""
+
+    task: str
+    variant: str
+    seed: int
+    preset: str
+    device: str
+    out: str | None  # the run folder the record and model go into (shared with the driver); None: a scratch one
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {variant: {key: value}}
+    plugins: tuple[str, ...] = ()
+    data_dir: str | None = None
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # {model|train|params: {key: value}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainJob:
+        return cls(**{**data, "plugins": tuple(data.get("plugins", ()))})
+
+    def argv(self) -> list[str]:
+        """`attnbench train` arguments that make this run into `out` (or `--scratch`): the one place they are built."""
+        args = [
+            "train",
+            "--task",
+            self.task,
+            "--variant",
+            self.variant,
+            "--preset",
+            self.preset,
+            "--seed",
+            str(self.seed),
+            "--device",
+            self.device,
+        ]
+        for variant, values in sorted(self.options.items()):
+            for key, value in sorted(values.items()):
+                args += ["--option", f"{variant}.{key}={json.dumps(value)}"]
+        for section, values in sorted(self.settings.items()):
+            args += [
+                a for key, value in sorted(values.items()) for a in ("--set", f"{section}.{key}={json.dumps(value)}")
+            ]
+        args += [a for plugin in self.plugins for a in ("--plugin", plugin)]
+        args += ["--data-dir", self.data_dir] if self.data_dir else []
+        return args + (["--out", self.out] if self.out else ["--scratch"])
+
+
+def train_command(
+    task: str,
+    variant: str,
+    preset: str,
+    seed: int,
+    data_dir: Path | None,
+    device: str,
+    plugins: tuple[str, ...],
+    options: dict[str, Any],
+    settings: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The `attnbench train` command that reruns one training run alone, into a fresh scratch folder."""
+    job = TrainJob(
+        task,
+        variant,
+        seed,
+        preset,
+        device,
+        None,
+        {variant: options} if options else {},
+        plugins,
+        str(data_dir) if data_dir is not None else None,
+        settings or {},
+    )
+    return shlex.join(["attnbench", *job.argv()])
+
+
+def suite_jobs(
+    preset: TrainPreset,
+    tasks: list[str],
+    variants: list[str],
+    seeds: list[int],
+    device: str,
+    out: Path,
+    options: dict[str, dict[str, Any]],
+    plugins: tuple[str, ...],
+    data_dir: Path | None,
+) -> list[TrainJob]:
+    """Every task x variant x seed of `attnbench suite` as a job, checked up front (one line before anything
+    trains). --data-dir feeds the tasks read from release files; synthetic ones are generated as ever."""
+    missing = [t for t in tasks if t not in preset.tasks]
+    if missing:
+        raise UserError(f"preset {preset.name} has no setup for task {missing[0]!r} (it has {', '.join(preset.tasks)})")
+    if data_dir is not None and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder")
+    data = {t: str(data_dir.resolve()) if data_dir and get_task(t).read else None for t in tasks}
+    return [
+        TrainJob(t, v, s, preset.name, device, str(out.resolve()), options, plugins, data[t])
+        for t in tasks
+        for v in variants
+        for s in seeds
+    ]

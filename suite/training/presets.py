@@ -1,0 +1,147 @@
+"""Training presets: per task, its parameters, model, schedule and variant options, from YAML, and the
+`--set` overrides of one task's setup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ...tasks import get_task
+from ..core.errors import UserError, first_problem
+from .model import ModelConfig
+
+TRAIN_PRESETS = Path(__file__).parents[1] / "presets" / "train"
+
+
+class TrainSettings(BaseModel):
+    """Optimisation and evaluation schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(1000, gt=0, description="optimizer steps at most")
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    eval_every: int = Field(200, gt=0)
+    eval_size: int = Field(1000, gt=0, description="validation examples scored during training (all at the end)")
+    patience: int = Field(5, ge=0, description="evaluations without improvement before stopping; 0 never stops")
+    grad_clip: float | None = Field(1.0, gt=0, description="gradient norm clip (null: none)")
+    schedule: Literal["cosine", "rsqrt"] = Field(
+        "cosine", description="cosine: linear warm-up to lr, cosine to 0; rsqrt: LRA's lr * warmup(t) / sqrt(max(t, w))"
+    )
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    threads: int | None = Field(None, gt=0)
+
+
+class TaskSetup(BaseModel):
+    """How one task is trained under a preset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field("", description="where the values come from (a file of the original release)")
+    params: dict[str, Any] = Field(default_factory=dict, description="task parameters (generator or loader)")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-variant options")
+
+
+class TrainPreset(BaseModel):
+    """A named set of task setups: tiny (tests), cpu (minutes on 2 cores), lra (LRA sizes, GPU)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    tasks: dict[str, TaskSetup]
+    departures: list[str] = Field(default_factory=list, description="where the preset differs from its source")
+
+
+def preset_rows(setup: TaskSetup) -> list[tuple[str, str]]:
+    """(setting, value) for every parameter, model and training field of one task's setup, defaults included."""
+    rows = [(f"params.{k}", json.dumps(v)) for k, v in setup.params.items()]
+    rows += [(f"model.{k}", json.dumps(v)) for k, v in setup.model.model_dump().items()]
+    rows += [(f"train.{k}", json.dumps(v)) for k, v in setup.train.model_dump().items()]
+    rows += [(f"options.{variant}", json.dumps(values)) for variant, values in setup.options.items()]
+    return rows
+
+
+def load_named_yaml(name: str, folder: Path, what: str, schema: type[BaseModel]) -> Any:
+    """A shipped YAML file of `folder` by name, or a .yaml file by path, validated by `schema`
+    (UserError with one line naming the first problem)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else folder / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise UserError(f"unknown {what} {name!r} (one of {known}, or a .yaml file)")
+    try:
+        return schema.model_validate(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except ValidationError as err:
+        raise UserError(f"{path.name}: {first_problem(err)}") from None
+
+
+def load_train_preset(name: str) -> TrainPreset:
+    """A shipped training preset by name, or a YAML file by path."""
+    return load_named_yaml(name, TRAIN_PRESETS, "training preset", TrainPreset)
+
+
+def with_options(preset: TrainPreset, options: dict[str, dict[str, Any]]) -> TrainPreset:
+    """`preset` with per-variant options ({variant: {key: value}}) merged into every task's setup."""
+    for setup in preset.tasks.values():
+        for variant, values in options.items():
+            setup.options[variant] = setup.options.get(variant, {}) | values
+    return preset
+
+
+SETTING_SECTIONS = ("model", "train", "params")
+
+
+def parse_settings(pairs: list[str] | None) -> dict[str, dict[str, Any]]:
+    """['model.heads=8', 'train.steps=200'] -> {'model': {'heads': 8}, 'train': {'steps': 200}} (YAML values)."""
+    settings: dict[str, dict[str, Any]] = {}
+    for pair in pairs or []:
+        target, sep, value = pair.partition("=")
+        section, dot, key = target.partition(".")
+        if not (sep and dot and key) or section not in SETTING_SECTIONS:
+            raise UserError(
+                f"--set {pair!r}: expected SECTION.KEY=VALUE with SECTION one of "
+                f"{', '.join(SETTING_SECTIONS)}, e.g. model.heads=8"
+            )
+        try:
+            settings.setdefault(section, {})[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {pair!r}: the value is not a YAML scalar") from None
+    return settings
+
+
+def with_settings(preset: TrainPreset, task: str, settings: dict[str, dict[str, Any]]) -> TrainPreset:
+    """`preset` with `task`'s model, train and params fields overridden ({section: {key: value}}), checked."""
+    if not settings or task not in preset.tasks:
+        return preset
+    setup = preset.tasks[task]
+    changed = {"params": setup.params | settings.get("params", {})}
+    for section, schema in (("model", ModelConfig), ("train", TrainSettings)):
+        try:
+            changed[section] = schema.model_validate(getattr(setup, section).model_dump() | settings.get(section, {}))
+        except ValidationError as err:
+            raise UserError(f"--set {first_problem(err, section)}") from None
+    return preset.model_copy(update={"tasks": preset.tasks | {task: setup.model_copy(update=changed)}})
+
+
+def load_setup(
+    name: str, options: dict[str, dict[str, Any]], task: str | None, settings: dict[str, dict[str, Any]]
+) -> TrainPreset:
+    """Training preset `name` with variant options merged into every task and `task`'s --set overrides
+    applied; a one-line error for an unknown task, or overrides without a task to apply them to."""
+    preset = with_options(load_train_preset(name), options)
+    if task is not None:
+        get_task(task)
+    if settings and task is None:
+        raise UserError("--set changes one task's setup: give --task")
+    return with_settings(preset, task, settings)

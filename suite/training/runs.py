@@ -1,0 +1,196 @@
+"""A recorded training run: `attnbench train`, and the body of each run `attnbench suite` and `study`
+hand to an executor. A run is resumable (its record is its key: an existing one is returned as is)
+and its record, in the same records.jsonl as bench points, names the command that remakes it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ...tasks import DataFormatError, get_task, load_task
+from ..core import env as environment
+from ..core.errors import UserError
+from ..core.registry import Registry, load_registry
+from ..measure.failures import classify
+from ..runs.records import FINAL, append_record, read_checked_env, read_records, repair_tail, write_env
+from .jobs import TrainJob, train_command
+from .loop import train
+from .model import ModelConfig, check_layout
+from .presets import TaskSetup, TrainPreset, load_train_preset, with_options, with_settings
+
+# Model fields added after task runs were committed (issue 16's K/V sharing and score scale).
+_LATER_MODEL_FIELDS = ("kv_latent", "score_scale")
+
+
+def run_key(task: str, variant: str, seed: int, preset: str, setup: TaskSetup, data_dir: Path | None) -> str:
+    """Identity of a training run, for resuming: another variant's options are not part of it."""
+    fields = setup.model_dump(exclude={"options", "source"}) | {"options": setup.options.get(variant, {})}
+    for name in _LATER_MODEL_FIELDS:  # at their default they stay out, so runs recorded before them still resume
+        if fields["model"][name] is None:
+            del fields["model"][name]
+    return json.dumps(
+        {
+            "task": task,
+            "variant": variant,
+            "seed": seed,
+            "preset": preset,
+            "setup": fields,
+            "data": str(data_dir) if data_dir else None,
+        },
+        sort_keys=True,
+    )
+
+
+def outcome(record: dict[str, Any]) -> str:
+    """One line for a training record: its accuracy and speed, or its status and reason."""
+    if record.get("status") != "ok":
+        return f"{record.get('status')}: {record.get('reason', '')}"
+    r = record
+    return (
+        f"test accuracy {r['test_acc']:.4f} (best val {r['best_val_acc']:.4f} at step {r['best_step']}, "
+        f"final val {r['final_val_acc']:.4f}; majority baseline {r['majority_test_acc']:.4f}); "
+        f"{r['steps_per_s']:.1f} steps/s, {r['train_s']:.0f} s"
+        + {True: "; padding masked", False: "; padding attended (the variant takes no key lengths)"}.get(
+            r.get("padding_masked"), ""
+        )
+    )
+
+
+def check_fits(registry: Registry, variant: str, model: ModelConfig, device: str) -> str | None:
+    """UserError when `variant` cannot take the model's K/V layout or score scale; returns why it cannot
+    run here (None: it can), for a variant that cannot load is recorded unavailable, not refused."""
+    registry.entry(variant)
+    reason = registry.unavailable_reason(variant, device)
+    if reason is None:
+        check_layout(model, registry.get(variant).info)
+    return reason
+
+
+def check_run(registry: Registry, task: str, variant: str, preset: TrainPreset, device: str) -> None:
+    """What refuses a run before its folder is made: the variant's options, and whether it takes the model's
+    K/V layout and score scale (UserError with one line)."""
+    if task in preset.tasks:
+        registry.check_options({variant: preset.tasks[task].options.get(variant, {})})
+        check_fits(registry, variant, preset.tasks[task].model, device)
+
+
+def _source(registry: Registry, variant: str) -> dict[str, Any] | None:
+    """The variant's source for the record (None when it cannot be loaded: the run is recorded unavailable)."""
+    try:
+        return registry.entry(variant).source()
+    except UserError:
+        return None
+
+
+def run_training(
+    task: str,
+    variant: str,
+    preset: TrainPreset,
+    seed: int,
+    registry: Registry,
+    device: str,
+    out: Path,
+    data_dir: Path | None,
+    plugins: tuple[str, ...],
+    console: Console,
+    executor: str = "local",
+    settings: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One recorded, resumable training run; an existing record for the same run is returned as is.
+    `preset` already holds `settings` (the --set overrides): they are named here for the stored command."""
+    get_task(task)  # DataFormatError naming the known tasks
+    if task not in preset.tasks:
+        raise UserError(f"preset {preset.name} has no setup for task {task!r} (it has {', '.join(preset.tasks)})")
+    setup = preset.tasks[task]
+    reason = check_fits(registry, variant, setup.model, device)
+    key = run_key(task, variant, seed, preset.name, setup, data_dir)
+    # Checked before anything recorded is reused: a folder holds one machine's numbers.
+    fresh = not read_checked_env(out, device, executor)
+    repair_tail(out)
+    for record in read_records(out):
+        if record.get("key") == key and record.get("status") in FINAL:
+            console.print(f"already recorded in {out}: {task} / {variant} / seed {seed}")
+            return record
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    checkpoint, model_path = out / "checkpoints" / f"{digest}.pt", out / "models" / f"{digest}.pt"
+    data = load_task(task, setup.params, data_dir)  # a refusal here leaves no env.json behind
+    if fresh:
+        write_env(out, environment.capture(device, setup.train.threads))
+    record: dict[str, Any] = {
+        "kind": "train",
+        "run_id": out.name,
+        "task": task,
+        "variant": variant,
+        "seed": seed,
+        "preset": preset.name,
+        "device": device,
+        "data": data.description,
+        "task_params": data.params,
+        "model": setup.model.model_dump(),
+        "max_len": data.max_len,
+        "split_sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+        "train": setup.train.model_dump(),
+        "options": setup.options.get(variant, {}),
+        "key": key,
+        "command": train_command(
+            task, variant, preset.name, seed, data_dir, device, plugins, setup.options.get(variant, {}), settings
+        ),
+        "settings": settings or {},
+        "kv_layout": setup.model.kv_layout,
+        "kv_cache_values_per_token": setup.model.kv_cache_values(),
+        **environment.provenance(),
+        "executor": executor,
+        "source": _source(registry, variant),
+    }
+    started = time.perf_counter()
+    if reason is not None:
+        record |= {"status": "unavailable", "reason": reason}
+    else:
+        try:
+            record |= train(data, variant, setup, seed, registry, device, checkpoint, console, model_path)
+            record["model_path"] = str(model_path.relative_to(out))
+        except UserError:
+            raise
+        except Exception as err:  # recorded: a variant that fails must not stop a suite
+            status, why = classify(err)
+            record |= {"status": status, "reason": why}
+    record["wall_s"] = time.perf_counter() - started
+    record["date"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    append_record(out, record)
+    checkpoint.unlink(missing_ok=True)
+    return record
+
+
+def train_here(data: dict[str, Any], executor: str, console: Console | None = None) -> dict[str, Any]:
+    """Make one training run (`TrainJob.to_dict()`) in this process and return its record: the body of a
+    local worker's or a cluster job's training job (quiet unless given a console).
+
+    The record is appended to the job's run folder by the job, as `attnbench train` does, under the
+    lock the driver holds. A refusal (bad input) comes back as an `error` status with its one line.
+    """
+    job = TrainJob.from_dict(data)
+    try:
+        preset = with_settings(with_options(load_train_preset(job.preset), job.options), job.task, job.settings)
+        registry = load_registry(job.plugins)
+        return run_training(
+            job.task,
+            job.variant,
+            preset,
+            job.seed,
+            registry,
+            job.device,
+            Path(job.out),
+            Path(job.data_dir) if job.data_dir else None,
+            job.plugins,
+            console or Console(quiet=True),
+            executor=executor,
+            settings=job.settings,
+        )
+    except (UserError, DataFormatError) as err:
+        return {"status": "error", "reason": str(err)}
