@@ -58,15 +58,15 @@ $(SITE_STAMP): $(STAMP)
 	@touch $@
 
 # ruff, and the import layers of pyproject.toml's [tool.importlinter] (docs/architecture.md).
-lint: $(TEST_STAMP) $(LINT_STAMP)
+lint: $(STAMP) $(LINT_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
 
-test: lint
+test: lint $(TEST_STAMP)
 	$(PY) -m pytest -m "not slow"
 
-test-all: lint
+test-all: lint $(TEST_STAMP)
 	$(PY) -m pytest
 
 # The main job: the `gpu` preset where torch sees a CUDA device, the `cpu` preset elsewhere.

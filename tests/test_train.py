@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,9 @@ def test_a_checkpoint_cut_short_while_saving_leaves_the_previous_one(tmp_path, m
         run("mqar", checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=False)["state"]["step"] == 10  # the first evaluation's, whole
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(checkpoint.stat().st_mode) == 0o666 & ~umask  # as a plain open makes it, not 0600
 
 
 def cli(capsys, *argv):

@@ -110,6 +110,11 @@ def accuracy(trained: Trained, masked: list[tuple[int, int]], batch_size: int = 
     return hits / max(total, 1)
 
 
+def masked_accuracy(trained: Trained, mask: str) -> tuple[float, float]:
+    """Test accuracy with every head, and with the heads `mask` names ('1.2,2.4': LAYER.HEAD from 1) masked."""
+    return accuracy(trained, []), accuracy(trained, parse_heads(mask, *trained.shape))
+
+
 def pruning_curves(trained: Trained, scores: torch.Tensor, seeds: int) -> dict[str, Any]:
     """Test accuracy after masking 0, 1, ..., all heads: least important first, and in `seeds` random
     orders (torch.randperm from seeds 0..seeds-1)."""

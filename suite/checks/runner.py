@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..core.devices import dtype_name
 from ..core.registry import Registry
 from .checker import Checker, CheckResult, default_dtypes
 
@@ -37,3 +39,24 @@ def check_variants(
                 yield name, dtype, reason, iter(())
             else:
                 yield name, dtype, None, Checker(registry.get(name), device, dtype, seed, options.get(name)).results()
+
+
+# How the summary line names each status.
+SUMMARY_WORDS = {"pass": "passed", "fail": "failed", "skip": "skipped", "report": "reported"}
+
+
+@dataclass
+class Tally:
+    """A `check` run's results: a record per result (variant, dtype, check, status, detail), counts per status."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SUMMARY_WORDS, 0))
+
+    def add(self, variant: str, dtype: torch.dtype, result: CheckResult) -> None:
+        """One result; a variant that cannot run here is one `available` result, skipped with the reason."""
+        self.counts[result.status] += 1
+        self.records.append({"variant": variant, "dtype": dtype_name(dtype), **result.__dict__})
+
+    def summary(self) -> str:
+        """'20 passed, 0 failed, 1 skipped, 0 reported'."""
+        return ", ".join(f"{n} {SUMMARY_WORDS[status]}" for status, n in self.counts.items())

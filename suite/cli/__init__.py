@@ -1,5 +1,8 @@
 """The `attnbench` command line: a module per command group, each a thin layer from flags to a config
-and a call into the layers below (docs/architecture.md). Errors a user can cause end here in one line."""
+and a call into the layers below (docs/architecture.md). Errors a user can cause end here in one line.
+
+A command imports the layers it calls when it runs, not when the module loads: `attnbench --help` and
+each command start without loading what the others use (pandas, matplotlib, the training stack)."""
 
 from __future__ import annotations
 

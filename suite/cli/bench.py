@@ -12,13 +12,6 @@ import typer
 from ..core.config import BenchConfig, load_config, load_preset, parse_variant_options, with_command_line
 from ..core.devices import dtype_name, host_preset, parse_dtype, resolve_device
 from ..core.errors import UserError
-from ..executors import make_executor
-from ..outputs.plan_report import plan_text
-from ..outputs.report import write_report, write_summary, wrong_points
-from ..runs.folders import default_run_folder, run_folder
-from ..runs.plan import dry_run as plan_run
-from ..runs.records import run_lock
-from ..runs.sweep import run_bench
 from .common import (
     DeviceOpt,
     ExecutorChoice,
@@ -103,6 +96,14 @@ def bench(
     Exits 1 after recording everything if any point's output is off its definition beyond the
     variant's tolerance (marked `correct: false` in its record, the summary and the charts).
     """
+    from ..executors import make_executor
+    from ..outputs.plan_report import plan_text
+    from ..outputs.report import write_report, write_summary, wrong_points
+    from ..runs.folders import run_folder
+    from ..runs.plan import dry_run as plan_run
+    from ..runs.records import run_lock
+    from ..runs.sweep import run_bench
+
     if preset == "auto":
         preset = host_preset()
         console.print(f"device detected: running the {preset} preset")
@@ -138,21 +139,18 @@ def bench(
     cfg = with_command_line(base, grid, settings, parse_variant_options(option), source)
 
     variant_registry = registry(plugin)
-    for name in {v for kind in ("cpu", "cuda") for sweep in cfg.sweeps_for(kind) for v in sweep.variants}:
-        variant_registry.entry(name)
-    variant_registry.check_options(cfg.options)
+    variant_registry.check_config(cfg)
     plugins = plugin_paths(plugin)
+    budget_s = budget_minutes * 60 if budget_minutes else None
     if dry_run:
         planned, target, recorded = plan_run(cfg, variant_registry, device or cfg.device, plugins, out)
         console.print(f"dry run of {cfg.name}: nothing is measured", highlight=False)
-        budget_s = budget_minutes * 60 if budget_minutes else None
         console.print(plan_text(planned, target, recorded, budget_s), markup=False, highlight=False)
         return
     device = resolve_device(None if cfg.device == "auto" and device is None else device or cfg.device)
     run_dir = run_folder(out, scratch, cfg.name, device)
     message = f"interrupted: finished points are kept in {run_dir}; rerun the same command to resume"
     with interruptible(message), run_lock(run_dir):
-        budget_s = budget_minutes * 60 if budget_minutes else None
         records = run_bench(
             cfg, variant_registry, device, plugins, run_dir, make_executor(executor, run_dir), console, budget_s
         )
@@ -175,6 +173,8 @@ def gpu_check(
 ) -> None:
     """The gpu-marked tests, then the `gpu` preset, into results/gpu-<device>/ (the tests' report beside the
     run); exit 1 if either fails. `make gpu-check` runs it after setting up the GPU kernels."""
+    from ..runs.folders import default_run_folder
+
     if host_preset() != "gpu":
         raise UserError("no GPU visible: torch sees no CUDA device and nvidia-smi lists none; run it on a CUDA machine")
     run_dir = default_run_folder("gpu", "cuda")

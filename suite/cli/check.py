@@ -8,14 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..checks.runner import check_variants
 from ..core.config import parse_variant_options
 from ..core.devices import dtype_name, parse_dtype, resolve_device
 from ..core.errors import UserError
 from ..core.registry import Registry
 from .common import DeviceOpt, OptionOpt, PluginOpt, console, registry
 
-SUMMARY_WORDS = {"pass": "passed", "fail": "failed", "skip": "skipped", "report": "reported"}
 STYLES = {"pass": "green", "fail": "bold red", "skip": "yellow", "report": "cyan"}
 
 
@@ -82,6 +80,9 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
 ) -> None:
     """Run the conformance checks; exit 1 if any check fails."""
+    from ..checks.checker import CheckResult
+    from ..checks.runner import Tally, check_variants
+
     variants = registry(plugin)
     device = resolve_device(device)
     asked = [parse_dtype(d) for d in dtype or []]
@@ -91,8 +92,7 @@ def check(
     for name in names:
         variants.entry(name)  # unknown names fail before any work
     variants.check_options(options)
-    counts = dict.fromkeys(SUMMARY_WORDS, 0)
-    records = []
+    tally = Tally()
     printed = set()
     for name, dt, reason, results in check_variants(variants, names, device, asked, seed, options):
         if not as_json and name not in printed:
@@ -100,28 +100,24 @@ def check(
             printed.add(name)
         header = f"{name} · {device} · {dtype_name(dt)}"
         if reason is not None:
-            counts["skip"] += 1
-            records.append(
-                {"variant": name, "dtype": dtype_name(dt), "check": "available", "status": "skip", "detail": reason}
-            )
+            tally.add(name, dt, CheckResult("available", "skip", reason))
             if not as_json:
                 console.print(f"[bold]{header}[/]  [yellow]skip[/] unavailable: {reason}")
             continue
         if not as_json:
             console.print(f"[bold]{header}[/]")
         for result in results:
-            counts[result.status] += 1
-            records.append({"variant": name, "dtype": dtype_name(dt), **result.__dict__})
+            tally.add(name, dt, result)
             if not as_json:
                 label = result.status.upper() if result.status == "fail" else result.status
                 console.print(
                     f"  [{STYLES[result.status]}]{label:<6}[/] {result.check:<18} {result.detail}", highlight=False
                 )
     if as_json:
-        print(json.dumps(records, indent=2))
+        print(json.dumps(tally.records, indent=2))
     else:
-        console.print(", ".join(f"{n} {SUMMARY_WORDS[status]}" for status, n in counts.items()))
-    if counts["fail"]:
+        console.print(tally.summary())
+    if tally.counts["fail"]:
         raise typer.Exit(1)
 
 

@@ -17,7 +17,6 @@ from rich.console import Console
 from ...tasks import task_names
 from ..core.errors import UserError
 from ..core.registry import Registry, load_registry
-from ..executors import choose_executor
 
 # Wide enough for the tables when output is piped (rich would fall back to 80 columns).
 console = Console(width=max(shutil.get_terminal_size((150, 24)).columns, 100))
@@ -91,6 +90,8 @@ def with_executor(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
+        from ..executors import choose_executor
+
         chosen = {name: kwargs.pop(name) for name in EXECUTOR_OPTIONS}
         command(**kwargs, executor=choose_executor(**chosen, parallel=kwargs.get("parallel", 1)))
 

@@ -6,11 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ..analysis.heads import accuracy, head_record, model_name, parse_heads
-from ..analysis.trained import finished_runs, load_trained
-from ..outputs.heads_report import heads_section, link_in_readme, write_heads
-from ..runs.heads_records import read_heads, write_heads_record
-from ..runs.records import run_lock
 from .common import PluginOpt, RunArg, console, registry
 
 
@@ -28,17 +23,21 @@ def heads(
 ) -> None:
     """Head importance, pruning curves and per-head statistics of a run's trained models: records in
     heads.jsonl, charts in heads/, a section in the run README."""
+    from ..analysis.heads import head_record, masked_accuracy, model_name
+    from ..analysis.trained import finished_runs, load_trained
+    from ..outputs.heads_report import record_heads, update_readme
+    from ..runs.records import run_lock
+
     chosen = finished_runs(run, task, variant, seed)
     variants = registry(plugin)
     models = [load_trained(run, r, variants) for r in chosen]
     if mask is not None:
         for trained in models:
-            masked = parse_heads(mask, *trained.shape)
+            every, masked = masked_accuracy(trained, mask)
             r = trained.record
             console.print(
                 f"{r['task']} / {r['variant']} / seed {r['seed']} ({r['kv_layout'] or 'MHA'}): test accuracy "
-                f"{accuracy(trained, []):.4f} with every head, {accuracy(trained, masked):.4f} with "
-                f"{mask} masked",
+                f"{every:.4f} with every head, {masked:.4f} with {mask} masked",
                 highlight=False,
             )
         return
@@ -48,8 +47,7 @@ def heads(
                 f"analysing {model_name(trained.record)}: importance, {prune_seeds} random pruning orders, statistics"
             )
             record = head_record(run, trained, prune_seeds, examples)
-            write_heads_record(run, record)
-            write_heads(run, record)
+            record_heads(run, record)
             half = record["half"]
             console.print(
                 f"  {half['heads_masked']} least important heads masked: test accuracy {half['full']:.4f} -> "
@@ -57,5 +55,5 @@ def heads(
                 f"(mean of {prune_seeds}, {half['random_min']:.4f}-{half['random_max']:.4f})",
                 highlight=False,
             )
-        readme = link_in_readme(run, heads_section(run, read_heads(run)))
+        readme = update_readme(run)
     console.print(f"wrote {run / 'heads.jsonl'}, charts in {run / 'heads'}, linked from {readme}")

@@ -7,18 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ...tasks.base import IGNORE
-from ..analysis.trained import model_for
 from ..core.config import parse_variant_options
 from ..core.errors import UserError
-from ..executors.local import LocalExecutor
-from ..outputs.compare import compare_records, compare_runs, render
-from ..outputs.heatmap import save_heatmap
-from ..outputs.plots import plot_run
-from ..outputs.report import write_report
-from ..runs.records import require_run
-from ..runs.rerun import machine_note, remeasure, rerun_points
-from ..training.presets import load_setup
 from .common import (
     DataDirOpt,
     OptionOpt,
@@ -37,12 +27,17 @@ def plot(
     baseline: Annotated[str | None, typer.Option(help="Variant the speedup chart is against.")] = None,
 ) -> None:
     """Draw every chart of a run from its records alone (PNG and SVG, into the run folder)."""
+    from ..outputs.plots import plot_run
+    from ..runs.records import require_run
+
     paths = plot_run(require_run(run), baseline)
     console.print(f"{len(paths)} files written to {run}")
 
 
 def report(runs: Annotated[list[Path], typer.Argument(help="Run folders.")]) -> None:
     """Write README.md (environment, tables, charts) into each run folder."""
+    from ..outputs.report import write_report
+
     for run in runs:
         console.print(f"wrote {write_report(run)}")
 
@@ -54,6 +49,10 @@ def rerun(
     ] = None,
 ) -> None:
     """Re-measure a run's points into a fresh folder; print recorded vs new; exit 1 beyond the run's spread."""
+    from ..executors.local import LocalExecutor
+    from ..outputs.compare import compare_records
+    from ..runs.rerun import machine_note, remeasure, rerun_points
+
     points, recorded = rerun_points(run, where)
     note = machine_note(run, points)
     if note:
@@ -85,6 +84,8 @@ def compare(
     alpha: Annotated[float, typer.Option(help="Significance level of the U test over the repeats.")] = 0.05,
 ) -> None:
     """A verdict per point of B against A (U test over the repeats, as benchstat); exit 1 if anything regressed."""
+    from ..outputs.compare import compare_runs, render
+
     result = compare_runs(run_a, run_b, threshold, memory_threshold, alpha)
     if not result.points:
         raise UserError(f"no points in common between {run_a} and {run_b}")
@@ -107,18 +108,10 @@ def heatmap(
     out: Annotated[Path, typer.Option(help="PNG file to write (an SVG is written beside it).")] = Path("heatmap.png"),
 ) -> None:
     """Draw the attention weights of every head, per layer, for one input."""
+    from ..analysis.trained import model_for
+    from ..outputs.heatmap import save_example_heatmap
+    from ..training.presets import load_setup
+
     setups = load_setup(preset, parse_variant_options(option), None, {})
     model, data, state = model_for(task, variant, setups, seed, run, data_dir, registry(plugin))
-    split = data.test
-    if not 0 <= example < len(split):
-        raise UserError(f"--example must be in 0..{len(split) - 1}")
-    tokens = split.tokens[example : example + 1]
-    tokens2 = split.tokens2[example : example + 1] if split.tokens2 is not None else None
-    label = split.labels[example]
-    answer = f"label {int(label)}" if label.dim() == 0 else f"{int((label != IGNORE).sum())} positions asked"
-    title = f"{variant} on {task}, test example {example} ({answer}), {state} model"
-    try:
-        path = save_heatmap(model, tokens, tokens2, title, out)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    console.print(f"wrote {path}")
+    console.print(f"wrote {save_example_heatmap(model, data, example, state, out)}")

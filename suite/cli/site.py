@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..site.build import build_site
-from ..site.runs import find_runs, load_runs
 from .common import console
 
 
@@ -25,5 +23,8 @@ def site(
     ] = Path("site"),
 ) -> None:
     """Write a static site of runs: index, a page per run, a page across runs; interactive charts, no server."""
+    from ..site.build import build_site
+    from ..site.runs import find_runs, load_runs
+
     index = build_site(load_runs(runs or find_runs(Path("results"))), out)
     console.print(f"wrote {index} (open it in a browser; it needs no server)")

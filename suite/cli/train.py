@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,16 +12,6 @@ from rich.table import Table
 from ..core.config import parse_variant_options
 from ..core.devices import resolve_device
 from ..core.errors import UserError
-from ..executors import make_executor
-from ..executors.batch import train_each
-from ..outputs.report import write_accuracy
-from ..outputs.study_report import write_study
-from ..runs.folders import default_run_folder, run_folder
-from ..runs.records import read_checked_env, read_records, run_lock
-from ..training.jobs import TrainJob, suite_jobs
-from ..training.presets import TrainPreset, load_setup, parse_settings, preset_rows
-from ..training.runs import check_run, outcome, run_training
-from ..training.study import load_study, study_jobs
 from .common import (
     TASK_HELP,
     DataDirOpt,
@@ -41,6 +30,10 @@ from .common import (
     plugin_paths,
     registry,
 )
+
+if TYPE_CHECKING:
+    from ..training.jobs import TrainJob
+    from ..training.presets import TrainPreset
 
 
 def train(
@@ -62,6 +55,11 @@ def train(
     ] = False,
 ) -> None:
     """Train the task model with one variant; record accuracy, speed and memory (resumable)."""
+    from ..runs.folders import run_folder
+    from ..runs.records import run_lock
+    from ..training.presets import load_setup, parse_settings
+    from ..training.runs import check_run, outcome, run_training
+
     settings = parse_settings(setting)
     setups = load_setup(preset, parse_variant_options(option), task, settings)
     if dry_run:
@@ -96,6 +94,8 @@ def train(
 def _print_preset(preset: TrainPreset, task: str | None) -> None:
     """A training preset as tables: every setting of each task (or of `task`), its source, and the
     preset's declared departures."""
+    from ..training.presets import preset_rows
+
     if task is not None and task not in preset.tasks:
         raise UserError(f"preset {preset.name} has no setup for task {task!r} (it has {', '.join(preset.tasks)})")
     console.print(f"[bold]training preset {preset.name}[/]: {preset.description}", highlight=False)
@@ -129,17 +129,19 @@ def suite_command(
     parallel: ParallelOpt = 1,
 ) -> None:
     """Train every task x variant x seed, each run in its own process; write the accuracy table."""
+    from ..outputs.report import write_accuracy
+    from ..runs.folders import default_run_folder
+    from ..runs.records import read_records
+    from ..training.jobs import suite_jobs
+    from ..training.presets import load_setup
+
     variant_registry = registry(plugin)
     options = parse_variant_options(option)
     setups = load_setup(preset, options, None, {})
-    variant_list = csv(variants)
-    for name in variant_list:
-        variant_registry.entry(name)
     device = resolve_device(device)
     out = out or default_run_folder(f"tasks-{setups.name}", device)
-    jobs = suite_jobs(
-        setups, csv(tasks), variant_list, csv(seeds, int), device, out, options, plugin_paths(plugin), data_dir
-    )
+    grid = (csv(tasks), csv(variants), csv(seeds, int))
+    jobs = suite_jobs(setups, *grid, variant_registry, device, out, options, plugin_paths(plugin), data_dir)
 
     def accuracy_table() -> None:
         if (out / "records.jsonl").exists():
@@ -157,15 +159,15 @@ def study(
     parallel: ParallelOpt = 1,
 ) -> None:
     """Train every arm x task x variant x seed of a study (resumable); write its table, chart and README."""
+    from ..outputs.study_report import write_study
+    from ..runs.folders import default_run_folder
+    from ..training.study import load_study, study_command, study_jobs
+
     plan = load_study(name)
     device = resolve_device(device)
     out = out or default_run_folder(plan.name, device)
     jobs = study_jobs(plan, registry(plugin), device, out, plugin_paths(plugin))
-    # --parallel is kept: runs sharing the cores make their steps/s, which a remake should match.
-    command = shlex.join(
-        ["attnbench", "study", name, "--out", str(out), "--device", device]
-        + (["--parallel", str(parallel)] if parallel > 1 else [])
-    )
+    command = study_command(name, out, device, parallel)
 
     def study_report() -> None:
         console.print(write_study(plan, out, command), markup=False, highlight=False)
@@ -176,17 +178,10 @@ def study(
 
 
 def _train_all(
-    jobs: list[TrainJob],
-    out: Path,
-    device: str,
-    executor: ExecutorChoice,
-    parallel: int,
-    report: Callable[[], None],
+    jobs: list[TrainJob], out: Path, device: str, executor: ExecutorChoice, parallel: int, report: Callable[[], None]
 ) -> int:
-    """Train `jobs` into `out` under its lock on the chosen executor, then `report`; returns how many failed."""
-    read_checked_env(out, device, executor[0])  # up front: each run would refuse the folder alike
-    message = f"interrupted: finished runs are kept in {out}; rerun the same command to resume"
-    with interruptible(message), run_lock(out):  # the runs write into the folder under this lock
-        failed = train_each(jobs, make_executor(executor, out), console, parallel)
-        report()
-    return failed
+    """executors.batch.train_all, ended by Ctrl-C or SIGTERM with the line saying what is kept."""
+    from ..executors.batch import train_all
+
+    with interruptible(f"interrupted: finished runs are kept in {out}; rerun the same command to resume"):
+        return train_all(jobs, out, device, executor, parallel, console, report)

@@ -109,6 +109,11 @@ class BenchConfig(BaseModel):
                 raise ValueError(f"device_overrides.{device}: {first_problem(err)}") from None
         return self
 
+    def variant_names(self) -> list[str]:
+        """Every variant the config names, on any device, each once."""
+        names = (v for device in ("cpu", "cuda") for sweep in self.sweeps_for(device) for v in sweep.variants)
+        return list(dict.fromkeys(names))
+
     def sweeps_for(self, device: str) -> list[Sweep]:
         """The sweeps as run on `device`: each with that device's overrides applied."""
         fields = self.device_overrides.get(device, {})

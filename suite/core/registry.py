@@ -26,6 +26,7 @@ import torch
 
 from ...variants import builtin, defined_variants
 from ...variants.contract import AttentionSpec, Variant
+from .config import BenchConfig
 from .devices import dtype_name
 from .errors import UserError, one_line
 
@@ -165,6 +166,13 @@ class Registry:
                 self.get(name).parse_options(values)
             except ValueError as err:
                 raise UserError(str(err)) from None
+
+    def check_config(self, cfg: BenchConfig) -> None:
+        """UserError for the first variant a bench config names (on any device) that is unknown, or for an
+        option its variant refuses: before any work."""
+        for name in cfg.variant_names():
+            self.entry(name)
+        self.check_options(cfg.options)
 
     def describe(self, name: str, device: str) -> dict[str, Any]:
         """What `attnbench list` shows of a variant: origin, whether it runs on `device` (or why not), and

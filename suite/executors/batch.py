@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from ..runs.records import read_checked_env, run_lock
 from ..training.jobs import TrainJob
 from ..training.runs import outcome
-from . import Executor
+from . import Executor, make_executor
+
+
+def train_all(
+    jobs: list[TrainJob],
+    out: Path,
+    device: str,
+    choice: tuple[str, dict[str, Any]],
+    parallel: int,
+    console: Console,
+    report: Callable[[], None],
+) -> int:
+    """Train `jobs` into run folder `out` on the chosen executor (`choose_executor`'s), `parallel` at a time,
+    under the folder's lock, then `report` (its tables) under it too; returns how many runs failed."""
+    read_checked_env(out, device, choice[0])  # up front: each run would refuse the folder alike
+    with run_lock(out):  # the runs write into the folder under this lock
+        failed = train_each(jobs, make_executor(choice, out), console, parallel)
+        report()
+    return failed
 
 
 def train_each(jobs: list[TrainJob], executor: Executor, console: Console, parallel: int = 1) -> int:

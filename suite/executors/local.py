@@ -225,6 +225,6 @@ class LocalExecutor:
         }
 
     def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
-        """A measured ceiling of the device (worker.calibrate), or None if the calibration failed."""
+        """A measured ceiling of the device (measure/ceilings.py), or None if the calibration failed."""
         code, result, _ = spawn_worker(["--calibrate", device, what, str(threads or "none")], 120)
         return result["value"] if code == 0 and result else None

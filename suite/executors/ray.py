@@ -61,7 +61,7 @@ class RayExecutor:
             return {"status": "error", "reason": f"Ray task failed: {one_line(err, 300)}"}
 
     def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
-        """A measured ceiling (worker.calibrate) on a worker, or None if it failed."""
+        """A measured ceiling (measure/ceilings.py) on a worker, or None if it failed."""
         ref = self._calibrate.options(**self._resources(device)).remote(device, what, threads)
         try:
             return self._ray.get(ref, timeout=300)

@@ -74,7 +74,7 @@ class SlurmExecutor:
             return {"status": "error", "reason": f"job {submitted.job_id} failed: {one_line(err, 300, last=True)}"}
 
     def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
-        """A measured ceiling (worker.calibrate) in a job, or None if it failed."""
+        """A measured ceiling (measure/ceilings.py) in a job, or None if it failed."""
         job = self._submit(calibrate_here, device, what, threads, device=device, timeout_s=300)
         try:
             return job.result()

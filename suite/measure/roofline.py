@@ -8,7 +8,7 @@ most min(matmul peak, intensity x bandwidth), the roofline; each record keeps th
 measured matmul peak (``peak_fraction``) and of the measured memory bandwidth (``bandwidth_fraction``:
 bytes over time, over the bandwidth) it reached. For decoding shapes (one query against a long K/V
 cache) the bandwidth fraction is the number that matters: the work is reading the cache.
-Both ceilings are measured once per run on the run's device (worker.calibrate), never taken from
+Both ceilings are measured once per run on the run's device (measure/ceilings.py), never taken from
 a datasheet.
 """
 

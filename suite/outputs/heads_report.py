@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.heads import CLASSES, STATS
+from ..runs.heads_records import read_heads, write_heads_record
 from .plots import save_figure
 
 HEADS_DIR = "heads"
@@ -131,8 +132,10 @@ def head_table(r: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_heads(run_dir: Path, r: dict[str, Any]) -> list[Path]:
-    """The three charts (PNG and SVG) of one analysed model into RUN/heads/; returns them."""
+def record_heads(run_dir: Path, r: dict[str, Any]) -> list[Path]:
+    """One analysed model's record into RUN/heads.jsonl (replacing the model's earlier one) and its three
+    charts (PNG and SVG) into RUN/heads/; returns the charts."""
+    write_heads_record(run_dir, r)
     out = run_dir / HEADS_DIR
     out.mkdir(parents=True, exist_ok=True)
     stem = r["name"]
@@ -176,8 +179,10 @@ def heads_section(run_dir: Path, records: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def link_in_readme(run_dir: Path, section: str) -> Path:
-    """Put the heads section into the run README (replacing an earlier one; a README is made if none)."""
+def update_readme(run_dir: Path) -> Path:
+    """Put the heads section of every model in RUN/heads.jsonl into the run README (replacing an earlier
+    one; a README is made if none)."""
+    section = heads_section(run_dir, read_heads(run_dir))
     readme = run_dir / "README.md"
     text = readme.read_text() if readme.exists() else f"# attnbench run `{run_dir.name}`\n"
     pattern = re.compile(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), re.S)

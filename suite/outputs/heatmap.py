@@ -17,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from ...tasks.base import PAD
+from ...tasks.base import IGNORE, PAD, TaskData
+from ..core.errors import UserError
 from ..training.model import TaskModel
 
 
@@ -48,6 +49,23 @@ def heatmap_figure(maps: list[torch.Tensor], title: str, length: int | None = No
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def save_example_heatmap(model: TaskModel, data: TaskData, example: int, state: str, out: Path) -> Path:
+    """The heatmap of test example `example` of the task's data (UserError when there is none such, or the
+    variant has no weight matrix to show); `state` says which model it is (untrained, trained)."""
+    split = data.test
+    if not 0 <= example < len(split):
+        raise UserError(f"--example must be in 0..{len(split) - 1}")
+    tokens = split.tokens[example : example + 1]
+    tokens2 = split.tokens2[example : example + 1] if split.tokens2 is not None else None
+    label = split.labels[example]
+    answer = f"label {int(label)}" if label.dim() == 0 else f"{int((label != IGNORE).sum())} positions asked"
+    title = f"{model.variant} on {data.name}, test example {example} ({answer}), {state} model"
+    try:
+        return save_heatmap(model, tokens, tokens2, title, out)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def save_heatmap(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor | None, title: str, out: Path) -> Path:

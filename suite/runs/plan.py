@@ -89,7 +89,7 @@ def target_device(kind: str, dtypes: set[str]) -> Device:
         return Device(
             "cuda", ASSUMED_GPU["name"], ASSUMED_GPU["memory"], tflops, ASSUMED_GPU["bandwidth_gbs"], here=False
         )
-    # The run's own calibrations (worker.calibrate), measured here in this process.
+    # The run's own calibrations (measure/ceilings.py), measured here in this process.
     tflops = {d: calibrate(kind, d, None) for d in dtypes}
     if kind == "cuda":
         name, memory = torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory

@@ -50,6 +50,7 @@ def prepare_env(
         env = now | {"matmul_tflops": {}}
     else:
         env.setdefault("resumed", []).append({"date": now["date"], "command": now["command"], "commit": now["commit"]})
+    env.setdefault("matmul_tflops", {})  # a folder a training run made has none yet
     for dtype in sorted({p.dtype for p in points}):
         if env["matmul_tflops"].get(dtype) is None:
             env["matmul_tflops"][dtype] = executor.calibrate(device, dtype, threads)

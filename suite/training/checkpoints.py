@@ -3,12 +3,12 @@ saved at every evaluation so a stopped run continues where it stopped."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..runs.records import replaced_atomically
 
 
 def save_checkpoint(
@@ -20,10 +20,7 @@ def save_checkpoint(
 ) -> None:
     """Write the checkpoint to a temporary file beside `path`, then rename it into place: a run killed
     while saving leaves the previous checkpoint, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with replaced_atomically(path) as tmp:
         torch.save(
             {
                 "model": model.state_dict(),
@@ -34,10 +31,6 @@ def save_checkpoint(
             },
             tmp,
         )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...tasks import get_task
 from ..core.errors import UserError
+from ..core.registry import Registry
 from .presets import TrainPreset
 
 
@@ -95,6 +96,7 @@ def suite_jobs(
     tasks: list[str],
     variants: list[str],
     seeds: list[int],
+    registry: Registry,
     device: str,
     out: Path,
     options: dict[str, dict[str, Any]],
@@ -103,6 +105,8 @@ def suite_jobs(
 ) -> list[TrainJob]:
     """Every task x variant x seed of `attnbench suite` as a job, checked up front (one line before anything
     trains). --data-dir feeds the tasks read from release files; synthetic ones are generated as ever."""
+    for variant in variants:
+        registry.entry(variant)
     missing = [t for t in tasks if t not in preset.tasks]
     if missing:
         raise UserError(f"preset {preset.name} has no setup for task {missing[0]!r} (it has {', '.join(preset.tasks)})")

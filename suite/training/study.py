@@ -9,6 +9,7 @@ command that remakes it alone); the study's table and chart are drawn from those
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,15 @@ def study_jobs(study: Study, registry: Registry, device: str, out: Path, plugins
                     for seed in study.seeds
                 ]
     return jobs
+
+
+def study_command(name: str, out: Path, device: str, parallel: int) -> str:
+    """The command that remakes a study into `out`; `--parallel` is kept, since runs sharing the cores make
+    their steps/s, which a remake should match."""
+    return shlex.join(
+        ["attnbench", "study", name, "--out", str(out), "--device", device]
+        + (["--parallel", str(parallel)] if parallel > 1 else [])
+    )
 
 
 def arm_of(study: Study, record: dict[str, Any]) -> str | None:
