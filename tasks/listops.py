@@ -15,9 +15,9 @@ which makes the nesting unrecoverable and is a known cause of low ListOps scores
 
 from __future__ import annotations
 
-import csv
 import random
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -142,6 +142,18 @@ def generate(params: ListOpsParams, seed: int) -> TaskData:
     )
 
 
+def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, tab-separated fields) of each line; no quoting (a stray quote is data, not a field) and
+    no length limit; a line that is not UTF-8 is named."""
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+            yield line, text.split("\t") if text else []
+
+
 def read_tsv(path: Path, max_len: int) -> Split:
     """One LRA ListOps release file: header Source<TAB>Target, then one expression per line.
 
@@ -151,33 +163,31 @@ def read_tsv(path: Path, max_len: int) -> Split:
     if not path.is_file():
         raise DataFormatError(f"missing ListOps file {path}")
     sequences, labels, too_long = [], [], 0
-    with open(path, newline="") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)  # a stray quote is data, not a field
-        header = next(reader, None)
-        if header != ["Source", "Target"]:
-            raise DataFormatError(f"{path}:1: expected the header 'Source<TAB>Target', got {header!r}")
-        for row in reader:
-            line = reader.line_num
-            if len(row) != 2:
-                raise DataFormatError(f"{path}:{line}: expected 2 tab-separated fields, got {len(row)}")
-            source, target = row
-            symbols = source_symbols(source)
-            unknown = {s for s in symbols if s not in VOCAB}
-            if unknown:
-                raise DataFormatError(f"{path}:{line}: unknown ListOps symbol {sorted(unknown)[0]!r}")
-            if target.strip() not in DIGITS:  # not isdigit(): it accepts '²', which int() refuses
-                raise DataFormatError(f"{path}:{line}: target must be a digit 0-9, got {target!r}")
-            try:
-                value = parse(symbols)
-            except ValueError as err:
-                raise DataFormatError(f"{path}:{line}: not a well-formed expression ({err})") from None
-            if value != int(target):
-                raise DataFormatError(f"{path}:{line}: the expression evaluates to {value}, the target says {target}")
-            if len(symbols) > max_len:
-                too_long += 1
-                continue
-            sequences.append([VOCAB[s] for s in symbols])
-            labels.append(int(target))
+    for line, row in _tsv_rows(path):
+        if line == 1:
+            if row != ["Source", "Target"]:
+                raise DataFormatError(f"{path}:1: expected the header 'Source<TAB>Target', got {row!r}")
+            continue
+        if len(row) != 2:
+            raise DataFormatError(f"{path}:{line}: expected 2 tab-separated fields, got {len(row)}")
+        source, target = row
+        symbols = source_symbols(source)
+        unknown = {s for s in symbols if s not in VOCAB}
+        if unknown:
+            raise DataFormatError(f"{path}:{line}: unknown ListOps symbol {sorted(unknown)[0]!r}")
+        if target.strip() not in DIGITS:  # not isdigit(): it accepts '²', which int() refuses
+            raise DataFormatError(f"{path}:{line}: target must be a digit 0-9, got {target!r}")
+        try:
+            value = parse(symbols)
+        except ValueError as err:
+            raise DataFormatError(f"{path}:{line}: not a well-formed expression ({err})") from None
+        if value != int(target):
+            raise DataFormatError(f"{path}:{line}: the expression evaluates to {value}, the target says {target}")
+        if len(symbols) > max_len:
+            too_long += 1
+            continue
+        sequences.append([VOCAB[s] for s in symbols])
+        labels.append(int(target))
     if not labels:
         raise DataFormatError(
             f"{path}: no examples" + (f" of at most {max_len} symbols ({too_long} longer)" if too_long else "")

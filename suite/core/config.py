@@ -128,12 +128,13 @@ def preset_names() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in PRESETS.iterdir() if p.name.endswith(".yaml"))
 
 
-def _parse(text: str, source: str) -> Any:
+def _parse(data: bytes, source: str) -> Any:
+    """A config file's bytes as YAML or TOML (by its suffix); one line naming the file when they are not."""
     try:
         if source.endswith(".toml"):
-            return tomllib.loads(text)
-        return yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+            return tomllib.loads(data.decode("utf-8"))
+        return yaml.safe_load(data)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         first = " ".join(str(err).split())
         kind = "TOML" if source.endswith(".toml") else "YAML"
         raise UserError(f"config {source}: not valid {kind}: {first}") from None
@@ -154,7 +155,7 @@ def load_config(path: str | Path) -> BenchConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
-    return validate(_parse(path.read_text(), str(path)), path.name)
+    return validate(_parse(path.read_bytes(), str(path)), path.name)
 
 
 def load_preset(name: str) -> BenchConfig:
@@ -162,7 +163,7 @@ def load_preset(name: str) -> BenchConfig:
     resource = PRESETS / f"{name}.yaml"
     if not resource.is_file():
         raise UserError(f"unknown preset {name!r} (one of {', '.join(preset_names())})")
-    return validate(_parse(resource.read_text(), resource.name), resource.name)
+    return validate(_parse(resource.read_bytes(), resource.name), resource.name)
 
 
 def parse_variant_options(pairs: list[str] | None) -> dict[str, dict[str, Any]]:

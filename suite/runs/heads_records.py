@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
+
+from .records import json_lines, warn_once
 
 HEADS = "heads.jsonl"
 
@@ -14,21 +15,12 @@ HEADS = "heads.jsonl"
 def read_heads(run_dir: Path) -> list[dict[str, Any]]:
     """The run's head analyses, in the order first made; a corrupt line is skipped with a warning."""
     path = Path(run_dir) / HEADS
-    if not path.exists():
-        return []
     records = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            warnings.warn(f"{path}:{lineno}: not a JSON record, skipped", stacklevel=2)
-            continue
+    for lineno, record in json_lines(path):
         if isinstance(record, dict) and record.get("kind") == "heads" and "name" in record:
             records.append(record)
         else:
-            warnings.warn(f"{path}:{lineno}: not a heads record, skipped", stacklevel=2)
+            warn_once(f"{path}:{lineno}: not a heads record, skipped")
     return records
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.env import device_name, package_version
-from ..core.errors import UserError
+from ..core.errors import UserError, one_line
 from . import schema
 
 RECORDS = "records.jsonl"
@@ -79,39 +79,58 @@ def repair_tail(run_dir: Path) -> None:
         f.write(b"\n")
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
-    """All records of a run; a corrupt line is skipped with a warning naming it."""
-    path = Path(run_dir) / RECORDS
+# Lines already warned about: a command reads a run more than once, and says so once.
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """A warning about a file's content, shown once per command however often the file is read."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, stacklevel=3)
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each JSON line of `path`; a line that is not JSON (cut short, or bytes that
+    are not UTF-8) is skipped with a warning naming it. Nothing when the file is absent."""
     if not path.exists():
-        return []
-    records = []
-    with open(path) as f:
+        return
+    with open(path, "rb") as f:  # bytes: one bad byte must cost its line, not the file
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                raw = json.loads(line)
-            except ValueError as err:
-                warnings.warn(f"{path}:{lineno}: skipped corrupt record ({err})", stacklevel=2)
-                continue
-            try:
-                records.append(schema.load(raw))
-            except schema.SchemaError as err:
-                if "newer" in str(err):  # another attnbench's data: skipping it would lose it silently
-                    raise UserError(f"{path}:{lineno}: {err}") from None
-                warnings.warn(f"{path}:{lineno}: skipped record that does not fit its schema ({err})", stacklevel=2)
+                yield lineno, json.loads(line)
+            except ValueError as err:  # UnicodeDecodeError included
+                warn_once(f"{path}:{lineno}: skipped corrupt record ({one_line(err)})")
+
+
+def read_records(run_dir: Path) -> list[dict[str, Any]]:
+    """All records of a run; a corrupt line is skipped with a warning naming it."""
+    path = Path(run_dir) / RECORDS
+    records = []
+    for lineno, raw in json_lines(path):
+        try:
+            records.append(schema.load(raw))
+        except schema.SchemaError as err:
+            if "newer" in str(err):  # another attnbench's data: skipping it would lose it silently
+                raise UserError(f"{path}:{lineno}: {err}") from None
+            warn_once(f"{path}:{lineno}: skipped record that does not fit its schema ({err})")
     return records
 
 
 def read_env(run_dir: Path) -> dict[str, Any]:
-    """The run's env.json ({} when absent)."""
+    """The run's env.json ({} when absent); one line when it is not a JSON object."""
     path = Path(run_dir) / ENV
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
+        env = json.loads(path.read_bytes())
     except ValueError as err:
-        raise UserError(f"{path}: not valid JSON ({err})") from None
+        raise UserError(f"{path}: not valid JSON ({one_line(err)})") from None
+    if not isinstance(env, dict):
+        raise UserError(f"{path}: not a JSON object but {type(env).__name__}")
+    return env
 
 
 def write_env(run_dir: Path, env: dict[str, Any]) -> None:

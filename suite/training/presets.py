@@ -79,7 +79,7 @@ def load_named_yaml(name: str, folder: Path, what: str, schema: type[BaseModel])
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
         raise UserError(f"unknown {what} {name!r} (one of {known}, or a .yaml file)")
     try:
-        return schema.model_validate(yaml.safe_load(path.read_text()))
+        return schema.model_validate(yaml.safe_load(path.read_bytes()))
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     except ValidationError as err:

@@ -1,0 +1,129 @@
+"""Faults injected for real: bad bytes in every file a command reads, killed and interrupted commands,
+rogue plugins. Each ends in one line and a non-zero exit, or is skipped with a warning while the rest is
+used; nothing recorded is lost."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnbench.suite.cli import main
+
+FAST = ["--repeats", "3", "--budget", "0.05", "--warmup", "1", "--threads", "1"]
+NOT_UTF8 = b'{"kind": "bench", "variant": "\xff\xfe"}'
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return info.value.code or 0, out, err
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    """Four measured points, then a line of bytes that are not UTF-8 put in the middle of records.jsonl."""
+    run = tmp_path_factory.mktemp("faults") / "run"
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--variants", "naive,sdpa", "--seq", "64,128", *FAST, "--out", str(run), "--no-report"])
+    assert info.value.code in (0, None)
+    lines = (run / "records.jsonl").read_bytes().splitlines()
+    assert len(lines) == 4
+    (run / "records.jsonl").write_bytes(b"\n".join([*lines[:2], NOT_UTF8, *lines[2:]]) + b"\n")
+    return run
+
+
+def _one_warning(err: str) -> None:
+    """One warning, naming the bad line, and no traceback."""
+    warned = [line for line in err.splitlines() if "warning" in line]
+    assert len(warned) == len(set(warned)), err
+    assert warned and all("records.jsonl:3: skipped corrupt record (UnicodeDecodeError" in w for w in warned), err
+    assert "Traceback" not in err
+
+
+def attnbench(*argv: str, cwd: Path) -> tuple[int, str, str]:
+    """The command in a process of its own, as a user runs it: its exit code, stdout and stderr."""
+    command = [sys.executable, "-m", "attnbench", *argv]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=600)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_a_line_of_bad_bytes_is_skipped_by_every_reader_and_the_rest_used(small_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    code, out, err = attnbench("plot", str(run), cwd=tmp_path)
+    assert code == 0 and "files written" in out and list(run.glob("*-time.png"))
+    _one_warning(err)
+    code, out, err = attnbench("report", str(run), cwd=tmp_path)
+    assert code == 0 and "naive" in (run / "README.md").read_text()
+    _one_warning(err)
+    code, out, err = attnbench("compare", str(run), str(small_run), cwd=tmp_path)
+    assert code in (0, 1) and "naive" in out and "sdpa" in out, out
+    _one_warning(err)
+    code, out, err = attnbench("site", str(run), "--out", str(tmp_path / "site"), cwd=tmp_path)
+    assert code == 0 and (tmp_path / "site" / "index.html").exists()
+    _one_warning(err)
+    code, out, err = attnbench("rerun", str(run), "--where", "variant=naive,seq=64", cwd=tmp_path)
+    assert code in (0, 1) and "re-measuring 1 points" in out
+    _one_warning(err)
+    argv = ["bench", "--variants", "naive,sdpa", "--seq", "64,128", *FAST, "--out", str(run), "--no-report"]
+    code, out, err = attnbench(*argv, cwd=tmp_path)
+    assert code == 0 and "4 of 4 points already recorded" in " ".join(out.split())
+    _one_warning(err)
+    assert (run / "records.jsonl").read_bytes().splitlines()[2] == NOT_UTF8  # left as it was, never rewritten
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b'{"device": "cpu", "x": "\xff"}', "not valid JSON (UnicodeDecodeError"),
+        (b"[1, 2]", "not a JSON object but list"),
+        (b"null", "not a JSON object but NoneType"),
+    ],
+)
+def test_a_bad_env_json_is_one_line(small_run, tmp_path, capsys, content, words):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / "env.json").write_bytes(content)
+    for argv in (["plot", str(run)], ["bench", "--variants", "naive", "--seq", "64", *FAST, "--out", str(run)]):
+        code, _, err = cli(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1 and "env.json: " + words in err, err
+
+
+@pytest.mark.parametrize(
+    "name, content, words",
+    [
+        ("bad.yaml", b"name: x\nsweeps: [{variants: [naive], seq: [64]}]\ndescription: '\xff'\n", "not valid YAML"),
+        ("bad.toml", b'name = "\xff"\n', "not valid TOML"),
+        ("list.yaml", b"- 1\n- 2\n", "expected a mapping of fields, got list"),
+    ],
+)
+def test_a_config_of_bad_bytes_or_the_wrong_type_is_one_line(tmp_path, capsys, name, content, words):
+    (tmp_path / name).write_bytes(content)
+    code, _, err = cli(capsys, "bench", "--config", str(tmp_path / name))
+    assert code == 2 and err.count("\n") == 1 and words in err, err
+    code, _, err = cli(capsys, "train", "--preset", str(tmp_path / name.replace("toml", "yaml")), "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_task_files_of_bad_bytes_or_endless_lines_are_named(tmp_path, capsys):
+    folder = tmp_path / "lra_release" / "listops-1000"
+    folder.mkdir(parents=True)
+    good = "Source\tTarget\n( ( [MAX 2 ) 9 ] )\t9\n"
+    for split in ("train", "val", "test"):
+        (folder / f"basic_{split}.tsv").write_text(good)
+    (folder / "basic_train.tsv").write_bytes(b"Source\tTarget\n( [MAX 2 \xff ] )\t2\n")
+    argv = ["train", "--task", "listops", "--variant", "sdpa", "--preset", "tiny", "--data-dir", str(tmp_path)]
+    code, _, err = cli(capsys, *argv, "--scratch")
+    assert code == 2 and "basic_train.tsv:2: not UTF-8 text" in err and err.count("\n") == 1, err
+    # A line longer than the csv module's field limit (131072) is data like any other: too long, left out.
+    endless = "( [MAX " + "2 " * 100_000 + "] )\t2\n"
+    (folder / "basic_train.tsv").write_text(good + endless)
+    from attnbench.tasks import listops
+
+    split = listops.read_tsv(folder / "basic_train.tsv", max_len=100)
+    assert len(split) == 1 and split.skipped == 1
