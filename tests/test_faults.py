@@ -4,6 +4,7 @@ used; nothing recorded is lost."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -127,3 +128,20 @@ def test_task_files_of_bad_bytes_or_endless_lines_are_named(tmp_path, capsys):
 
     split = listops.read_tsv(folder / "basic_train.tsv", max_len=100)
     assert len(split) == 1 and split.skipped == 1
+
+
+@pytest.mark.parametrize(
+    "plugin, failed, why",
+    [
+        ("exits", "output", "worker exited with 0 before the checks finished (sys.exit or os._exit"),
+        ("segfaults", "output", "worker killed by SIGSEGV"),
+        ("interrupts", "output", "worker exited with 1 before the checks finished: KeyboardInterrupt"),
+        ("hangs", "large-shapes", "no result within 8 s; worker killed"),
+    ],
+)
+def test_check_fails_a_plugin_that_exits_crashes_or_hangs_its_worker(plugins, capsys, plugin, failed, why):
+    argv = ["check", "--plugin", str(plugins / f"{plugin}.py"), "--dtype", "float32", "--timeout", "8", "--json"]
+    code, out, err = cli(capsys, *argv)
+    results = {r["check"]: r for r in json.loads(out)}
+    assert code == 1 and results[failed]["status"] == "fail" and why in results[failed]["detail"], out + err
+    assert "Traceback" not in err

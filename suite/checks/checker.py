@@ -208,9 +208,11 @@ class Checker:
 
     # ----- the checks -----
 
-    def results(self) -> Iterator[CheckResult]:
-        """Run every check, yielding its result as it completes."""
+    def results(self, starting: Callable[[str], None] | None = None) -> Iterator[CheckResult]:
+        """Run every check, yielding its result as it completes (calling `starting` with its name first)."""
         for registered in checks_for(self.info):
+            if starting is not None:
+                starting(registered.name)
             try:
                 status, detail = "pass", registered.run(self)
             except (Skipped, Unsupported) as why:

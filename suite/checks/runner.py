@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..core.devices import dtype_name
-from ..core.registry import Registry
+from ..core.devices import dtype_name, parse_dtype
+from ..core.registry import Registry, load_registry
 from .checker import Checker, CheckResult, default_dtypes
 
 
@@ -22,23 +22,39 @@ def declared_dtypes(registry: Registry, name: str, device: str) -> list[torch.dt
     return default_dtypes(registry.get(name), device)
 
 
-def check_variants(
-    registry: Registry,
-    names: list[str],
-    device: str,
-    dtypes: list[torch.dtype],
-    seed: int,
-    options: dict[str, dict[str, Any]],
-) -> Iterator[tuple[str, torch.dtype, str | None, Iterator[CheckResult]]]:
-    """Per variant and dtype (`dtypes`, or each variant's own): why it cannot run here (None when it can) and
-    its checks' results, run as they are read (none when it cannot run)."""
+def check_job(name: str, dtype: torch.dtype, device: str, seed: int, options: dict, plugins: tuple[str, ...]) -> dict:
+    """The checks of variant `name` in `dtype` as plain data: what a worker is handed to run them."""
+    return {
+        "variant": name,
+        "dtype": dtype_name(dtype),
+        "device": device,
+        "seed": seed,
+        "options": options,
+        "plugins": list(plugins),
+    }
+
+
+def run_check_job(job: dict[str, Any], send: Callable[[dict[str, Any]], None]) -> None:
+    """Run a `check_job` in this process, sending `{"running": check}` as each check starts and its result as it
+    completes, then `{"done": true}`: the body of a check worker (a variant's code may crash, hang or exit
+    it; the caller names the check that was running)."""
+    registry = load_registry(job["plugins"])
+    checker = Checker(
+        registry.get(job["variant"]), job["device"], parse_dtype(job["dtype"]), job["seed"], job["options"]
+    )
+    for result in checker.results(lambda name: send({"running": name})):
+        send(result.__dict__)
+    send({"done": True})
+
+
+def check_plan(
+    registry: Registry, names: list[str], device: str, dtypes: list[torch.dtype]
+) -> Iterator[tuple[str, torch.dtype, str | None]]:
+    """Each variant and dtype to check (`dtypes`, or each variant's own), with why it cannot run here (None
+    when it can)."""
     for name in names:
         for dtype in dtypes or declared_dtypes(registry, name, device):
-            reason = registry.unavailable_reason(name, device, dtype)
-            if reason is not None:
-                yield name, dtype, reason, iter(())
-            else:
-                yield name, dtype, None, Checker(registry.get(name), device, dtype, seed, options.get(name)).results()
+            yield name, dtype, registry.unavailable_reason(name, device, dtype)
 
 
 # How the summary line names each status.

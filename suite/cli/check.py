@@ -12,7 +12,7 @@ from ..core.config import parse_variant_options
 from ..core.devices import dtype_name, parse_dtype, resolve_device
 from ..core.errors import UserError
 from ..core.registry import Registry
-from .common import DeviceOpt, OptionOpt, PluginOpt, console, registry
+from .common import DeviceOpt, OptionOpt, PluginOpt, console, interruptible, plugin_paths, registry
 
 STYLES = {"pass": "green", "fail": "bold red", "skip": "yellow", "report": "cyan"}
 
@@ -78,10 +78,15 @@ def check(
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     option: OptionOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON results.")] = False,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds for one variant's checks in one dtype before its worker is killed.")
+    ] = 1200.0,
 ) -> None:
-    """Run the conformance checks; exit 1 if any check fails."""
+    """Run the conformance checks, each variant and dtype in a worker of its own; exit 1 if any check fails
+    (a variant that crashes, hangs or exits its worker fails the `worker` check)."""
     from ..checks.checker import CheckResult
-    from ..checks.runner import Tally, check_variants
+    from ..checks.runner import Tally, check_job, check_plan
+    from ..executors.local import LocalExecutor
 
     variants = registry(plugin)
     device = resolve_device(device)
@@ -94,25 +99,29 @@ def check(
     variants.check_options(options)
     tally = Tally()
     printed = set()
-    for name, dt, reason, results in check_variants(variants, names, device, asked, seed, options):
-        if not as_json and name not in printed:
-            _print_departures(variants, name)
-            printed.add(name)
-        header = f"{name} · {device} · {dtype_name(dt)}"
-        if reason is not None:
-            tally.add(name, dt, CheckResult("available", "skip", reason))
+    plugins = plugin_paths(plugin)
+    executor = LocalExecutor()  # each variant and dtype in a worker: its code may crash, hang or exit
+    with interruptible("interrupted: the checks above were made, the rest were not"):
+        for name, dt, reason in check_plan(variants, names, device, asked):
+            if not as_json and name not in printed:
+                _print_departures(variants, name)
+                printed.add(name)
+            header = f"{name} · {device} · {dtype_name(dt)}"
+            if reason is not None:
+                tally.add(name, dt, CheckResult("available", "skip", reason))
+                if not as_json:
+                    console.print(f"[bold]{header}[/]  [yellow]skip[/] unavailable: {reason}")
+                continue
             if not as_json:
-                console.print(f"[bold]{header}[/]  [yellow]skip[/] unavailable: {reason}")
-            continue
-        if not as_json:
-            console.print(f"[bold]{header}[/]")
-        for result in results:
-            tally.add(name, dt, result)
-            if not as_json:
-                label = result.status.upper() if result.status == "fail" else result.status
-                console.print(
-                    f"  [{STYLES[result.status]}]{label:<6}[/] {result.check:<18} {result.detail}", highlight=False
-                )
+                console.print(f"[bold]{header}[/]")
+            for found in executor.check(check_job(name, dt, device, seed, options.get(name, {}), plugins), timeout):
+                result = CheckResult(**found)
+                tally.add(name, dt, result)
+                if not as_json:
+                    label = result.status.upper() if result.status == "fail" else result.status
+                    console.print(
+                        f"  [{STYLES[result.status]}]{label:<6}[/] {result.check:<18} {result.detail}", highlight=False
+                    )
     if as_json:
         print(json.dumps(tally.records, indent=2))
     else:

@@ -1,7 +1,8 @@
 """The body of a local worker process: the job named by its arguments, its result down a pipe.
 
 ``POINT_JSON FD`` measures a bench point (measure/worker.py), ``--train JOB_JSON FD`` makes a
-training run and sends its record (training/jobs.py), ``--calibrate DEVICE WHAT THREADS FD``
+training run and sends its record (training/runs.py), ``--check JOB_JSON FD`` runs a variant's
+conformance checks and sends each result (checks/runner.py), ``--calibrate DEVICE WHAT THREADS FD``
 measures one of the run's ceilings (measure/ceilings.py; WHAT: a dtype, or "bandwidth").
 """
 
@@ -11,6 +12,7 @@ import json
 
 from rich.console import Console
 
+from ..checks.runner import run_check_job
 from ..measure.ceilings import calibrate
 from ..measure.point import Point
 from ..measure.worker import run_point, send
@@ -22,6 +24,10 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--train"]:
         _, job, fd = argv
         send(int(fd), train_here(json.loads(job), "local", Console()))
+        return 0
+    if argv[:1] == ["--check"]:
+        _, job, fd = argv
+        run_check_job(json.loads(job), lambda result: send(int(fd), result))
         return 0
     if argv[:1] == ["--calibrate"]:
         _, device, what, threads, fd = argv

@@ -119,6 +119,13 @@ def spawn_worker(args: list[str], timeout_s: float | None) -> tuple[int | None, 
 
     Returns (exit code, negative for a signal, or None on timeout; the last whole result line; stderr).
     """
+    code, results, stderr = spawn_worker_lines(args, timeout_s)
+    return code, (results[-1] if results else None), stderr
+
+
+def spawn_worker_lines(args: list[str], timeout_s: float | None) -> tuple[int | None, list[dict[str, Any]], str]:
+    """`spawn_worker`, returning every whole JSON line the worker sent (a worker killed mid-write leaves a
+    partial last one, which is left out)."""
     with _LIVE_LOCK:  # the fork server is started once, by whichever caller comes first
         context = _context()
     result_read, result_write = context.Pipe(duplex=False)
@@ -157,15 +164,11 @@ def spawn_worker(args: list[str], timeout_s: float | None) -> tuple[int | None, 
     for reader in readers:
         reader.join(timeout=10)
     proc.close()
-    lines = [line for line in b"".join(chunks).decode(errors="replace").splitlines() if line.strip()]
-    result = None
-    for line in reversed(lines):  # the last whole line: a worker killed mid-write leaves a partial one
-        try:
-            result = json.loads(line)
-            break
-        except ValueError:
-            continue
-    return code, result, b"".join(err_chunks).decode(errors="replace")
+    results = []
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            results.append(json.loads(line))
+    return code, results, b"".join(err_chunks).decode(errors="replace")
 
 
 def _kill_group(pid: int | None) -> None:
@@ -223,6 +226,25 @@ class LocalExecutor:
             "status": "error",
             "reason": f"training worker exited with {code}: {_last_line(stderr) or 'no message'}",
         }
+
+    def check(self, job: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
+        """The conformance checks of one variant in one dtype (checks/runner.py's job) in a fresh worker: each
+        check's result, then, where the worker did not finish them, the check it was running failed with why
+        (a crash, a hang past `timeout_s`, an exit from the variant's code; `worker` before any check)."""
+        code, lines, stderr = spawn_worker_lines(["--check", json.dumps(job)], timeout_s)
+        results = [line for line in lines if "check" in line]
+        if any(line.get("done") for line in lines):
+            return results
+        running = [line["running"] for line in lines if "running" in line]
+        if code is None:
+            why = f"no result within {timeout_s:g} s; worker killed (a hang in the variant?)"
+        elif code < 0:
+            why = f"worker killed by {signal.Signals(-code).name} (a crash in the variant's code?)"
+        else:
+            last = _last_line(stderr)
+            hint = f": {last}" if last else " (sys.exit or os._exit in the variant's code?)"
+            why = f"worker exited with {code} before the checks finished{hint}"
+        return [*results, {"check": running[-1] if running else "worker", "status": "fail", "detail": why}]
 
     def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
         """A measured ceiling of the device (measure/ceilings.py), or None if the calibration failed."""
