@@ -22,7 +22,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_every_command_has_help(capsys):
-    from attnbench.suite.cli import app
+    from attnbench.suite.cli.app import app
 
     commands = [c.name or c.callback.__name__ for c in app.registered_commands]
     assert len(commands) >= 10 and {"bench", "rerun", "compare", "suite"} <= set(commands)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,108 @@ def test_check_fails_a_plugin_that_exits_crashes_or_hangs_its_worker(plugins, ca
     results = {r["check"]: r for r in json.loads(out)}
     assert code == 1 and results[failed]["status"] == "fail" and why in results[failed]["detail"], out + err
     assert "Traceback" not in err
+
+
+TRAIN = ["train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny"]
+
+
+def _checkpoint_of_a_stopped_run(capsys, out: Path, monkeypatch) -> Path:
+    """Train until the second checkpoint, then stop as a kill would: the first checkpoint stays on disk."""
+    from attnbench.suite.training import loop
+
+    real = loop.batches
+
+    def stop_at_15(n, batch_size, seed, step):
+        if step == 15:
+            raise KeyboardInterrupt
+        return real(n, batch_size, seed, step)
+
+    monkeypatch.setattr(loop, "batches", stop_at_15)
+    code, _, _ = cli(capsys, *TRAIN, "--out", str(out))
+    monkeypatch.setattr(loop, "batches", real)
+    assert code == 130
+    (checkpoint,) = (out / "checkpoints").glob("*.pt")
+    return checkpoint
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_a_run_that_finishes(tmp_path, capsys, monkeypatch):
+    checkpoint = _checkpoint_of_a_stopped_run(capsys, tmp_path, monkeypatch)
+    # What a kill -9 in the middle of the next save leaves: the checkpoint before it, and half a temporary file.
+    (checkpoint.parent / f".{checkpoint.name}.x1y2.tmp").write_bytes(b"PK\x03\x04 half a zip")
+    code, out, _ = cli(capsys, *TRAIN, "--out", str(tmp_path))
+    assert code == 0 and "test accuracy" in out
+    (record,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert record["status"] == "ok" and record["steps"] == 30 and record["curve"][0]["step"] == 10  # resumed at 10
+    assert not list((tmp_path / "checkpoints").iterdir())  # checkpoint and temporary file gone with the run
+
+
+def test_an_unreadable_checkpoint_is_one_warning_and_training_starts_again(tmp_path, capsys, monkeypatch):
+    checkpoint = _checkpoint_of_a_stopped_run(capsys, tmp_path, monkeypatch)
+    checkpoint.write_bytes(b"")  # what a kill while an older attnbench wrote it in place left
+    with pytest.warns(UserWarning, match="unreadable checkpoint .*; training starts again"):
+        code, _, _ = cli(capsys, *TRAIN, "--out", str(tmp_path))
+    (record,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert code == 0 and record["status"] == "ok" and record["steps"] == 30
+    reference = tmp_path / "reference"
+    assert cli(capsys, *TRAIN, "--out", str(reference))[0] == 0
+    (again,) = [json.loads(line) for line in (reference / "records.jsonl").read_text().splitlines()]
+    assert record["curve"] == again["curve"]  # started again from step 0: the run an untouched one makes
+
+
+def test_a_loss_that_is_not_finite_ends_the_run_as_diverged(plugins, tmp_path, capsys):
+    argv = ["train", "--task", "mqar", "--variant", "nan-output", "--preset", "tiny"]
+    code, out, _ = cli(capsys, *argv, "--plugin", str(plugins / "nan_output.py"), "--out", str(tmp_path))
+    (record,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert code == 1 and record["status"] == "diverged" and record["reason"] == "loss nan at step 1", out
+    assert "diverged: loss nan at step 1" in out
+    code, out, _ = cli(capsys, *argv, "--plugin", str(plugins / "nan_output.py"), "--out", str(tmp_path))
+    assert "already recorded" in out  # a result, kept: the same seed diverges the same way
+
+
+def test_sigterm_stops_train_in_one_line_with_no_process_left_and_the_rerun_resumes(tmp_path):
+    argv = [*TRAIN, "--set", "train.steps=400", "--set", "train.eval_every=20", "--out", str(tmp_path / "run")]
+    command = [sys.executable, "-m", "attnbench", *argv]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.monotonic() + 120
+    while not (checkpoints.exists() and list(checkpoints.glob("*.pt"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert (out + err).strip().splitlines()[-1].startswith("interrupted: training stopped; rerun the same command")
+    assert _group_ends(proc.pid)  # nothing of its process group is left
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert done.returncode == 0 and record["status"] == "ok" and record["curve"][0]["step"] == 20, done.stderr
+
+
+@pytest.mark.parametrize("delay", [0.4, 1.2, 3.0])
+def test_sigterm_at_any_moment_of_a_command_is_one_line_and_exit_130(tmp_path, delay):
+    """While torch is still being imported, or while the command runs its worker (`check`, about 5 s here):
+    one line, exit 130, and no process of the command left."""
+    command = [sys.executable, "-m", "attnbench", "check", "naive", "--dtype", "float32"]
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "start_new_session": True}
+    proc = subprocess.Popen(command, cwd=tmp_path, **options)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0 and "passed" in out:
+        pytest.skip(f"`check` finished within {delay} s here, before the signal")
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    lines = (out + err).strip().splitlines()
+    assert "interrupted" in lines[-1] and "interrupted" not in "".join(lines[:-1]), out + err
+    assert _group_ends(proc.pid)
+
+
+def _group_ends(group: int, seconds: float = 10) -> bool:
+    """Whether every process of the process group is gone within `seconds` (a fork server exits once its
+    command has)."""
+    deadline = time.monotonic() + seconds
+    while subprocess.run(["pgrep", "-g", str(group)], capture_output=True).stdout:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True

@@ -82,8 +82,10 @@ def check(
         float, typer.Option(min=1, help="Seconds for one variant's checks in one dtype before its worker is killed.")
     ] = 1200.0,
 ) -> None:
-    """Run the conformance checks, each variant and dtype in a worker of its own; exit 1 if any check fails
-    (a variant that crashes, hangs or exits its worker fails the `worker` check)."""
+    """Run the conformance checks; exit 1 if any check fails.
+
+    Each variant and dtype runs in a worker of its own: a variant that crashes, hangs or exits its worker
+    fails the check it was running."""
     from ..checks.checker import CheckResult
     from ..checks.runner import Tally, check_job, check_plan
     from ..executors.local import LocalExecutor

@@ -132,7 +132,7 @@ def interruptible(message: str) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        console.print(message)
+        console.print(message, soft_wrap=True, highlight=False, markup=False)
         raise typer.Exit(130) from None
 
 

@@ -71,7 +71,8 @@ def train(
     device = resolve_device(device)
     check_run(variants, task, variant, setups, device)  # refused before the run folder is made
     out = run_folder(out, scratch, f"tasks-{setups.name}", device)
-    with run_lock(out):
+    message = f"interrupted: training stopped; rerun the same command to resume from its last checkpoint in {out}"
+    with interruptible(message), run_lock(out):
         record = run_training(
             task,
             variant,

@@ -45,7 +45,7 @@ def train_each(jobs: list[TrainJob], executor: Executor, console: Console, paral
     def report(i: int, record: dict[str, Any]) -> int:
         prefix = "" if parallel == 1 else f"[{i}/{len(jobs)}] "
         console.print(f"  {prefix}{outcome(record)}", markup=False, highlight=False)
-        return record.get("status") not in ("ok", "unavailable")
+        return record.get("status") not in ("ok", "unavailable", "diverged")
 
     if parallel == 1:  # in this thread: an interrupt reaches the executor's wait and ends its run
         return sum(report(i, start(i, job)) for i, job in enumerate(jobs, start=1))

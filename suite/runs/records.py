@@ -30,7 +30,7 @@ from . import schema
 RECORDS = "records.jsonl"
 ENV = "env.json"
 # Statuses after which a point is not measured again when its run is resumed.
-FINAL = ("ok", "oom", "error", "timeout", "unsupported", "unavailable")
+FINAL = ("ok", "oom", "error", "timeout", "unsupported", "unavailable", "diverged")
 
 
 LOCK = ".lock"

@@ -27,7 +27,8 @@ from ..core.errors import first_problem
 from ..measure.point import PointFields
 
 SCHEMA_VERSION = 1
-Status = Literal["ok", "oom", "error", "timeout", "unsupported", "unavailable"]
+# diverged: a training run whose loss stopped being finite (with the step, in its reason).
+Status = Literal["ok", "oom", "error", "timeout", "unsupported", "unavailable", "diverged"]
 
 
 class SchemaError(ValueError):

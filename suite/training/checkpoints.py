@@ -19,7 +19,10 @@ def save_checkpoint(
     state: dict[str, Any],
 ) -> None:
     """Write the checkpoint to a temporary file beside `path`, then rename it into place: a run killed
-    while saving leaves the previous checkpoint, never half of one."""
+    while saving leaves the previous checkpoint, never half of one (and the temporary file, removed here
+    the next time: a run folder has one writer)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
     with replaced_atomically(path) as tmp:
         torch.save(
             {

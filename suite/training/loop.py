@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from rich.console import Console
 
 from ...tasks.base import TaskData
+from ..core.errors import one_line
 from ..core.progress import progress_bar
 from ..core.registry import Registry
 from ..measure.memory import PeakTracker
@@ -55,6 +57,28 @@ def schedule(settings: TrainSettings):
     return rsqrt if settings.schedule == "rsqrt" else factor
 
 
+class Diverged(Exception):
+    """Training stopped at a loss that is not finite: a result of the run (recorded `diverged`), not a crash."""
+
+
+def _at_step_zero(
+    data: TaskData, variant: str, setup: TaskSetup, seed: int, registry: Registry, device: str
+) -> tuple[TaskModel, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The model, optimizer and schedule before the first step: the same for the same seed."""
+    settings = setup.train
+    torch.manual_seed(seed)
+    model = TaskModel.for_task(data, setup.model, registry, variant, setup.options.get(variant)).to(device)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "pos" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "pos" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=settings.lr,
+        betas=settings.betas,
+        eps=settings.eps,
+    )
+    return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(settings))
+
+
 def train(
     data: TaskData,
     variant: str,
@@ -74,17 +98,7 @@ def train(
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.manual_seed(seed)
-    model = TaskModel.for_task(data, setup.model, registry, variant, setup.options.get(variant)).to(device)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "pos" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "pos" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=settings.lr,
-        betas=settings.betas,
-        eps=settings.eps,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(settings))
+    model, optimizer, scheduler = _at_step_zero(data, variant, setup, seed, registry, device)
     state = {
         "step": 0,
         "best_val": -1.0,
@@ -96,7 +110,12 @@ def train(
         "losses": [],
     }
     if checkpoint is not None and checkpoint.exists():
-        state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        try:
+            state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        except Exception as err:  # cut short or foreign: the run starts over; it is not the run's failure
+            warnings.warn(f"{checkpoint}: unreadable checkpoint ({one_line(err)}); training starts again", stacklevel=2)
+            checkpoint.unlink()
+            model, optimizer, scheduler = _at_step_zero(data, variant, setup, seed, registry, device)
 
     tracker = PeakTracker(device)
     tokens_per_step = settings.batch_size * data.train.tokens.shape[1] * (2 if data.kind == "pair" else 1)
@@ -106,6 +125,8 @@ def train(
             started = time.perf_counter()
             idx = batches(len(data.train), settings.batch_size, seed, state["step"])
             loss, _, _ = loss_and_hits(model, data.train, idx, device)
+            if not torch.isfinite(loss):
+                raise Diverged(f"loss {loss.item()} at step {state['step'] + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # The norm before clipping (an infinite max clips nothing): the scale ablation charts it.

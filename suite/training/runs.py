@@ -20,7 +20,7 @@ from ..core.registry import Registry, load_registry
 from ..measure.failures import classify
 from ..runs.records import FINAL, append_record, read_checked_env, read_records, repair_tail, write_env
 from .jobs import TrainJob, train_command
-from .loop import train
+from .loop import Diverged, train
 from .model import ModelConfig, check_layout
 from .presets import TaskSetup, TrainPreset, load_train_preset, with_options, with_settings
 
@@ -157,6 +157,8 @@ def run_training(
             record["model_path"] = str(model_path.relative_to(out))
         except UserError:
             raise
+        except Diverged as err:
+            record |= {"status": "diverged", "reason": str(err)}
         except Exception as err:  # recorded: a variant that fails must not stop a suite
             status, why = classify(err)
             record |= {"status": status, "reason": why}
