@@ -252,3 +252,41 @@ def _group_ends(group: int, seconds: float = 10) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+def test_an_unknown_baseline_is_refused_before_any_work(tmp_path, capsys):
+    argv = ["bench", "--variants", "naive", "--seq", "64", "--baseline", "nosuch", "--out", str(tmp_path / "run")]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and "unknown --baseline 'nosuch'" in err and not (tmp_path / "run").exists()
+
+
+def test_a_suite_worker_that_crashes_is_recorded_as_its_runs_error(plugins, tmp_path, capsys):
+    argv = ["suite", "--tasks", "mqar", "--variants", "segfaults,sdpa", "--seeds", "0", "--preset", "tiny"]
+    code, out, _ = cli(capsys, *argv, "--plugin", str(plugins / "segfaults.py"), "--out", str(tmp_path))
+    records = {r["variant"]: r for r in map(json.loads, (tmp_path / "records.jsonl").read_text().splitlines())}
+    assert code == 1 and "1 of 2 runs ended in error" in out
+    assert records["segfaults"]["status"] == "error" and "killed by SIGSEGV" in records["segfaults"]["reason"]
+    assert records["segfaults"]["command"].startswith("attnbench train --task mqar --variant segfaults")
+    assert records["sdpa"]["status"] == "ok"
+    assert "segfaults" in (tmp_path / "accuracy.md").read_text()  # the report shows the run that has no result
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB file system (tmpfs), where this machine lets the tests mount one."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip() or 'mount failed'})")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_the_records_already_written_stay_whole(small_disk, tmp_path):
+    run = small_disk / "run"
+    argv = ["bench", "--variants", "naive,sdpa", "--seq", "64,128", *FAST, "--out", str(run)]
+    code, _, err = attnbench(*argv, cwd=tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "cannot write" in err and "No space left" in err, err
+    records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)  # every point, each line whole

@@ -6,6 +6,7 @@ each command start without loading what the others use (pandas, matplotlib, the 
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 import warnings
@@ -18,6 +19,9 @@ from ...tasks import DataFormatError
 from ..core.errors import UserError
 from . import bench, check, heads, outputs, site, train
 from .common import with_executor
+
+# A full disk, a failing one, or a read-only file system: the machine's fault, told in one line.
+DISK_ERRORS = (errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS)
 
 app = typer.Typer(
     help="attnbench: attention variants on one harness (speed, memory, correctness, accuracy).",
@@ -73,9 +77,10 @@ def run(argv: list[str] | None = None) -> None:
         print(f"attnbench: error: {err}", file=sys.stderr)
         code = 2
     except OSError as err:
-        if err.filename is None:
+        if err.filename is None and err.errno not in DISK_ERRORS:
             raise
-        print(f"attnbench: error: {err.filename}: {err.strerror or err}", file=sys.stderr)
+        where = f"{err.filename}: " if err.filename else "writing: "
+        print(f"attnbench: error: {where}{err.strerror or err} (what was recorded before is kept)", file=sys.stderr)
         code = 2
     except Exception as err:
         code = _click_error(err)

@@ -168,10 +168,12 @@ class Registry:
                 raise UserError(str(err)) from None
 
     def check_config(self, cfg: BenchConfig) -> None:
-        """UserError for the first variant a bench config names (on any device) that is unknown, or for an
-        option its variant refuses: before any work."""
+        """UserError for the first variant a bench config names (on any device) that is unknown, for a
+        baseline that is no variant, or for an option its variant refuses: before any work."""
         for name in cfg.variant_names():
             self.entry(name)
+        if cfg.baseline is not None and cfg.baseline not in self._entries:
+            raise UserError(f"unknown --baseline {cfg.baseline!r}: not a variant (see `attnbench list`)")
         self.check_options(cfg.options)
 
     def describe(self, name: str, device: str) -> dict[str, Any]:

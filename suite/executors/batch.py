@@ -11,7 +11,7 @@ from rich.console import Console
 
 from ..runs.records import read_checked_env, run_lock
 from ..training.jobs import TrainJob
-from ..training.runs import outcome
+from ..training.runs import outcome, record_lost_run
 from . import Executor, make_executor
 
 
@@ -40,7 +40,10 @@ def train_each(jobs: list[TrainJob], executor: Executor, console: Console, paral
 
     def start(i: int, job: TrainJob) -> dict[str, Any]:
         console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}", highlight=False)
-        return executor.train(job)
+        record = executor.train(job)
+        if "key" not in record and not record.get("refused"):  # the worker died before it could record the run
+            record = record_lost_run(job, record.get("status", "error"), record.get("reason", ""), executor.name)
+        return record
 
     def report(i: int, record: dict[str, Any]) -> int:
         prefix = "" if parallel == 1 else f"[{i}/{len(jobs)}] "

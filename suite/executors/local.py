@@ -222,6 +222,8 @@ class LocalExecutor:
             return result
         if code == -signal.SIGKILL:
             return {"status": "oom", "reason": "training worker killed by SIGKILL (the out-of-memory killer?)"}
+        if code is not None and code < 0:
+            return {"status": "error", "reason": f"training worker killed by {signal.Signals(-code).name}"}
         return {
             "status": "error",
             "reason": f"training worker exited with {code}: {_last_line(stderr) or 'no message'}",

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..core.errors import UserError
 from ..measure.roofline import ridge_intensity
 from ..runs.records import read_env, read_records
 from .styles import line_style, variant_color
@@ -54,13 +55,18 @@ def _slug(text: str) -> str:
 
 
 def save_figure(fig, out_dir: Path, name: str) -> list[Path]:
+    """`fig` as NAME.png and NAME.svg in `out_dir` (one line naming the file when the disk refuses it)."""
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=130)
-    # No date and fixed element ids: the same records give the same file, so a re-plot leaves git clean.
-    with matplotlib.rc_context({"svg.hashsalt": "attnbench"}):
-        fig.savefig(paths[1], metadata={"Date": None})
-    plt.close(fig)
+    try:
+        fig.savefig(paths[0], dpi=130)
+        # No date and fixed element ids: the same records give the same file, so a re-plot leaves git clean.
+        with matplotlib.rc_context({"svg.hashsalt": "attnbench"}):
+            fig.savefig(paths[1], metadata={"Date": None})
+    except OSError as err:
+        raise UserError(f"{out_dir / name}.png/.svg: cannot write the chart ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
     return paths
 
 

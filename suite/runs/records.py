@@ -46,12 +46,18 @@ def append_record(run_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
         fcntl.flock(f, fcntl.LOCK_EX)  # runs trained in parallel append to one file
         # A line cut short by a crash must not swallow this record: start on a fresh line.
         needs_newline = False
-        if f.seek(0, os.SEEK_END) > 0:
+        end = f.seek(0, os.SEEK_END)
+        if end > 0:
             f.seek(-1, os.SEEK_END)
             needs_newline = f.read(1) != b"\n"
-        f.write((b"\n" if needs_newline else b"") + json.dumps(record, sort_keys=True).encode() + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
+        try:
+            f.write((b"\n" if needs_newline else b"") + json.dumps(record, sort_keys=True).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        except OSError as err:  # a full disk: the records already there stay whole
+            with contextlib.suppress(OSError):
+                f.truncate(end)
+            raise UserError(f"{run_dir / RECORDS}: cannot append a record ({err.strerror or err})") from None
     return record
 
 
@@ -152,6 +158,9 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
         os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:  # a full disk: the file keeps its old content
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({err.strerror or err})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

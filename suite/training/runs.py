@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ...tasks import DataFormatError, get_task, load_task
+from ...tasks import DataFormatError, TaskData, get_task, load_task
 from ..core import env as environment
 from ..core.errors import UserError
 from ..core.registry import Registry, load_registry
@@ -88,6 +88,52 @@ def _source(registry: Registry, variant: str) -> dict[str, Any] | None:
         return None
 
 
+def _record(
+    task: str,
+    variant: str,
+    preset: TrainPreset,
+    seed: int,
+    registry: Registry,
+    device: str,
+    out: Path,
+    data_dir: Path | None,
+    plugins: tuple[str, ...],
+    executor: str,
+    settings: dict[str, dict[str, Any]] | None,
+    data: TaskData,
+) -> dict[str, Any]:
+    """What a training run's record says before it is trained: the run, its setup, the command that remakes
+    it, and the code that made it."""
+    setup = preset.tasks[task]
+    key = run_key(task, variant, seed, preset.name, setup, data_dir)
+    return {
+        "kind": "train",
+        "run_id": out.name,
+        "task": task,
+        "variant": variant,
+        "seed": seed,
+        "preset": preset.name,
+        "device": device,
+        "data": data.description,
+        "task_params": data.params,
+        "model": setup.model.model_dump(),
+        "max_len": data.max_len,
+        "split_sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
+        "train": setup.train.model_dump(),
+        "options": setup.options.get(variant, {}),
+        "key": key,
+        "command": train_command(
+            task, variant, preset.name, seed, data_dir, device, plugins, setup.options.get(variant, {}), settings
+        ),
+        "settings": settings or {},
+        "kv_layout": setup.model.kv_layout,
+        "kv_cache_values_per_token": setup.model.kv_cache_values(),
+        **environment.provenance(),
+        "executor": executor,
+        "source": _source(registry, variant),
+    }
+
+
 def run_training(
     task: str,
     variant: str,
@@ -122,32 +168,7 @@ def run_training(
     data = load_task(task, setup.params, data_dir)  # a refusal here leaves no env.json behind
     if fresh:
         write_env(out, environment.capture(device, setup.train.threads))
-    record: dict[str, Any] = {
-        "kind": "train",
-        "run_id": out.name,
-        "task": task,
-        "variant": variant,
-        "seed": seed,
-        "preset": preset.name,
-        "device": device,
-        "data": data.description,
-        "task_params": data.params,
-        "model": setup.model.model_dump(),
-        "max_len": data.max_len,
-        "split_sizes": {s: len(getattr(data, s)) for s in ("train", "val", "test")},
-        "train": setup.train.model_dump(),
-        "options": setup.options.get(variant, {}),
-        "key": key,
-        "command": train_command(
-            task, variant, preset.name, seed, data_dir, device, plugins, setup.options.get(variant, {}), settings
-        ),
-        "settings": settings or {},
-        "kv_layout": setup.model.kv_layout,
-        "kv_cache_values_per_token": setup.model.kv_cache_values(),
-        **environment.provenance(),
-        "executor": executor,
-        "source": _source(registry, variant),
-    }
+    record = _record(task, variant, preset, seed, registry, device, out, data_dir, plugins, executor, settings, data)
     started = time.perf_counter()
     if reason is not None:
         record |= {"status": "unavailable", "reason": reason}
@@ -195,4 +216,33 @@ def train_here(data: dict[str, Any], executor: str, console: Console | None = No
             settings=job.settings,
         )
     except (UserError, DataFormatError) as err:
-        return {"status": "error", "reason": str(err)}
+        return {"status": "error", "reason": str(err), "refused": True}
+
+
+def record_lost_run(job: TrainJob, status: str, reason: str, executor: str) -> dict[str, Any]:
+    """Record a run whose worker ended without recording it (a crash, the out-of-memory killer, a cluster
+    job that failed), with `status` and `reason`, so reports and the site show it; returns the record."""
+    preset = with_settings(with_options(load_train_preset(job.preset), job.options), job.task, job.settings)
+    data_dir = Path(job.data_dir) if job.data_dir else None
+    data = load_task(job.task, preset.tasks[job.task].params, data_dir)
+    out = Path(job.out)
+    record = _record(
+        job.task,
+        job.variant,
+        preset,
+        job.seed,
+        load_registry(job.plugins),
+        job.device,
+        out,
+        data_dir,
+        job.plugins,
+        executor,
+        job.settings,
+        data,
+    )
+    record |= {
+        "status": status,
+        "reason": reason,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return append_record(out, record)

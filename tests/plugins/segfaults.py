@@ -6,7 +6,7 @@ from attnbench.variants.contract import Variant, VariantInfo, check_qkv
 
 
 class Segfaults(Variant):
-    info = VariantInfo(name="segfaults", family="exact", exact=True, gqa=False, causal=False)
+    info = VariantInfo(name="segfaults", family="exact", exact=True, gqa=False)
 
     def forward(self, q, k, v):
         check_qkv(q, k, v)
