@@ -16,7 +16,7 @@ LINT_STAMP := $(VENV)/.installed-lint
 # The folders of installed packages on the host python's path, one per line.
 export HOST_SITES := import os, sys; print("\n".join(p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)))
 
-.PHONY: setup test test-all lint format bench gpu-check gpu-check-run microbench site clean
+.PHONY: setup test test-all test-faults lint format bench gpu-check gpu-check-run microbench site clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,10 @@ test: lint $(TEST_STAMP)
 
 test-all: lint $(TEST_STAMP)
 	$(PY) -m pytest
+
+# The slow fault injections (kill -9 cycles, every rogue plugin in every command); .ci/run runs them after `make test`.
+test-faults: $(TEST_STAMP)
+	$(PY) -m pytest -m slow tests/test_faults.py
 
 # The main job: the `gpu` preset where torch sees a CUDA device, the `cpu` preset elsewhere.
 # The run folder is results/<preset>-<device>; rerunning resumes it.

@@ -5,6 +5,7 @@ used; nothing recorded is lost."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -135,9 +136,9 @@ def test_task_files_of_bad_bytes_or_endless_lines_are_named(tmp_path, capsys):
 @pytest.mark.parametrize(
     "plugin, failed, why",
     [
-        ("exits", "output", "worker exited with 0 before the checks finished (sys.exit or os._exit"),
+        ("exits", "output", "worker exited with 0 before it finished (sys.exit or os._exit"),
         ("segfaults", "output", "worker killed by SIGSEGV"),
-        ("interrupts", "output", "worker exited with 1 before the checks finished: KeyboardInterrupt"),
+        ("interrupts", "output", "worker exited with 1 before it finished: KeyboardInterrupt"),
         ("hangs", "large-shapes", "no result within 8 s; worker killed"),
     ],
 )
@@ -152,9 +153,12 @@ def test_check_fails_a_plugin_that_exits_crashes_or_hangs_its_worker(plugins, ca
 TRAIN = ["train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny"]
 
 
-def _checkpoint_of_a_stopped_run(capsys, out: Path, monkeypatch) -> Path:
-    """Train until the second checkpoint, then stop as a kill would: the first checkpoint stays on disk."""
+def _checkpoint_of_a_stopped_run(out: Path, monkeypatch) -> Path:
+    """Train (TRAIN's run, in this process) until the second checkpoint, then stop as a kill would: the
+    first checkpoint stays on disk."""
     from attnbench.suite.training import loop
+    from attnbench.suite.training.jobs import TrainJob
+    from attnbench.suite.training.runs import train_here
 
     real = loop.batches
 
@@ -164,15 +168,15 @@ def _checkpoint_of_a_stopped_run(capsys, out: Path, monkeypatch) -> Path:
         return real(n, batch_size, seed, step)
 
     monkeypatch.setattr(loop, "batches", stop_at_15)
-    code, _, _ = cli(capsys, *TRAIN, "--out", str(out))
+    with pytest.raises(KeyboardInterrupt):
+        train_here(TrainJob("mqar", "sdpa", 0, "tiny", "cpu", str(out.resolve())).to_dict(), "local")
     monkeypatch.setattr(loop, "batches", real)
-    assert code == 130
     (checkpoint,) = (out / "checkpoints").glob("*.pt")
     return checkpoint
 
 
 def test_a_kill_while_a_checkpoint_is_written_leaves_a_run_that_finishes(tmp_path, capsys, monkeypatch):
-    checkpoint = _checkpoint_of_a_stopped_run(capsys, tmp_path, monkeypatch)
+    checkpoint = _checkpoint_of_a_stopped_run(tmp_path, monkeypatch)
     # What a kill -9 in the middle of the next save leaves: the checkpoint before it, and half a temporary file.
     (checkpoint.parent / f".{checkpoint.name}.x1y2.tmp").write_bytes(b"PK\x03\x04 half a zip")
     code, out, _ = cli(capsys, *TRAIN, "--out", str(tmp_path))
@@ -183,7 +187,7 @@ def test_a_kill_while_a_checkpoint_is_written_leaves_a_run_that_finishes(tmp_pat
 
 
 def test_an_unreadable_checkpoint_is_one_warning_and_training_starts_again(tmp_path, capsys, monkeypatch):
-    checkpoint = _checkpoint_of_a_stopped_run(capsys, tmp_path, monkeypatch)
+    checkpoint = _checkpoint_of_a_stopped_run(tmp_path, monkeypatch)
     checkpoint.write_bytes(b"")  # what a kill while an older attnbench wrote it in place left
     with pytest.warns(UserWarning, match="unreadable checkpoint .*; training starts again"):
         code, _, _ = cli(capsys, *TRAIN, "--out", str(tmp_path))
@@ -290,3 +294,103 @@ def test_a_full_disk_is_one_line_and_the_records_already_written_stay_whole(smal
     assert code == 2 and err.count("\n") == 1 and "cannot write" in err and "No space left" in err, err
     records = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
     assert len(records) == 4 and all(r["status"] == "ok" for r in records)  # every point, each line whole
+
+
+def test_the_next_command_removes_the_temporary_folders_a_killed_one_left(tmp_path, small_run):
+    dead = "999999999"  # no such pid: the command that made these was killed
+    stale_fork = tmp_path / f"attnbench-fork-{dead}-x1"
+    stale_fork.mkdir()
+    live_fork = tmp_path / f"attnbench-fork-{os.getpid()}-x2"  # a running command's: kept
+    live_fork.mkdir()
+    env = os.environ | {"TMPDIR": str(tmp_path)}
+    listed = subprocess.run([sys.executable, "-m", "attnbench", "list", "--json"], env=env, capture_output=True)
+    assert listed.returncode == 0 and not stale_fork.exists() and live_fork.exists()
+    stale_site = tmp_path / f".site.{dead}-abc"
+    stale_site.mkdir()
+    code, _, err = attnbench("site", str(small_run), "--out", str(tmp_path / "site"), cwd=tmp_path)
+    assert code == 0 and not stale_site.exists() and (tmp_path / "site" / "index.html").exists(), err
+
+
+@pytest.fixture(scope="module")
+def on_cue_run(tmp_path_factory) -> Path:
+    """A tiny MQAR model on the on-cue plugin, trained while it behaves."""
+    run = tmp_path_factory.mktemp("on-cue") / "run"
+    plugins = Path(__file__).parent / "plugins"
+    argv = ["train", "--task", "mqar", "--variant", "on-cue", "--preset", "tiny"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--plugin", str(plugins / "on_cue.py"), "--out", str(run)])
+    assert info.value.code in (0, None)
+    return run
+
+
+FAULTS = {
+    "exit": "exited with 0 before it finished (sys.exit or os._exit",
+    "segfault": "killed by SIGSEGV",
+    "interrupt": "exited with 1 before it finished: KeyboardInterrupt",
+    "hang": "no result within 6 s",
+}
+# Each command meets each fault in the slow run; the default run has each fault and each command once.
+FAST_PAIRS = {("heads", "segfault"), ("heads-mask", "exit"), ("heatmap", "hang"), ("heatmap", "interrupt")}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_train_records_a_plugin_that_exits_crashes_interrupts_or_hangs(plugins, tmp_path, capsys, monkeypatch, fault):
+    why = FAULTS[fault]
+    monkeypatch.setenv("ATTNBENCH_TEST_FAULT", fault)
+    argv = ["train", "--task", "mqar", "--variant", "on-cue", "--preset", "tiny", "--timeout", "6"]
+    code, out, err = cli(capsys, *argv, "--plugin", str(plugins / "on_cue.py"), "--out", str(tmp_path))
+    (record,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert code == 1 and why in record["reason"] and "Traceback" not in err, out + err
+    assert record["status"] == ("timeout" if fault == "hang" else "error")
+    assert record["command"].startswith("attnbench train --task mqar --variant on-cue")
+
+
+@pytest.mark.parametrize(
+    "command, fault",
+    [
+        pytest.param(command, fault, marks=() if (command, fault) in FAST_PAIRS else pytest.mark.slow)
+        for command in ("heads", "heads-mask", "heatmap")
+        for fault in FAULTS
+    ],
+)
+def test_heads_and_heatmap_fail_in_one_line_for_a_plugin_that_exits_crashes_interrupts_or_hangs(
+    plugins, on_cue_run, tmp_path, capsys, monkeypatch, command, fault
+):
+    why = FAULTS[fault]
+    monkeypatch.setenv("ATTNBENCH_TEST_FAULT", fault)
+    plugin = ["--plugin", str(plugins / "on_cue.py"), "--timeout", "6"]
+    argv = {
+        "heads": ["heads", str(on_cue_run), "--prune-seeds", "1", "--examples", "8"],
+        "heads-mask": ["heads", str(on_cue_run), "--mask", "1.1"],
+        "heatmap": ["heatmap", "--task", "mqar", "--variant", "on-cue", "--run", str(on_cue_run),
+                    "--out", str(tmp_path / "map.png")],
+    }[command]  # fmt: skip
+    code, out, err = cli(capsys, *argv, *plugin)
+    assert code == 2 and err.count("\n") == 1 and why in err and "Traceback" not in err, out + err
+    assert not (on_cue_run / "heads.jsonl").exists() and not (tmp_path / "map.png").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_at_chosen_moments_of_train_then_the_rerun_finishes_ok(tmp_path):
+    """kill -9 of `attnbench train` three times, at moments spread over its checkpoint writes (one every
+    two steps here), then the same command again: it resumes or restarts, and its run is `ok`."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "attnbench", *TRAIN, "--set", "train.steps=150", "--set", "train.eval_every=2",
+               "--out", str(run)]  # fmt: skip
+
+    def last_write() -> float:
+        return max((p.stat().st_mtime for p in (run / "checkpoints").glob("*.pt")), default=0.0)
+
+    for delay in (0.0, 0.05, 0.15):
+        before = last_write()
+        proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while last_write() == before and time.monotonic() < deadline:  # this run has written a checkpoint
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.kill()
+        proc.wait()
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    (record,) = [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+    assert done.returncode == 0 and record["status"] == "ok" and record["steps"] == 150, done.stderr
+    assert not list((run / "checkpoints").iterdir())

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from ...tasks.base import CLS, IGNORE, PAD, Split
 from ..core.env import provenance
 from ..core.errors import UserError
+from ..core.registry import load_registry
 from ..training.model import TaskModel
-from .trained import Trained
+from .trained import Trained, load_trained
 
 # A head is positional when one fixed position (previous, first, itself) takes at least this share
 # of its weights; otherwise diffuse when its entropy is at least this share of uniform's; otherwise
@@ -275,3 +276,17 @@ def head_record(run: Path, trained: Trained, seeds: int, examples: int) -> dict[
         **provenance(),
         **analyse(trained, seeds, examples),
     }
+
+
+def head_job(job: dict[str, Any]) -> dict[str, Any]:
+    """`head_record` for the trained model of record `job["record"]` of run `job["run"]`: what a command's
+    isolated worker runs (executors/local.call_isolated), the variant's code being a plugin's, maybe."""
+    run = Path(job["run"])
+    trained = load_trained(run, job["record"], load_registry(job["plugins"]))
+    return head_record(run, trained, job["prune_seeds"], job["examples"])
+
+
+def mask_job(job: dict[str, Any]) -> list[float]:
+    """`masked_accuracy` of one trained model (as `head_job`): [every head, with job["mask"] masked]."""
+    trained = load_trained(Path(job["run"]), job["record"], load_registry(job["plugins"]))
+    return list(masked_accuracy(trained, job["mask"]))

@@ -17,6 +17,7 @@ import typer
 
 from ...tasks import DataFormatError
 from ..core.errors import UserError
+from ..core.leftovers import remove_stale_fork_dirs
 from . import bench, check, heads, outputs, site, train
 from .common import with_executor
 
@@ -71,6 +72,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def run(argv: list[str] | None = None) -> None:
     """Run the command `argv` names and exit with its code; every error a user can cause is one line."""
     warnings.formatwarning = _one_line_warning
+    remove_stale_fork_dirs()  # a command killed before this one leaves its fork server's folder
     try:
         code = app(args=argv, prog_name="attnbench", standalone_mode=False)
     except (UserError, DataFormatError) as err:

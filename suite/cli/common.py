@@ -46,6 +46,14 @@ DataDirOpt = Annotated[
     ),
 ]
 RunArg = Annotated[Path, typer.Argument(help="Run folder (holds records.jsonl).")]
+# The variant's code (maybe a plugin's) runs in a worker; a hang past this kills it.
+WorkerTimeoutOpt = Annotated[
+    float, typer.Option(min=1, help="Seconds before the worker running the variant's code is killed (a hang).")
+]
+TrainTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(min=1, help="Seconds a training run may take before its worker is killed (default: no limit)."),
+]
 
 ParallelOpt = Annotated[
     int,

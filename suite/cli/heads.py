@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .common import PluginOpt, RunArg, console, registry
+from .common import PluginOpt, RunArg, WorkerTimeoutOpt, console, plugin_paths, registry
 
 
 def heads(
@@ -20,21 +20,37 @@ def heads(
     prune_seeds: Annotated[int, typer.Option(min=1, help="Random pruning orders beside the importance order.")] = 5,
     examples: Annotated[int, typer.Option(min=1, help="Validation examples the head statistics read.")] = 256,
     plugin: PluginOpt = None,
+    timeout: WorkerTimeoutOpt = 3600,
 ) -> None:
     """Head importance, pruning curves and per-head statistics of a run's trained models: records in
     heads.jsonl, charts in heads/, a section in the run README."""
-    from ..analysis.heads import head_record, masked_accuracy, model_name
-    from ..analysis.trained import finished_runs, load_trained
+    from ..analysis.heads import model_name
+    from ..analysis.trained import finished_runs
+    from ..executors.local import call_isolated
     from ..outputs.heads_report import record_heads, update_readme
     from ..runs.records import run_lock
 
     chosen = finished_runs(run, task, variant, seed)
     variants = registry(plugin)
-    models = [load_trained(run, r, variants) for r in chosen]
+    for r in chosen:
+        variants.entry(r["variant"])  # an unknown one is refused before any work
+    # Each model runs its variant's code, maybe a plugin's: in a worker of its own, so that a crash, a hang
+    # or an exit fails the command in one line.
+    jobs = [
+        {
+            "run": str(run),
+            "record": r,
+            "plugins": plugin_paths(plugin),
+            "prune_seeds": prune_seeds,
+            "examples": examples,
+            "mask": mask,
+        }
+        for r in chosen
+    ]
     if mask is not None:
-        for trained in models:
-            every, masked = masked_accuracy(trained, mask)
-            r = trained.record
+        for job in jobs:
+            r = job["record"]
+            every, masked = call_isolated("attnbench.suite.analysis.heads:mask_job", job, timeout, model_name(r))
             console.print(
                 f"{r['task']} / {r['variant']} / seed {r['seed']} ({r['kv_layout'] or 'MHA'}): test accuracy "
                 f"{every:.4f} with every head, {masked:.4f} with {mask} masked",
@@ -42,11 +58,10 @@ def heads(
             )
         return
     with run_lock(run):
-        for trained in models:
-            console.print(
-                f"analysing {model_name(trained.record)}: importance, {prune_seeds} random pruning orders, statistics"
-            )
-            record = head_record(run, trained, prune_seeds, examples)
+        for job in jobs:
+            name = model_name(job["record"])
+            console.print(f"analysing {name}: importance, {prune_seeds} random pruning orders, statistics")
+            record = call_isolated("attnbench.suite.analysis.heads:head_job", job, timeout, name)
             record_heads(run, record)
             half = record["half"]
             console.print(

@@ -16,8 +16,10 @@ from .common import (
     RunArg,
     TaskOpt,
     TrainPresetOpt,
+    WorkerTimeoutOpt,
     console,
     interruptible,
+    plugin_paths,
     registry,
 )
 
@@ -106,12 +108,27 @@ def heatmap(
     option: OptionOpt = None,
     plugin: PluginOpt = None,
     out: Annotated[Path, typer.Option(help="PNG file to write (an SVG is written beside it).")] = Path("heatmap.png"),
+    timeout: WorkerTimeoutOpt = 1200,
 ) -> None:
     """Draw the attention weights of every head, per layer, for one input."""
-    from ..analysis.trained import model_for
-    from ..outputs.heatmap import save_example_heatmap
+    from ..executors.local import call_isolated
     from ..training.presets import load_setup
 
-    setups = load_setup(preset, parse_variant_options(option), None, {})
-    model, data, state = model_for(task, variant, setups, seed, run, data_dir, registry(plugin))
-    console.print(f"wrote {save_example_heatmap(model, data, example, state, out)}")
+    options = parse_variant_options(option)
+    load_setup(preset, options, task, {})  # a bad preset or task is refused here, in one line
+    registry(plugin).entry(variant)
+    job = {
+        "task": task,
+        "variant": variant,
+        "preset": preset,
+        "seed": seed,
+        "run": str(run) if run else None,
+        "example": example,
+        "data_dir": str(data_dir) if data_dir else None,
+        "options": options,
+        "plugins": plugin_paths(plugin),
+        "out": str(out),
+    }
+    # The model runs the variant's code, maybe a plugin's: in a worker, so a crash or a hang is one line.
+    drawn = call_isolated("attnbench.suite.outputs.heatmap:heatmap_job", job, timeout, f"heatmap of {variant}")
+    console.print(f"wrote {drawn}")

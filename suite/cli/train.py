@@ -23,6 +23,7 @@ from .common import (
     SetOpt,
     TaskOutOpt,
     TrainPresetOpt,
+    TrainTimeoutOpt,
     console,
     csv,
     exit_if_failed,
@@ -50,18 +51,27 @@ def train(
     option: OptionOpt = None,
     setting: SetOpt = None,
     plugin: PluginOpt = None,
+    timeout: TrainTimeoutOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the preset's settings per task, with their sources; train nothing.")
     ] = False,
 ) -> None:
-    """Train the task model with one variant; record accuracy, speed and memory (resumable)."""
+    """Train the task model with one variant; record accuracy, speed and memory (resumable).
+
+    The run trains in a worker process (the variant's code may be a plugin's): a crash, or a hang past
+    --timeout, is recorded as the run's status."""
+    from ...tasks import get_task
+    from ..executors.batch import train_recorded
+    from ..executors.local import LocalExecutor
     from ..runs.folders import run_folder
-    from ..runs.records import run_lock
+    from ..runs.records import read_checked_env, run_lock
+    from ..training.jobs import TrainJob
     from ..training.presets import load_setup, parse_settings
-    from ..training.runs import check_run, outcome, run_training
+    from ..training.runs import check_run, outcome, recorded, run_key
 
     settings = parse_settings(setting)
-    setups = load_setup(preset, parse_variant_options(option), task, settings)
+    options = parse_variant_options(option)
+    setups = load_setup(preset, options, task, settings)
     if dry_run:
         _print_preset(setups, task)
         return
@@ -70,22 +80,33 @@ def train(
     variants = registry(plugin)
     device = resolve_device(device)
     check_run(variants, task, variant, setups, device)  # refused before the run folder is made
+    if data_dir is not None and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a folder")
     out = run_folder(out, scratch, f"tasks-{setups.name}", device)
+    # --data-dir feeds only the tasks read from files, as in a suite.
+    job = TrainJob(
+        task=task,
+        variant=variant,
+        seed=seed,
+        preset=preset,
+        device=device,
+        out=str(out.resolve()),
+        options=options,
+        plugins=plugin_paths(plugin),
+        data_dir=str(data_dir.resolve()) if data_dir and get_task(task).read else None,
+        settings=settings,
+        timeout_s=timeout,
+    )
+    key = run_key(task, variant, seed, setups.name, setups.tasks[task], Path(job.data_dir) if job.data_dir else None)
     message = f"interrupted: training stopped; rerun the same command to resume from its last checkpoint in {out}"
     with interruptible(message), run_lock(out):
-        record = run_training(
-            task,
-            variant,
-            setups,
-            seed,
-            variants,
-            device,
-            out,
-            data_dir,
-            plugin_paths(plugin),
-            console,
-            settings=settings,
-        )
+        read_checked_env(out, device, "local")  # a folder of another machine is refused before its records are read
+        if (record := recorded(out, key)) is not None:
+            console.print(f"already recorded in {out}: {task} / {variant} / seed {seed}")
+        else:
+            record = train_recorded(job, LocalExecutor())
+    if record.get("refused"):
+        raise UserError(record["reason"])
     if record["status"] != "ok":
         console.print(f"{task} / {variant} / seed {seed}: {record['status']}: {record.get('reason', '')}")
         raise typer.Exit(1)

@@ -40,10 +40,7 @@ def train_each(jobs: list[TrainJob], executor: Executor, console: Console, paral
 
     def start(i: int, job: TrainJob) -> dict[str, Any]:
         console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}", highlight=False)
-        record = executor.train(job)
-        if "key" not in record and not record.get("refused"):  # the worker died before it could record the run
-            record = record_lost_run(job, record.get("status", "error"), record.get("reason", ""), executor.name)
-        return record
+        return train_recorded(job, executor)
 
     def report(i: int, record: dict[str, Any]) -> int:
         prefix = "" if parallel == 1 else f"[{i}/{len(jobs)}] "
@@ -53,6 +50,15 @@ def train_each(jobs: list[TrainJob], executor: Executor, console: Console, paral
     if parallel == 1:  # in this thread: an interrupt reaches the executor's wait and ends its run
         return sum(report(i, start(i, job)) for i, job in enumerate(jobs, start=1))
     return _in_parallel(jobs, start, report, parallel, executor)
+
+
+def train_recorded(job: TrainJob, executor: Executor) -> dict[str, Any]:
+    """`job` trained on `executor`: its record, which a worker that died before it could record the run (a
+    crash, the out-of-memory killer, a timeout) gets recorded here; a refusal comes back `refused`."""
+    record = executor.train(job)
+    if "key" not in record and not record.get("refused"):
+        record = record_lost_run(job, record.get("status", "error"), record.get("reason", ""), executor.name)
+    return record
 
 
 def _in_parallel(jobs: list[TrainJob], start: Callable, report: Callable, parallel: int, executor: Executor) -> int:

@@ -29,15 +29,16 @@ import signal
 import sys
 import tempfile
 import threading
+import warnings
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
+from ..core.errors import UserError
+from ..core.leftovers import FORK_DIR_PREFIX, remove_stale_fork_dirs, tagged
 from ..measure.point import Point
 from ..training.jobs import TrainJob
 
 PR_SET_PDEATHSIG = 1  # prctl option, from linux/prctl.h
-FORK_DIR_PREFIX = "attnbench-fork-"
 # Workers running now (their pids), so runs trained in parallel can be stopped together.
 _LIVE: set[int] = set()
 _LIVE_LOCK = threading.Lock()
@@ -46,6 +47,20 @@ _LIVE_LOCK = threading.Lock()
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:400] if lines else ""
+
+
+WARNING = "attnbench: warning: "
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"{WARNING}{message}\n"
+
+
+def _pass_warnings_on(stderr: str) -> None:
+    """Warn here what a worker warned (its stderr is a pipe the user does not see)."""
+    for line in stderr.splitlines():
+        if line.startswith(WARNING):
+            warnings.warn(line.removeprefix(WARNING), stacklevel=2)
 
 
 def _die_with_parent() -> None:
@@ -74,6 +89,7 @@ def _serve(args: list[str], results: Connection, errors: Connection, environ: di
     os.environ.update(environ)  # the server's environment is the one it started with, not the caller's now
     os.dup2(errors.fileno(), 2)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+    warnings.formatwarning = _one_line_warning  # so the command can pass a training run's warnings on
     from .entry import main  # preloaded by the fork server; the command that starts workers needs none of it
 
     code = main([*args, str(results.fileno())])
@@ -90,11 +106,8 @@ def _fork_server_dir() -> None:
     config = multiprocessing.current_process()._config  # where multiprocessing.util.get_temp_dir() looks
     if config.get("tempdir") is not None:
         return
-    for stale in Path(tempfile.gettempdir()).glob(f"{FORK_DIR_PREFIX}*"):
-        pid = stale.name.removeprefix(FORK_DIR_PREFIX).split("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(stale, ignore_errors=True)
-    folder = tempfile.mkdtemp(prefix=f"{FORK_DIR_PREFIX}{os.getpid()}-")
+    remove_stale_fork_dirs()
+    folder = tempfile.mkdtemp(prefix=tagged(FORK_DIR_PREFIX))
     multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-100)
     config["tempdir"] = folder
 
@@ -112,6 +125,31 @@ def _context() -> multiprocessing.context.ForkServerContext:
         ]
     )
     return context
+
+
+def ended_without_result(who: str, code: int | None, timeout_s: float | None, stderr: str) -> str:
+    """Why a worker that ran a variant's code sent no result, in one line: a hang past `timeout_s` (exit
+    code None), a crash (a signal), or an exit (SystemExit or os._exit in the variant's code)."""
+    if code is None:
+        return f"no result within {timeout_s:g} s; {who} killed (a hang in the variant?)"
+    if code < 0:
+        return f"{who} killed by {signal.Signals(-code).name} (a crash in the variant's code?)"
+    last = _last_line(stderr)
+    return f"{who} exited with {code} before it finished" + (
+        f": {last}" if last else " (sys.exit or os._exit in the variant's code?)"
+    )
+
+
+def call_isolated(target: str, job: dict[str, Any], timeout_s: float | None, what: str) -> Any:
+    """`target` ("module:function", called with `job`) run in a fresh worker, as untrusted code is: its
+    return value, or UserError naming `what` and why there is none (it raised, crashed, hung past
+    `timeout_s`, or exited)."""
+    code, result, stderr = spawn_worker(["--call", target, json.dumps(job)], timeout_s)
+    if result is not None and "error" in result:
+        raise UserError(f"{what}: {result['error']}")
+    if result is None or code != 0:
+        raise UserError(f"{what}: {ended_without_result('worker', code, timeout_s, stderr)}")
+    return result["value"]
 
 
 def spawn_worker(args: list[str], timeout_s: float | None) -> tuple[int | None, dict[str, Any] | None, str]:
@@ -187,8 +225,11 @@ class LocalExecutor:
 
     name = "local"
 
+    stopping = False  # set by stop(): a run killed then was interrupted, not lost
+
     def stop(self) -> None:
         """Kill every worker running now (training runs in parallel, on an interrupt)."""
+        self.stopping = True
         with _LIVE_LOCK:
             for pid in _LIVE:
                 _kill_group(pid)
@@ -212,22 +253,23 @@ class LocalExecutor:
         }
 
     def train(self, job: TrainJob) -> dict[str, Any]:
-        """Make one training run in a fresh worker (no time limit); its record, or why there is none.
+        """Make one training run in a fresh worker (killed after `job.timeout_s`, if set); its record, or why
+        there is none.
 
         The worker appends the record to the job's folder under the lock its driver holds; a refused
         run (bad input) comes back as an `error` with its one line and records nothing.
         """
-        code, result, stderr = spawn_worker(["--train", json.dumps(job.to_dict())], None)
+        code, result, stderr = spawn_worker(["--train", json.dumps(job.to_dict())], job.timeout_s)
+        _pass_warnings_on(stderr)  # an unreadable checkpoint, a skipped record line
         if result is not None:
             return result
+        if self.stopping:  # killed by stop(): the rerun resumes it, so nothing is recorded
+            return {"status": "error", "reason": "stopped", "refused": True}
+        if code is None:
+            return {"status": "timeout", "reason": ended_without_result("training worker", code, job.timeout_s, "")}
         if code == -signal.SIGKILL:
             return {"status": "oom", "reason": "training worker killed by SIGKILL (the out-of-memory killer?)"}
-        if code is not None and code < 0:
-            return {"status": "error", "reason": f"training worker killed by {signal.Signals(-code).name}"}
-        return {
-            "status": "error",
-            "reason": f"training worker exited with {code}: {_last_line(stderr) or 'no message'}",
-        }
+        return {"status": "error", "reason": ended_without_result("training worker", code, None, stderr)}
 
     def check(self, job: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         """The conformance checks of one variant in one dtype (checks/runner.py's job) in a fresh worker: each
@@ -238,14 +280,7 @@ class LocalExecutor:
         if any(line.get("done") for line in lines):
             return results
         running = [line["running"] for line in lines if "running" in line]
-        if code is None:
-            why = f"no result within {timeout_s:g} s; worker killed (a hang in the variant?)"
-        elif code < 0:
-            why = f"worker killed by {signal.Signals(-code).name} (a crash in the variant's code?)"
-        else:
-            last = _last_line(stderr)
-            hint = f": {last}" if last else " (sys.exit or os._exit in the variant's code?)"
-            why = f"worker exited with {code} before the checks finished{hint}"
+        why = ended_without_result("worker", code, timeout_s, stderr)
         return [*results, {"check": running[-1] if running else "worker", "status": "fail", "detail": why}]
 
     def calibrate(self, device: str, what: str, threads: int | None) -> float | None:

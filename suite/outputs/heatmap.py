@@ -9,6 +9,7 @@ the masked softmax; linear-elu: its normalised kernel). Variants that have no su
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -18,8 +19,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from ...tasks.base import IGNORE, PAD, TaskData
+from ..analysis.trained import model_for
 from ..core.errors import UserError
+from ..core.registry import load_registry
 from ..training.model import TaskModel
+from ..training.presets import load_setup
 
 
 def attention_maps(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -77,3 +81,14 @@ def save_heatmap(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor |
     fig.savefig(out.with_suffix(".svg"))
     plt.close(fig)
     return out
+
+
+def heatmap_job(job: dict[str, Any]) -> str:
+    """The heatmap `attnbench heatmap` draws, from its options (`job`), made in its isolated worker
+    (executors/local.call_isolated): the model runs the variant's code, a plugin's maybe. Returns the PNG's path."""
+    setups = load_setup(job["preset"], job["options"], None, {})
+    run = Path(job["run"]) if job["run"] else None
+    data_dir = Path(job["data_dir"]) if job["data_dir"] else None
+    registry = load_registry(job["plugins"])
+    model, data, state = model_for(job["task"], job["variant"], setups, job["seed"], run, data_dir, registry)
+    return str(save_example_heatmap(model, data, job["example"], state, Path(job["out"])))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import UserError
+from ..core.leftovers import remove_stale, tagged
 from . import figures, pages, tables
 from .runs import Run
 
@@ -146,7 +147,8 @@ def build_site(runs: list[Run], out: Path) -> Path:
         raise UserError(f"{out} is not a site attnbench wrote (no {MARKER} in it): choose another --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        remove_stale(out.parent, f".{out.name}.")  # what a killed build left
+        building = Path(tempfile.mkdtemp(dir=out.parent, prefix=tagged(f".{out.name}.")))
     except OSError as err:
         raise UserError(f"cannot write the site into {out}: {err.strerror or err}") from None
     try:

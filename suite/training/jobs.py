@@ -29,6 +29,7 @@ class TrainJob:
     plugins: tuple[str, ...] = ()
     data_dir: str | None = None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # {model|train|params: {key: value}}
+    timeout_s: float | None = None  # the local worker is killed after this long (None: no limit)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +62,7 @@ class TrainJob:
             ]
         args += [a for plugin in self.plugins for a in ("--plugin", plugin)]
         args += ["--data-dir", self.data_dir] if self.data_dir else []
+        args += ["--timeout", f"{self.timeout_s:g}"] if self.timeout_s else []
         return args + (["--out", self.out] if self.out else ["--scratch"])
 
 

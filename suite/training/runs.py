@@ -62,6 +62,12 @@ def outcome(record: dict[str, Any]) -> str:
     )
 
 
+def recorded(out: Path, key: str) -> dict[str, Any] | None:
+    """The finished record of the run `key` in run folder `out`, if it has one (a cut last line repaired)."""
+    repair_tail(out)
+    return next((r for r in read_records(out) if r.get("key") == key and r.get("status") in FINAL), None)
+
+
 def check_fits(registry: Registry, variant: str, model: ModelConfig, device: str) -> str | None:
     """UserError when `variant` cannot take the model's K/V layout or score scale; returns why it cannot
     run here (None: it can), for a variant that cannot load is recorded unavailable, not refused."""
@@ -158,11 +164,9 @@ def run_training(
     key = run_key(task, variant, seed, preset.name, setup, data_dir)
     # Checked before anything recorded is reused: a folder holds one machine's numbers.
     fresh = not read_checked_env(out, device, executor)
-    repair_tail(out)
-    for record in read_records(out):
-        if record.get("key") == key and record.get("status") in FINAL:
-            console.print(f"already recorded in {out}: {task} / {variant} / seed {seed}")
-            return record
+    if (record := recorded(out, key)) is not None:
+        console.print(f"already recorded in {out}: {task} / {variant} / seed {seed}")
+        return record
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     checkpoint, model_path = out / "checkpoints" / f"{digest}.pt", out / "models" / f"{digest}.pt"
     data = load_task(task, setup.params, data_dir)  # a refusal here leaves no env.json behind
