@@ -112,7 +112,7 @@ def test_the_decode_preset_runs_smaller_caches_on_a_cpu():
 
 def test_the_command_line_beats_a_device_override(capsys):
     code, out, _ = run(capsys, "bench", "--preset", "decode", "--seq", "2048", "--dry-run", "--device", "cpu")
-    assert code == 0 and "12 points" in out  # 3 variants x Nq 1, 4 x batch 1, 8 at N=2048
+    assert code == 0 and "20 points" in out  # 5 variants x Nq 1, 4 x batch 1, 8 at N=2048
 
 
 def test_a_bad_device_override_is_one_line(capsys, tmp_path):

@@ -23,6 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from .gates import GateInput, make_gates
 from .inputs import accumulate_dtype, check_packed, check_qkv, per_sequence, softmax_scale
 from .softmax import softmax_attention, softmax_weights
 
@@ -31,6 +32,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "FAMILIES",
     "AttentionSpec",
+    "GateInput",
     "Options",
     "Unsupported",
     "Variant",
@@ -41,6 +43,7 @@ __all__ = [
     "check_qkv",
     "missing_packages",
     "per_sequence",
+    "reference",
     "softmax_scale",
 ]
 
@@ -135,6 +138,12 @@ class VariantInfo:
     upcasts_kv: bool = False
     # True when the first call compiles a kernel (torch.compile): seconds, timed apart as first_call_s.
     compiles: bool = False
+    # The per-token inputs beyond q, k, v that forward and reference take as keywords (gates.py): a
+    # forget gate, a delta rule's beta. The harness draws them, or a task model makes them.
+    gates: tuple[GateInput, ...] = ()
+    # True for a recurrence over a carried state (linear/recurrence.py): forward also takes
+    # initial_state and return_state, and its definition is a loop over time, O(N) in memory.
+    recurrent: bool = False
     tolerance: Mapping[torch.dtype, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
 
     def __post_init__(self) -> None:
@@ -218,6 +227,11 @@ class Variant(nn.Module):
             return None
         return softmax_weights(q, k, causal=self.spec.causal, key_lengths=key_lengths)
 
+    def gate_layer(self, dim: int) -> nn.Module | None:
+        """For a variant that declares gates: the layer that makes them from a model's hidden states
+        (B, N, dim), as the variant's original layer does, returning {name: (B, H, N[, D])}. None: no gates."""
+        return None
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -229,20 +243,43 @@ def attend(
     v: torch.Tensor,
     key_lengths: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    gates: Mapping[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Call `variant`, with per-sequence key lengths or packed-sequence boundaries where given;
-    Unsupported if it does not take them, ValueError if they do not fit the inputs."""
+    Unsupported if it does not take them, ValueError if they do not fit the inputs. A variant that
+    declares gates gets `gates`, or, where none are given, gates drawn from their laws (seed 0)."""
+    extra = dict(gates) if gates is not None else make_gates(variant.info.gates, q, k) if variant.info.gates else {}
     if cu_seqlens is not None:
         if key_lengths is not None:
             raise ValueError("give key_lengths (a padded batch) or cu_seqlens (a packed one), not both")
         if not variant.info.packed:
             raise Unsupported(f"{variant.info.name} does not take packed sequences (they would see each other)")
         check_packed(q, k, cu_seqlens)
-        return variant(q, k, v, cu_seqlens=cu_seqlens)
+        return variant(q, k, v, cu_seqlens=cu_seqlens, **extra)
     if key_lengths is None:
-        return variant(q, k, v)
+        return variant(q, k, v, **extra)
     if not variant.info.lengths:
         raise Unsupported(f"{variant.info.name} does not take per-sequence key lengths (padding would be attended)")
     if key_lengths.shape != (q.shape[0],) or bool((key_lengths < 1).any()) or bool((key_lengths > k.shape[-2]).any()):
         raise ValueError(f"key_lengths must be (B,) = ({q.shape[0]},) values in 1..{k.shape[-2]}")
-    return variant(q, k, v, key_lengths=key_lengths)
+    return variant(q, k, v, key_lengths=key_lengths, **extra)
+
+
+def reference(
+    variant: Variant,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_lengths: torch.Tensor | None = None,
+    gates: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The variant's definition on float64 copies of the inputs, with the gates `attend` gives it (the
+    same draw, in float64)."""
+    q64, k64, v64 = q.double(), k.double(), v.double()
+    if gates is not None:
+        extra = {name: g.double() for name, g in gates.items()}
+    else:
+        extra = make_gates(variant.info.gates, q64, k64) if variant.info.gates else {}
+    if key_lengths is None:
+        return variant.reference(q64, k64, v64, **extra)
+    return variant.reference(q64, k64, v64, key_lengths, **extra)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from ...variants.contract import AttentionSpec, Unsupported, Variant
+from ...variants.contract import AttentionSpec, Unsupported, Variant, attend, reference
 from ..core.errors import one_line
 from .registry import checks_for
 
@@ -146,14 +146,14 @@ class Checker:
 
     @staticmethod
     def reference(variant: Variant, q, k, v) -> torch.Tensor:
-        """The variant's dense definition on float64 copies of its (already rounded) inputs."""
+        """The variant's dense definition on float64 copies of its (already rounded) inputs (and its gates)."""
         with torch.no_grad():
-            return variant.reference(q.double(), k.double(), v.double())
+            return reference(variant, q, k, v)
 
     def run(self, variant: Variant, q, k, v) -> torch.Tensor:
         """Call the variant and check the contract of its output: shape, dtype, device."""
         with torch.no_grad():
-            out = variant(q, k, v)
+            out = attend(variant, q, k, v)
         self.check_output(out, q)
         return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ...variants.contract import Unsupported
+from ...variants.contract import Unsupported, attend, reference
 from .checker import GRADIENT_SHAPES, Checker, Skipped, shape_label
 from .registry import check
 
@@ -24,13 +24,13 @@ def check_gradients(c: Checker) -> str:
             q, k, v = (t.requires_grad_() for t in c.inputs(shape, salt=8))
             grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(8)).to(c.device, c.dtype)
             try:
-                out = variant(q, k, v)
+                out = attend(variant, q, k, v)
             except Unsupported:
                 continue
             c.check_output(out, q)
             got = torch.autograd.grad(out, (q, k, v), grad)
             q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-            want = torch.autograd.grad(variant.reference(q64, k64, v64), (q64, k64, v64), grad.double())
+            want = torch.autograd.grad(reference(variant, q64, k64, v64), (q64, k64, v64), grad.double())
             for name, g, w in zip(("dq", "dk", "dv"), got, want, strict=True):
                 errors[f"{name} at {shape_label(shape, causal)}"] = c.error(g, w)
     return c.within(errors, "gradient")

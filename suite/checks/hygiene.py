@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ...variants.contract import attend
 from .checker import GRADIENT_SHAPES, REFERENCE_SHAPES, Checker, CheckFailed, fmt, shape_label
 from .registry import check
 
@@ -38,7 +39,7 @@ def check_inputs_unchanged(c: Checker) -> str:
     q, k, v = (t.requires_grad_() for t in c.inputs(shape, salt=8))
     grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(8)).to(c.device, c.dtype)
     saved = tuple(t.detach().clone() for t in (q, k, v, grad))
-    out = variant(q, k, v)
+    out = attend(variant, q, k, v)
     c.check_output(out, q)
     torch.autograd.grad(out, (q, k, v), grad)
     written = _written(("q", "k", "v", "grad_out"), (q, k, v, grad), saved)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ...variants.contract import Unsupported, Variant, attend, per_sequence
+from ...variants.contract import Unsupported, Variant, attend, per_sequence, reference
 from ...variants.masks import key_mask
 from .checker import Checker, CheckFailed, Shape, Skipped, fmt, shape_label
 from .registry import check
@@ -51,7 +51,7 @@ def check_key_lengths(c: Checker) -> str:
         except Unsupported:
             continue
         with torch.no_grad():
-            ref = variant.reference(q.double(), k.double(), v.double(), lengths)
+            ref = reference(variant, q, k, v, lengths)
         errors[shape_label(shape, causal) + f",lengths={list(LENGTHS)}"] = c.error(out, ref)
     return c.within(errors, "length-masked")
 

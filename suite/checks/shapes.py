@@ -8,6 +8,7 @@ import math
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ...variants.contract import attend
 from ..core.errors import one_line
 from .checker import Checker, CheckFailed, Skipped
 from .registry import check
@@ -35,7 +36,7 @@ def check_head_dim_mismatch(c: Checker) -> str:
         k = c.inputs((1, 2, 2, 8, 8, dk), salt=11)[1]
         try:
             with torch.no_grad():
-                out = variant(q, k, v)
+                out = attend(variant, q, k, v)
         except Exception as err:
             raised.append(one_line(err))
             continue
@@ -83,7 +84,7 @@ def check_gqa_native(c: Checker) -> str:
     with torch.no_grad():
         try:
             with _OutputShapes() as trace:
-                variant(q, k, v)
+                attend(variant, q, k, v)
         except NotImplementedError as err:
             if "HigherOrderOperator" not in str(err):
                 raise

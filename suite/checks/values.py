@@ -79,17 +79,28 @@ def check_scale(c: Checker) -> str:
 
 @check("large-logits", order=90)
 def check_large_logits(c: Checker) -> str:
-    """Inputs scaled by 100 (logits ~1e4) give finite outputs: no overflow in the softmax."""
+    """Inputs scaled by 100 (logits ~1e4) give finite outputs: no overflow in the softmax (where the
+    definition itself stays within the dtype's range)."""
     shape = (1, 2, 2, 64, 64, 64)
-    out_errors = []
+    out_errors, beyond = [], []
     for causal in c.modes():
         variant = c.build(shape, causal)
         q, k, v = c.inputs(shape, salt=5)
         q, k = q * 100, k * 100
         out = c.run(variant, q, k, v)
-        if not torch.isfinite(out).all():
+        ref = c.reference(variant, q, k, v)
+        # An unnormalised form (a recurrence read with scale 1) may itself leave the dtype's range:
+        # no output in that dtype can hold it, so only the representable entries are asked to be finite.
+        fits = ref.abs() <= torch.finfo(c.dtype).max
+        if not torch.isfinite(out[fits]).all():
             raise CheckFailed(f"NaN/inf with q, k scaled by 100 ({shape_label(shape, causal)})")
-        out_errors.append(c.error(out, c.reference(variant, q, k, v)))
+        if not fits.all():
+            beyond.append(f"{fits.logical_not().float().mean().item():.0%} of the definition's entries")
+            continue
+        out_errors.append(c.error(out, ref))
+    if beyond:
+        where = f"; rel err vs definition {fmt(max(out_errors))}" if out_errors else ""
+        return f"finite where representable ({', '.join(beyond)} beyond {c.dtype}'s range){where}"
     return f"finite; rel err vs definition {fmt(max(out_errors))}"
 
 

@@ -75,6 +75,9 @@ def run(argv: list[str] | None = None) -> None:
     remove_stale_fork_dirs()  # a command killed before this one leaves its fork server's folder
     try:
         code = app(args=argv, prog_name="attnbench", standalone_mode=False)
+    except KeyboardInterrupt:  # while the parser is still being built, before any command runs
+        print("attnbench: interrupted", file=sys.stderr)
+        code = 130
     except (UserError, DataFormatError) as err:
         print(f"attnbench: error: {err}", file=sys.stderr)
         code = 2

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ...variants.contract import AttentionSpec, Unsupported, Variant, attend, per_sequence
+from ...variants.gates import make_gates
 from ...variants.softmax import softmax_attention
 from ..core.devices import parse_dtype
 from ..core.lengths import parse_lengths
@@ -96,6 +97,8 @@ def _call_plan(variant: Variant, point: Point, q, k, v, layout: dict):
     The parameters of a variant that has some (Linformer's projections) get gradients too, as in
     training.
     """
+    if point.mode == "fwd" and variant.info.recurrent and point.q_len < point.seq and not point.ragged:
+        return _carried_state_plan(variant, point, q, k, v, layout.get("gates", {}))
     if point.mode == "fwd":
 
         def forward(_: None) -> torch.Tensor:
@@ -118,9 +121,42 @@ def _call_plan(variant: Variant, point: Point, q, k, v, layout: dict):
     return (lambda: None), forward_backward
 
 
+def _carried_state_plan(variant: Variant, point: Point, q, k, v, gates: dict):
+    """Decoding with a recurrence: the state of the cache's tokens is made once, untimed, and each timed
+    call runs the last q_len tokens from it, as a decoder does (its cost does not grow with N)."""
+    prefix = point.seq - point.q_len
+    b, h, _, d = q.shape
+    with torch.no_grad():
+        old_gates = {name: g[:, :, :prefix] for name, g in gates.items()}
+        _, state = variant(
+            q.new_zeros(b, h, prefix, d), k[..., :prefix, :], v[..., :prefix, :], return_state=True, **old_gates
+        )
+    k_new, v_new = k[..., prefix:, :], v[..., prefix:, :]
+    new_gates = {name: g[:, :, prefix:] for name, g in gates.items()}
+
+    def step(_: None) -> torch.Tensor:
+        with torch.no_grad():
+            return variant(q, k_new, v_new, initial_state=state, **new_gates)
+
+    return (lambda: None), step
+
+
+def state_record(variant: Variant, point: Point, dtype: torch.dtype) -> dict[str, int]:
+    """A recurrence's state next to the K/V cache an attention layer keeps at the same N (one layer)."""
+    itemsize = torch.finfo(dtype).bits // 8
+    return {
+        "state_bytes": variant.state_bytes(point.batch, dtype),
+        "kv_cache_bytes": 2 * point.batch * point.kv_heads * point.seq * point.head_dim * itemsize,
+    }
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+# About a minute of the float64 loop on a CPU core: beyond it a recurrence's point records no error.
+RECURRENCE_STEPS_LIMIT = 2e10
 
 
 def reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> dict[str, Any]:
@@ -130,19 +166,28 @@ def reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> di
     # (1, H, L, L) for one sequence at a time), beside float64 copies of q, k, v and the output (a long
     # K/V cache's copy can outweigh the scores).
     pairs = max(sequence_lengths(point)) ** 2 if "cu_seqlens" in layout else point.batch * point.q_len * point.seq
-    need = 3 * 8 * point.heads * pairs + 8 * (2 * q.numel() + k.numel() + v.numel())
+    # A recurrence's definition is a loop over time: no (Nq, Nk) tensor, one state per head.
+    scores = 0 if variant.info.recurrent else 3 * 8 * point.heads * pairs
+    need = scores + 8 * (2 * q.numel() + k.numel() + v.numel())
     if need > point.reference_max_bytes:
         return {"error_note": f"float64 reference needs ~{need / 2**30:.1f} GiB, over the limit"}
+    # A recurrence's definition is a Python loop over time touching its whole state each step.
+    state_steps = point.seq * point.batch * point.heads * point.head_dim**2 if variant.info.recurrent else 0
+    if state_steps > RECURRENCE_STEPS_LIMIT:
+        return {"error_note": f"float64 loop over time needs ~{state_steps:.1e} state updates, over the limit"}
 
-    def definition(call, q64, k64, v64):  # under the batch's layout
-        if "cu_seqlens" in layout:
-            return per_sequence(call, q64, k64, v64, layout["cu_seqlens"])
-        return call(q64, k64, v64, **layout)
+    plain = {name: value for name, value in layout.items() if name != "gates"}
+
+    def definition(call, q64, k64, v64, **gates):  # under the batch's layout
+        if "cu_seqlens" in plain:
+            return per_sequence(call, q64, k64, v64, plain["cu_seqlens"])
+        return call(q64, k64, v64, **plain, **gates)
 
     with torch.no_grad():
         out = attend(variant, q, k, v, **layout).double()
         q64, k64, v64 = (t.detach().double() for t in (q, k, v))
-        ref = definition(variant.reference, q64, k64, v64)
+        gates64 = {name: g.double() for name, g in layout.get("gates", {}).items()}
+        ref = definition(variant.reference, q64, k64, v64, **gates64)
         error = ((out - ref).norm() / ref.norm()).item()
         tolerance = variant.info.tolerance_for(parse_dtype(point.dtype))
         # NaN compares false: a NaN output is not correct.
@@ -193,6 +238,8 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
             raise
         raise PointFailed("error", f"cannot build {point.variant}: {err}") from None
     q, k, v, layout = make_inputs(point, requires_grad=point.mode != "fwd")
+    if variant.info.gates:  # drawn from their laws once, untimed, as q, k, v are
+        layout["gates"] = make_gates(variant.info.gates, q, k)
     setup, fn = _call_plan(variant, point, q, k, v, layout)
 
     t0 = time.perf_counter()
@@ -220,6 +267,8 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
         "clock": clock_name(point.device),
         "memory_method": memory_method(point.device),
     }
+    if cls.info.recurrent:
+        record |= state_record(variant, point, parse_dtype(point.dtype))
     # FLOPs are softmax attention's count over the pairs computed: every pair for exact variants,
     # the kept pairs for sparse ones; in a ragged or packed batch, the real pairs only (so padded and
     # packed forms of one batch compare in TFLOP/s). Linear and low-rank forms do other work: no count.

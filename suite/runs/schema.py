@@ -115,6 +115,8 @@ class BenchRecord(_Record, PointFields):
     tolerance: float | None = None
     correct: bool | None = None  # error against the variant's own definition within its tolerance
     sdpa_backend: str | None = None
+    state_bytes: int | None = None  # a recurrence's state, one layer (what decoding carries instead of a cache)
+    kv_cache_bytes: int | None = None  # beside it: the K/V cache one attention layer keeps at the same N
     clock: str | None = None
     memory_method: str | None = None
 
@@ -154,6 +156,7 @@ class TrainRecord(_Record):
     settings: dict[str, dict[str, Any]] | None = None  # the --set overrides of the preset
     kv_layout: str | None = None  # MHA, GQA-g, MQA or MLA-r
     kv_cache_values_per_token: int | None = None  # numbers an inference cache keeps per token, all layers
+    state_values: int | None = None  # a recurrent variant's inference state, all layers, at any length
     parameters: int | None = None  # trainable numbers in the model
 
 

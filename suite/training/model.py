@@ -81,6 +81,11 @@ class ModelConfig(BaseModel):
         per_layer = self.kv_latent if self.kv_latent is not None else 2 * (self.kv_heads or self.heads) * self.head_dim
         return per_layer * self.depth
 
+    def state_values(self) -> int:
+        """Numbers a recurrent variant's inference state holds over all layers, whatever the sequence's
+        length: a (head_dim, head_dim) matrix per head (linear/recurrence.py)."""
+        return self.heads * self.head_dim * self.head_dim * self.depth
+
     @property
     def mlp_dim(self) -> int:
         return int(self.dim * self.mlp_ratio)
@@ -122,6 +127,10 @@ class SelfAttention(nn.Module):
         self.kv = nn.Linear(cfg.kv_latent or cfg.dim, 2 * self.kv_heads * self.head_dim)
         self.out = nn.Linear(self.heads * self.head_dim, cfg.dim)
         self.core = core
+        # Gated and delta-rule variants: their gates from x, by the projections of their original layer.
+        self.gate_layer = core.gate_layer(cfg.dim)
+        if core.info.gates and self.gate_layer is None:
+            raise UserError(f"variant {core.info.name} declares gates but no gate_layer to make them in a model")
         # A variant's own 1/sqrt(hd) is undone and the configured scale applied by scaling q.
         self.q_gain = cfg.score_scale * math.sqrt(self.head_dim) if cfg.score_scale is not None else None
         self.head_gate: torch.Tensor | None = None
@@ -133,7 +142,8 @@ class SelfAttention(nn.Module):
             q = q * self.q_gain
         latent = self.kv_down(x) if hasattr(self, "kv_down") else x
         k, v = self.kv(latent).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, Hkv, N, hd)
-        o = attend(self.core, q, k, v, lengths)  # (B, H, N, hd)
+        gates = self.gate_layer(x) if self.gate_layer is not None else None
+        o = attend(self.core, q, k, v, lengths, gates=gates)  # (B, H, N, hd)
         if self.head_gate is not None:
             gate = self.head_gate if self.head_gate.dim() == 2 else self.head_gate[None]  # (B or 1, H)
             o = o * gate[:, :, None, None].to(o.dtype)

@@ -94,6 +94,14 @@ def _source(registry: Registry, variant: str) -> dict[str, Any] | None:
         return None
 
 
+def _recurrent(registry: Registry, variant: str) -> bool:
+    """Whether the variant is a recurrence over a carried state (False when it cannot be loaded)."""
+    try:
+        return registry.get(variant).info.recurrent
+    except UserError:
+        return False
+
+
 def _record(
     task: str,
     variant: str,
@@ -134,6 +142,8 @@ def _record(
         "settings": settings or {},
         "kv_layout": setup.model.kv_layout,
         "kv_cache_values_per_token": setup.model.kv_cache_values(),
+        # What a recurrence carries instead of a KV cache: fixed, where the cache grows with every token.
+        "state_values": setup.model.state_values() if _recurrent(registry, variant) else None,
         **environment.provenance(),
         "executor": executor,
         "source": _source(registry, variant),

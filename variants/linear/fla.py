@@ -56,6 +56,46 @@ def _installed_version() -> str | None:
     return getattr(fla, "__version__", None)
 
 
+def release_problem(minimum: tuple[int, ...], why: str) -> str | None:
+    """Why the installed fla cannot serve a kernel that needs release `minimum` (it does not import, does not
+    say its version, or is older: `why` says what the older ones get wrong), or None."""
+    try:
+        version = _installed_version()
+    except (ImportError, OSError) as err:  # a build for another torch or triton
+        first = (str(err).strip().splitlines() or [""])[0]
+        return f"fla is installed but does not import ({type(err).__name__}: {first})"
+    if version is None:
+        return "fla does not say its version (fla.__version__): cannot tell its layout and arguments"
+    if version_tuple(version) < minimum:
+        return f"fla {version} is older than {'.'.join(map(str, minimum))} ({why})"
+    return None
+
+
+class FlaKernel:
+    """Mixin, before a recurrence (linear/recurrence.py) whose `chunked` form is one of fla's Triton kernels:
+    the inputs go to it in their own dtype (it accumulates in float32 and keeps the state so), and it is
+    available where the installed fla is release `fla_minimum` or later."""
+
+    fla_minimum: tuple[int, ...]
+    fla_older: str  # what releases before fla_minimum get wrong
+
+    def working_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        return dtype
+
+    @classmethod
+    def unavailable_reason(cls, device: str, dtype: torch.dtype | None = None) -> str | None:
+        """The base checks, then the installed fla release."""
+        reason = super().unavailable_reason(device, dtype)
+        if reason is None and importlib.util.find_spec("fla") is not None:
+            reason = release_problem(cls.fla_minimum, cls.fla_older)
+        return reason
+
+
+def time_first(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """fla's (B, T, H, ...) layout of (B, H, N, ...) tensors."""
+    return [t.transpose(1, 2).contiguous() for t in tensors]
+
+
 def fla_arguments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict]:
     """chunk_linear_attn's arguments for (B, H, N, D) inputs: features in (B, T, H, K), K/V heads repeated,
     scale 1 (the feature map is the kernel), fla's normaliser on."""
