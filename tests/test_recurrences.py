@@ -97,12 +97,23 @@ def test_train_records_the_state_a_recurrence_carries(tmp_path, capsys):
     assert read_records(tmp_path)[-1]["state_values"] is None  # a KV cache, not a state
 
 
-def test_check_names_a_gate_applied_after_the_update(capsys):
-    argv = ["check", "--plugin", str(PLUGINS / "gate_after_update.py"), "gla-gate-after", "--dtype", "float32"]
-    code, out, _ = cli(capsys, *argv, "--json")
+@pytest.mark.parametrize(
+    "plugin, variant, failed, words",
+    [
+        ("gate_after_update.py", "gla-gate-after", "gate-order", "applied after the update"),
+        (
+            "beta_value_only.py",
+            "deltanet-beta-value-only",
+            "delta-rule",
+            "beta is applied to v but not to the key side",
+        ),
+    ],
+)
+def test_check_names_the_bug_class_of_a_broken_plugin(capsys, plugin, variant, failed, words):
+    argv = ["check", "--plugin", str(PLUGINS / plugin), variant, "--dtype", "float32", "--json"]
+    code, out, _ = cli(capsys, *argv)
     results = {r["check"]: r for r in json.loads(out)}
-    assert code == 1 and results["gate-order"]["status"] == "fail"
-    assert "applied after the update" in results["gate-order"]["detail"]
+    assert code == 1 and results[failed]["status"] == "fail" and words in results[failed]["detail"]
 
 
 def test_the_family_checks_pass_for_a_member_and_name_a_chunk_boundary_bug():
@@ -124,3 +135,16 @@ def test_the_family_checks_pass_for_a_member_and_name_a_chunk_boundary_bug():
 
     with pytest.raises(CheckFailed, match="a chunk boundary is off"):
         check_chunk_boundaries(Checker(LateBoundary, "cpu", torch.float32))
+
+
+def test_the_delta_rule_check_names_a_missing_l2_norm():
+    from attnbench.suite.checks.recurrence import check_delta_rule
+    from attnbench.variants.linear.deltanet import DeltaNetAttention, chunked_delta_rule
+
+    class NoNorm(DeltaNetAttention):  # the chunked form on q and k as given
+        def chunked(self, q, k, v, gates, state):
+            return chunked_delta_rule(q, k, v, gates["beta"], state, self.options.chunk_size, self.scale(q.shape[-1]))
+
+    assert "(v_0 + v_t) / 2" in check_delta_rule(Checker(DeltaNetAttention, "cpu", torch.float32))
+    with pytest.raises(CheckFailed, match="q and k are not L2-normalised"):
+        check_delta_rule(Checker(NoNorm, "cpu", torch.float32))

@@ -121,3 +121,46 @@ def check_gate_order(c: Checker) -> str:
             "away (its output is 0 where the definition keeps it)"
         )
     raise CheckFailed(f"rel err {fmt(at_t)} > tol {fmt(c.tol)} at the token whose decay gate forgets all")
+
+
+def _delta(info: VariantInfo) -> bool:
+    return info.recurrent and any(g.name == "beta" for g in info.gates)
+
+
+@check("delta-rule", order=68, applies=_delta)
+def check_delta_rule(c: Checker) -> str:
+    """A write replaces, at rate beta, what the state reads along its L2-normalised key: token 0 writes v_0
+    along k (beta 1), token t writes v_t along the same k at beta 0.5, and a query along k then reads
+    (v_0 + v_t) / 2. Keys of norm 3 (so a missing L2 norm shows); every other beta 0, every decay 0. The
+    bug classes named: q and k not L2-normalised, beta applied to v but not to the key side."""
+    variant = _build(c, CHUNK_SIZES[0])
+    n, t = 6, 4
+    q, k, v, gates = _inputs(c, n, variant, salt=23)
+    groups = H // H_KV
+    k = k.clone()
+    k[:, :, t] = k[:, :, 0]
+    k = 3 * k / k.norm(dim=-1, keepdim=True)
+    q = q.clone()
+    q[:, :, t] = k[:, :, 0].repeat_interleave(groups, 1)
+    for gate in variant.info.gates:
+        if gate.name == "beta":
+            gates["beta"] = torch.zeros_like(gates["beta"])
+            gates["beta"][:, :, 0], gates["beta"][:, :, t] = 1.0, 0.5
+        elif gate.law == "log-decay":
+            gates[gate.name] = torch.zeros_like(gates[gate.name])
+    with torch.no_grad():
+        out = variant(q, k, v, **gates)[:, :, t].double()
+    scale = variant.scale(D)
+    v0, vt = (v[:, :, i].double().repeat_interleave(groups, 1) for i in (0, t))
+    readings = {
+        "": scale * (v0 + vt) / 2,
+        "beta is applied to v but not to the key side (the old reading is replaced whole)": scale * vt / 2,
+        "q and k are not L2-normalised": scale * 9 * (v0 + 0.5 * (vt - 9 * v0)),
+    }
+    errors = {why: c.error(out, want) for why, want in readings.items()}
+    if errors[""] <= c.tol:
+        return f"reads (v_0 + v_t) / 2 along the key written twice (rel err {fmt(errors[''])})"
+    named = [why for why, err in errors.items() if why and err <= c.tol]
+    raise CheckFailed(
+        named[0] if named else f"rel err {fmt(errors[''])} > tol {fmt(c.tol)} reading the key written twice"
+    )
