@@ -168,6 +168,14 @@ EXACT_CPU = _cpu_builtins("exact")
 EAGER = {"flex": {"compile": False}}
 EFFICIENT_CPU = _cpu_builtins("linear", "low-rank")
 SPARSE = _cpu_builtins("sparse")
+# The recurrences: their chunked forms in float32 by default (half inputs are computed in float32, and their
+# own tests bound half precision); bfloat16, and the *-loop series (their definition as the fast form), slow.
+RECURRENT = [n for n in EFFICIENT_CPU if load_registry().get(n).info.recurrent]
+RECURRENT_CASES = [
+    pytest.param(name, dtype, marks=pytest.mark.slow if name.endswith("-loop") or dtype != torch.float32 else ())
+    for name in RECURRENT
+    for dtype in (torch.float32, torch.bfloat16)
+]
 
 
 def _failures(name, device, dtype, options=None):
@@ -178,10 +186,15 @@ def _failures(name, device, dtype, options=None):
     return [r for r in Checker(registry.get(name), device, dtype, options=options).results() if r.status == "fail"]
 
 
-@pytest.mark.parametrize("name", EXACT_CPU + EFFICIENT_CPU)
+@pytest.mark.parametrize("name", EXACT_CPU + [n for n in EFFICIENT_CPU if n not in RECURRENT])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_every_cpu_builtin_passes(name, dtype):
     assert not _failures(name, "cpu", dtype, EAGER.get(name))
+
+
+@pytest.mark.parametrize("name, dtype", RECURRENT_CASES)
+def test_every_cpu_recurrence_passes(name, dtype):
+    assert not _failures(name, "cpu", dtype)
 
 
 @pytest.mark.slow
