@@ -247,6 +247,56 @@ def test_sigterm_at_any_moment_of_a_command_is_one_line_and_exit_130(tmp_path, d
     assert _group_ends(proc.pid)
 
 
+SLOW_IMPORT = """
+import os, signal, time
+os.kill(os.getpid(), signal.SIGTERM)
+deadline = time.monotonic() + {seconds}
+while time.monotonic() < deadline:  # Python code running inside the import, where the handler looks
+    pass
+DONE = True
+"""
+PROBE = """
+import sys
+from attnbench.suite.cli import signals
+signals.IMPORT_GRACE_S = {grace}
+signals.install()
+try:
+    import slow_module
+    import time
+    time.sleep(5)
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted; slow_module imported:", "slow_module" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("seconds", "grace", "said"), [(0.5, 5.0, True), (3.0, 0.3, False)])
+def test_a_signal_inside_an_import_waits_for_the_import_unless_it_is_stuck(tmp_path, seconds, grace, said):
+    """A KeyboardInterrupt raised inside an import can be swallowed by the library or turned into another
+    error: it comes once the import is done; an import that takes longer than the grace is interrupted."""
+    (tmp_path / "slow_module.py").write_text(SLOW_IMPORT.format(seconds=seconds))
+    (tmp_path / "probe.py").write_text(PROBE.format(grace=grace))
+    done = subprocess.run([sys.executable, "probe.py"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"interrupted; slow_module imported: {said}", done.stdout + done.stderr
+
+
+def test_a_signal_after_the_exit_code_is_decided_leaves_it_as_it_is(tmp_path):
+    """Python restores the default handlers while it shuts down: a SIGTERM then would kill the process
+    instead of letting it exit with its code."""
+    probe = (
+        "import os, signal, sys\n"
+        "from attnbench.suite.cli import signals\n"
+        "signals.install()\n"
+        "signals.settle()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and not done.stderr, done.stderr
+
+
 def _group_ends(group: int, seconds: float = 10) -> bool:
     """Whether every process of the process group is gone within `seconds` (a fork server exits once its
     command has)."""

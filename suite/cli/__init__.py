@@ -3,8 +3,8 @@ and a call into the layers below (docs/architecture.md). Errors a user can cause
 
 This module only starts the command. A SIGTERM (from `timeout`, a scheduler) or Ctrl-C that arrives while
 torch and the rest are still being imported (app.py) is noted, not raised into the import (a library
-may swallow it there), and the command then stops in one line; from then on both are KeyboardInterrupt,
-which every command ends in one line."""
+may swallow it there), and the command then stops in one line; from then on both are KeyboardInterrupt
+(signals.py), which every command ends in one line."""
 
 from __future__ import annotations
 
@@ -18,19 +18,16 @@ def _note(signum: int, frame: object) -> None:
     _stopped_while_starting.append(signum)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `attnbench` and `python -m attnbench`: the command's exit code, errors in one line."""
     signal.signal(signal.SIGTERM, _note)
     signal.signal(signal.SIGINT, _note)
+    from . import signals
     from .app import run
 
     if _stopped_while_starting:
         print("attnbench: interrupted while starting; nothing was done", file=sys.stderr)
+        signals.settle()
         sys.exit(130)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signals.install()
     run(argv)

@@ -18,7 +18,7 @@ import typer
 from ...tasks import DataFormatError
 from ..core.errors import UserError
 from ..core.leftovers import remove_stale_fork_dirs
-from . import bench, check, heads, outputs, site, train
+from . import bench, check, heads, outputs, signals, site, train
 from .common import with_executor
 
 # A full disk, a failing one, or a read-only file system: the machine's fault, told in one line.
@@ -89,6 +89,7 @@ def run(argv: list[str] | None = None) -> None:
         code = 2
     except Exception as err:
         code = _click_error(err)
+    signals.settle()
     sys.exit(code or 0)
 
 

@@ -6,7 +6,6 @@ import contextlib
 import functools
 import inspect
 import shutil
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from rich.console import Console
 from ...tasks import task_names
 from ..core.errors import UserError
 from ..core.registry import Registry, load_registry
+from . import signals
 
 # Wide enough for the tables when output is piped (rich would fall back to 80 columns).
 console = Console(width=max(shutil.get_terminal_size((150, 24)).columns, 100))
@@ -128,15 +128,11 @@ def plugin_paths(plugins: list[Path] | None) -> tuple[str, ...]:
     return tuple(str(Path(p).resolve()) for p in plugins or [])
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
 def interruptible(message: str) -> Iterator[None]:
     """A polite kill (SIGTERM, from `timeout` or a scheduler) stops like Ctrl-C; either ends the command
     with `message` and exit code 130, after whatever was finished is kept."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    signals.install()
     try:
         yield
     except KeyboardInterrupt:
