@@ -78,7 +78,7 @@ def chunked_delta_rule(
 
     def chunks(x: torch.Tensor) -> torch.Tensor:
         # (B, H, N, ...) -> (B, H, M, C, ...); the zero tail has beta = 0 and no decay: it changes nothing.
-        return F.pad(x, (0, 0) * (x.dim() - 3) + (0, pad)).unflatten(2, (-1, c))
+        return (F.pad(x, (0, 0) * (x.dim() - 3) + (0, pad)) if pad else x).unflatten(2, (-1, c))
 
     q, k, v, beta = chunks(q * scale), chunks(k), chunks(v), chunks(beta)[..., None]  # (B, H, M, C, D|1)
     causal = torch.ones(c, c, dtype=torch.bool, device=k.device).tril()
@@ -100,18 +100,27 @@ def chunked_delta_rule(
     # T = (I + tril(diag(beta) K K^T, -1))^-1 diag(beta), applied by one unit lower-triangular solve
     # (unitriangular: the I is implied). W carries the decay from the chunk's start, as S_0 does.
     lower = (beta * kk).tril(-1)
-    rhs = torch.cat([beta * k_from_start, beta * v], dim=-1)
-    w, u = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True).split([dk, dv], dim=-1)
+    rhs = beta * torch.cat([k_from_start, v], dim=-1)
+    wu = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)  # (B, H, M, C, Dk + Dv)
     attn = qk.masked_fill(~causal, 0)  # (B, H, M, C, C): causal within the chunk, the diagonal included
 
-    outs = []
-    for i in range(k.shape[2]):
-        new_v = u[:, :, i] - w[:, :, i] @ state  # (B, H, C, Dv): beta_t (v_t - S'_t^T k_t), token by token
-        outs.append(q_from_start[:, :, i] @ state + attn[:, :, i] @ new_v)
-        if chunk_decay is not None:
-            state = state * chunk_decay[:, :, i]
-        state = state + k_to_end[:, :, i].transpose(-1, -2) @ new_v
-    return torch.stack(outs, dim=2).flatten(2, 3)[:, :, :n], state
+    # With S the state entering a chunk, its new values are U - W S, its outputs Q S + A (U - W S) and the
+    # state it hands on d S + K_end^T (U - W S). Everything but S is known for all chunks at once, so the
+    # loop over chunks is one product each, S <- (d I - K_end^T W) S + K_end^T U, and the outputs one
+    # product for all chunks after it. W and U go through each product together, as the solve made them.
+    kw, written = (k_to_end.transpose(-1, -2) @ wu).split([dk, dv], dim=-1)  # (B, H, M, Dk, Dk | Dv)
+    carry = -kw
+    carry.diagonal(dim1=-2, dim2=-1).add_(1.0 if chunk_decay is None else chunk_decay[..., 0])
+    aw, au = (attn @ wu).split([dk, dv], dim=-1)  # (B, H, M, C, Dk | Dv)
+    entering = []
+    # Chunks first, batch and heads as one: each step reads two contiguous blocks.
+    carry, written = (x.movedim(2, 0).flatten(1, 2).contiguous() for x in (carry, written))
+    for carry_i, written_i in zip(carry, written, strict=True):
+        entering.append(state)
+        state = torch.baddbmm(written_i, carry_i, state.flatten(0, 1)).view_as(state)
+    reads = q_from_start - aw  # (B, H, M, C, Dk): what the entering state is read by
+    out = torch.baddbmm(au.flatten(0, 2), reads.flatten(0, 2), torch.stack(entering, dim=2).flatten(0, 2))
+    return out.view_as(au).flatten(2, 3)[:, :, :n], state
 
 
 class DeltaNetGates(nn.Module):

@@ -22,7 +22,6 @@ import torch
 from pydantic import Field
 
 from ..contract import Options, Unsupported, Variant, VariantInfo, accumulate_dtype, check_qkv
-from ..gates import GateInput
 from ..masks import key_mask
 
 State = torch.Tensor  # (B, H, D_k, D_v)
@@ -65,6 +64,11 @@ class RecurrentVariant(Variant):
         wide = torch.promote_types(accumulate_dtype(dtype), torch.float32)
         return batch * spec.num_heads * spec.head_dim * spec.head_dim * torch.finfo(wide).bits // 8
 
+    def fixed_gates(self, batch: int, heads: int, n: int, device: torch.device, dtype: torch.dtype) -> Gates:
+        """Per-token log decays (B, H, N) the variant makes itself rather than takes as gates (RetNet's fixed
+        decay per head); like a declared log-decay gate, 0 past a key length. None by default."""
+        return {}
+
     def _prepare(
         self,
         q: torch.Tensor,
@@ -92,10 +96,14 @@ class RecurrentVariant(Variant):
         # A log decay is summed over the sequence: float32 at least (a bfloat16 one drifts in its third digit).
         wide = torch.promote_types(dtype, torch.float32)
         gates = {name: g.to(wide if declared[name].law == "log-decay" else dtype) for name, g in gates.items()}
+        laws = {name: gate.law for name, gate in declared.items()}
+        fixed = self.fixed_gates(b, h, nk, q.device, wide)
+        gates |= fixed
+        laws |= dict.fromkeys(fixed, "log-decay")
         if key_lengths is not None:
             real = key_mask(key_lengths, nk)[:, None, :]  # (B, 1, N)
             k, v = k * real[..., None], v * real[..., None]
-            gates = {name: _neutral_past(g, real, declared[name]) for name, g in gates.items()}
+            gates = {name: _neutral_past(g, real, laws[name]) for name, g in gates.items()}
         return q, k, v, gates
 
     def _run(self, form, q, k, v, key_lengths, initial_state, return_state, gates, dtype):
@@ -186,7 +194,7 @@ def heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, n, heads, width // heads).transpose(1, 2)
 
 
-def _neutral_past(gate: torch.Tensor, real: torch.Tensor, spec: GateInput) -> torch.Tensor:
+def _neutral_past(gate: torch.Tensor, real: torch.Tensor, law: str) -> torch.Tensor:
     """`gate` with every position past a sequence's length set to the value that leaves the state alone."""
     mask = real if gate.dim() == 3 else real[..., None]
-    return torch.where(mask, gate, torch.full_like(gate, NEUTRAL[spec.law]))
+    return torch.where(mask, gate, torch.full_like(gate, NEUTRAL[law]))

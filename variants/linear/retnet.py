@@ -20,7 +20,6 @@ from dataclasses import replace
 import torch
 
 from ..contract import VariantInfo
-from ..masks import key_mask
 from .fla import FlaKernel, time_first
 from .recurrence import Gates, LoopForm, RecurrentVariant, State, loop_info
 
@@ -78,25 +77,11 @@ class RetNetAttention(RecurrentVariant):
         ),
     )
 
-    def _prepare(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        key_lengths: torch.Tensor | None,
-        gates: Gates,
-        dtype: torch.dtype,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Gates]:
-        """The base's preparation, plus the decay as a per-token log decay (B, H, N): 0 past a key length,
-        so padding leaves the state as it is (the base neutralises declared gates only)."""
-        q, k, v, gates = super()._prepare(q, k, v, key_lengths, gates, dtype)
-        b, h, n, _ = k.shape
-        # float32 at least: a bfloat16 log gamma is off in its third digit, and gamma^N drifts with it.
-        decay_dtype = torch.promote_types(dtype, torch.float32)
-        log_gamma = retention_log_decay(h).to(q.device, decay_dtype)[None, :, None].expand(b, h, n)
-        if key_lengths is not None:
-            log_gamma = torch.where(key_mask(key_lengths, n)[:, None, :], log_gamma, 0.0)
-        return q, k, v, {**gates, LOG_DECAY: log_gamma}
+    def fixed_gates(self, batch: int, heads: int, n: int, device: torch.device, dtype: torch.dtype) -> Gates:
+        """log gamma_h for every token (B, H, N); the base makes it 0 past a key length, so padding leaves
+        the state as it is. float32 at least: a bfloat16 log gamma is off in its third digit, and gamma^N
+        drifts with it."""
+        return {LOG_DECAY: retention_log_decay(heads).to(device, dtype)[None, :, None].expand(batch, heads, n)}
 
     def recurrent(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gates: Gates, state: State
