@@ -149,12 +149,15 @@ def test_heatmap_of_a_padded_example_shows_the_weights_the_model_applies(variant
 
 
 def test_heatmap_command_for_a_trained_model(capsys, tmp_path):
-    cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--out", str(tmp_path))
+    """A run trained with --set is found by the same --set; without it, its weights are not the preset's."""
+    overrides = ["--set", "model.heads=4"]
+    cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", *overrides, "--out", str(tmp_path))
     out = tmp_path / "heat.png"
-    code, _, _ = cli(
-        capsys, "heatmap", "--task", "mqar", "--variant", "sdpa", "--run", str(tmp_path), "--out", str(out)
-    )
-    assert code == 0 and matplotlib.image.imread(out).shape[1] > 200
+    argv = ["heatmap", "--task", "mqar", "--variant", "sdpa", "--run", str(tmp_path), "--out", str(out)]
+    code, _, err = cli(capsys, *argv)
+    assert code == 2 and "no trained weights" in err
+    code, _, err = cli(capsys, *argv, *overrides)
+    assert code == 0 and matplotlib.image.imread(out).shape[1] > 200, err
 
 
 def test_heatmap_of_a_variant_without_weights_is_one_line(capsys, tmp_path):

@@ -177,6 +177,19 @@ def test_suite_writes_the_accuracy_table(capsys, tmp_path):
                                                         "attnbench.variants.linear.elu"}  # fmt: skip
 
 
+def test_suite_with_a_preset_file_trains_from_that_file(capsys, tmp_path, monkeypatch):
+    """The workers load the preset the command was given: a YAML file by its path, run from another folder."""
+    preset = tmp_path / "mine.yaml"
+    shipped = Path(__file__).parents[1] / "suite" / "presets" / "train" / "tiny.yaml"
+    preset.write_text(shipped.read_text().replace("name: tiny", "name: mine"))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, "suite", "--tasks", "mqar", "--variants", "sdpa", "--seeds", "0",
+                       "--preset", "mine.yaml", "--out", str(tmp_path / "run"))  # fmt: skip
+    (record,) = read_records(tmp_path / "run")
+    assert code == 0 and record["status"] == "ok", err
+    assert record["preset"] == "mine"
+
+
 def test_suite_trains_in_parallel_into_one_table(capsys, tmp_path):
     code, _, _ = cli(capsys, "suite", "--tasks", "mqar", "--variants", "sdpa,linear-elu", "--seeds", "0",
                        "--preset", "tiny", "--out", str(tmp_path), "--parallel", "2")  # fmt: skip

@@ -14,6 +14,7 @@ from .common import (
     OptionOpt,
     PluginOpt,
     RunArg,
+    SetOpt,
     TaskOpt,
     TrainPresetOpt,
     WorkerTimeoutOpt,
@@ -106,21 +107,24 @@ def heatmap(
     example: Annotated[int, typer.Option(help="Index of the test example shown.")] = 0,
     data_dir: DataDirOpt = None,
     option: OptionOpt = None,
+    setting: SetOpt = None,
     plugin: PluginOpt = None,
     out: Annotated[Path, typer.Option(help="PNG file to write (an SVG is written beside it).")] = Path("heatmap.png"),
     timeout: WorkerTimeoutOpt = 1200,
 ) -> None:
     """Draw the attention weights of every head, per layer, for one input."""
     from ..executors.local import call_isolated
-    from ..training.presets import load_setup
+    from ..training.presets import load_setup, parse_settings, preset_reference
 
     options = parse_variant_options(option)
-    load_setup(preset, options, task, {})  # a bad preset or task is refused here, in one line
+    settings = parse_settings(setting)  # a run trained with --set is found by the same overrides
+    load_setup(preset, options, task, settings)  # a bad preset, task or setting is refused here, in one line
     registry(plugin).entry(variant)
     job = {
         "task": task,
         "variant": variant,
-        "preset": preset,
+        "preset": preset_reference(preset),
+        "settings": settings,
         "seed": seed,
         "run": str(run) if run else None,
         "example": example,

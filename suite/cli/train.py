@@ -155,7 +155,7 @@ def suite_command(
     from ..runs.folders import default_run_folder
     from ..runs.records import read_records
     from ..training.jobs import suite_jobs
-    from ..training.presets import load_setup
+    from ..training.presets import load_setup, preset_reference
 
     variant_registry = registry(plugin)
     options = parse_variant_options(option)
@@ -163,7 +163,8 @@ def suite_command(
     device = resolve_device(device)
     out = out or default_run_folder(f"tasks-{setups.name}", device)
     grid = (csv(tasks), csv(variants), csv(seeds, int))
-    jobs = suite_jobs(setups, *grid, variant_registry, device, out, options, plugin_paths(plugin), data_dir)
+    reference = preset_reference(preset)
+    jobs = suite_jobs(setups, reference, *grid, variant_registry, device, out, options, plugin_paths(plugin), data_dir)
 
     def accuracy_table() -> None:
         if (out / "records.jsonl").exists():

@@ -86,7 +86,7 @@ def save_heatmap(model: TaskModel, tokens: torch.Tensor, tokens2: torch.Tensor |
 def heatmap_job(job: dict[str, Any]) -> str:
     """The heatmap `attnbench heatmap` draws, from its options (`job`), made in its isolated worker
     (executors/local.call_isolated): the model runs the variant's code, a plugin's maybe. Returns the PNG's path."""
-    setups = load_setup(job["preset"], job["options"], None, {})
+    setups = load_setup(job["preset"], job["options"], job["task"], job["settings"])
     run = Path(job["run"]) if job["run"] else None
     data_dir = Path(job["data_dir"]) if job["data_dir"] else None
     registry = load_registry(job["plugins"])

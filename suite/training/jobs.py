@@ -95,6 +95,7 @@ def train_command(
 
 def suite_jobs(
     preset: TrainPreset,
+    reference: str,
     tasks: list[str],
     variants: list[str],
     seeds: list[int],
@@ -106,7 +107,8 @@ def suite_jobs(
     data_dir: Path | None,
 ) -> list[TrainJob]:
     """Every task x variant x seed of `attnbench suite` as a job, checked up front (one line before anything
-    trains). --data-dir feeds the tasks read from release files; synthetic ones are generated as ever."""
+    trains). `reference` is how the workers load `preset` (preset_reference). --data-dir feeds the tasks read
+    from release files; synthetic ones are generated as ever."""
     for variant in variants:
         registry.entry(variant)
     missing = [t for t in tasks if t not in preset.tasks]
@@ -116,7 +118,7 @@ def suite_jobs(
         raise UserError(f"--data-dir {data_dir} is not a folder")
     data = {t: str(data_dir.resolve()) if data_dir and get_task(t).read else None for t in tasks}
     return [
-        TrainJob(t, v, s, preset.name, device, str(out.resolve()), options, plugins, data[t])
+        TrainJob(t, v, s, reference, device, str(out.resolve()), options, plugins, data[t])
         for t in tasks
         for v in variants
         for s in seeds

@@ -91,6 +91,11 @@ def load_train_preset(name: str) -> TrainPreset:
     return load_named_yaml(name, TRAIN_PRESETS, "training preset", TrainPreset)
 
 
+def preset_reference(name: str) -> str:
+    """How a worker finds preset `name` again: a shipped one by its name, a YAML file by its absolute path."""
+    return str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name
+
+
 def with_options(preset: TrainPreset, options: dict[str, dict[str, Any]]) -> TrainPreset:
     """`preset` with per-variant options ({variant: {key: value}}) merged into every task's setup."""
     for setup in preset.tasks.values():
