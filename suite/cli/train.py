@@ -34,7 +34,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..training.jobs import TrainJob
-    from ..training.presets import TrainPreset
+    from ..training.presets import Protocol, TrainPreset
 
 
 def train(
@@ -140,7 +140,16 @@ def suite_command(
     variants: Annotated[
         str, typer.Option(help="Comma-separated variants.")
     ] = "sdpa,linear-elu,performer,sliding-window",
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1",
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds (default 0,1; under the protocol, its seeds).")
+    ] = None,
+    lrs: Annotated[
+        str | None,
+        typer.Option(
+            help="Learning rates to sweep: trains under the accuracy protocol (sweep, choice on validation, seeds at "
+            "the choice, verdicts); a preset that lists protocol.lrs runs it without this."
+        ),
+    ] = None,
     preset: TrainPresetOpt = "cpu",
     out: TaskOutOpt = None,
     data_dir: DataDirOpt = None,
@@ -149,8 +158,16 @@ def suite_command(
     plugin: PluginOpt = None,
     executor: ExecutorChoice = ("local", {}),
     parallel: ParallelOpt = 1,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the runs and an estimate of their hours here (each step timed); train nothing."
+        ),
+    ] = False,
 ) -> None:
-    """Train every task x variant x seed, each run in its own process; write the accuracy table."""
+    """Train every task x variant x seed, each run in its own process; write the accuracy table. Under the
+    protocol: each task x variant at every learning rate, then every seed at the rate best on validation;
+    the table gives 95% intervals and verdicts against the baseline."""
     from ..outputs.report import write_accuracy
     from ..runs.folders import default_run_folder
     from ..runs.records import read_records
@@ -162,7 +179,8 @@ def suite_command(
     setups = load_setup(preset, options, None, {})
     device = resolve_device(device)
     out = out or default_run_folder(f"tasks-{setups.name}", device)
-    grid = (csv(tasks), csv(variants), csv(seeds, int))
+    protocol = _protocol(setups, lrs, seeds)
+    grid = (csv(tasks), csv(variants), protocol.seeds if protocol.lrs else csv(seeds or "0,1", int))
     reference = preset_reference(preset)
     jobs = suite_jobs(setups, reference, *grid, variant_registry, device, out, options, plugin_paths(plugin), data_dir)
 
@@ -170,7 +188,85 @@ def suite_command(
         if (out / "records.jsonl").exists():
             console.print(write_accuracy(out, read_records(out)), markup=False, highlight=False)
 
-    exit_if_failed(_train_all(jobs, out, device, executor, parallel, accuracy_table), len(jobs))
+    if protocol.lrs:
+        from ..training.protocol import checked
+
+        checked(protocol, setups, grid[0], grid[1])
+    if dry_run:
+        _print_plan(jobs, protocol, setups)
+        return
+    if not protocol.lrs:
+        exit_if_failed(_train_all(jobs, out, device, executor, parallel, accuracy_table), len(jobs))
+        return
+    from ..training.protocol import choose, seed_jobs, sweep_jobs, write_protocol
+
+    sweep = sweep_jobs(protocol, jobs)
+    rates = ", ".join(f"{lr:g}" for lr in protocol.lrs)
+    console.print(f"protocol, stage 1: {len(sweep)} runs, each task x variant at learning rates {rates}")
+    failed = _train_all(sweep, out, device, executor, parallel, lambda: None)
+    choices = choose(sweep, read_records(out))
+    write_protocol(out, protocol, choices)
+    final = seed_jobs(protocol, jobs, choices)
+    console.print(f"protocol, stage 2: {len(final)} runs, seeds {protocol.seeds} at each chosen rate")
+    failed += _train_all(final, out, device, executor, parallel, accuracy_table)
+    exit_if_failed(failed, len(sweep) + len(final))
+
+
+def _print_plan(jobs: list[TrainJob], protocol: Protocol, setups: TrainPreset) -> None:
+    """The runs of `jobs` (under `protocol` where it sweeps) per task and variant, with the seconds of a training
+    step timed here and the hours the runs take at their step cap."""
+    from ..executors.local import call_isolated
+    from ..training.presets import with_settings
+
+    settings = {"train": protocol.train} if protocol.lrs else {}
+    pairs: dict[tuple[str, str], TrainJob] = {}
+    for job in jobs:
+        pairs.setdefault((job.task, job.variant), job)
+    seeds = sorted({job.seed for job in jobs})
+    # Under the protocol the sweep seed's run at the chosen rate is one of the seeds: it is not trained twice.
+    per_pair = len(protocol.lrs) + len(seeds) - (protocol.sweep_seed in seeds) if protocol.lrs else len(seeds)
+    table = Table("task", "variant", "runs", "learning rates", "seeds", "s / step (timed here)", "step cap", "hours")
+    total_runs, total_h = 0, 0.0
+    for (task, variant), job in pairs.items():
+        cap = with_settings(setups, task, settings).tasks[task].train.steps
+        probe = {**job.to_dict(), "settings": settings or job.settings}
+        what = f"timing a training step of {task} / {variant}"
+        step_s = call_isolated("attnbench.suite.training.estimate:step_seconds_job", probe, 600, what)
+        run_h = step_s * cap * per_pair / 3600
+        total_runs, total_h = total_runs + per_pair, total_h + run_h
+        lrs = (
+            ", ".join(f"{lr:g}" for lr in protocol.lrs) + " (sweep)"
+            if protocol.lrs
+            else f"{setups.tasks[task].train.lr:g}"
+        )
+        table.add_row(
+            task, variant, str(per_pair), lrs, ", ".join(map(str, seeds)), f"{step_s:.3f}", str(cap), f"{run_h:.2f}"
+        )
+    console.print(table)
+    console.print(
+        f"{total_runs} runs, about {total_h:.1f} hours on this machine, one at a time: each at its step cap (patience "
+        "on validation may stop it sooner), evaluations not counted. Nothing was trained.",
+        highlight=False,
+    )
+
+
+def _protocol(setups: TrainPreset, lrs: str | None, seeds: str | None) -> Protocol:
+    """The preset's protocol with --lrs and --seeds applied (it runs where it has learning rates)."""
+    from pydantic import ValidationError
+
+    from ..core.errors import first_problem
+    from ..training.presets import Protocol
+
+    protocol = setups.protocol
+    changed = {}
+    if lrs is not None:
+        changed["lrs"] = csv(lrs, float)
+    if seeds is not None and (protocol.lrs or lrs is not None):
+        changed["seeds"] = csv(seeds, int)
+    try:
+        return Protocol.model_validate(protocol.model_dump() | changed)
+    except ValidationError as err:
+        raise UserError(f"protocol: {first_problem(err)}") from None
 
 
 def study(

@@ -25,9 +25,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analysis.accuracy import final_runs, protocol_table
 from ..core.errors import UserError
 from ..measure.roofline import ridge_intensity
 from ..runs.records import read_env, read_records
+from ..training.protocol import read_protocol
 from .styles import line_style, variant_color
 from .summary import (
     FIT_POINTS,
@@ -357,6 +359,41 @@ def train_charts(df: pd.DataFrame, env_device: str, out_dir: Path, reference: st
     return paths
 
 
+def protocol_chart(records: list[dict[str, Any]], protocol: dict[str, Any], device: str, out_dir: Path) -> list[Path]:
+    """Per task, each variant's mean test accuracy with its 95% interval over seeds under the protocol, and
+    its verdict against the baseline."""
+    table = protocol_table(records, protocol)
+    if table.empty or "test_acc" not in table:
+        return []
+    table = table.dropna(subset=["test_acc"])
+    tasks = list(dict.fromkeys(table["task"]))
+    height = max(3.0, 0.45 * table.groupby("task").size().max() + 1.6)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(7.5, 5.5 * len(tasks)), height), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = table[table["task"] == task].reset_index(drop=True)
+        for y, row in rows.iterrows():
+            spread = [[row["test_acc"] - row["low"]], [row["high"] - row["test_acc"]]]
+            ax.errorbar(
+                row["test_acc"], y, xerr=np.nan_to_num(spread), fmt="o", capsize=4, color=variant_color(row["variant"])
+            )
+        labels = [
+            f"{r['variant']} ({r['verdict'] if isinstance(r.get('verdict'), str) else 'baseline'})"
+            for r in rows.to_dict("records")
+        ]
+        ax.set_yticks(range(len(rows)), labels)
+        ax.invert_yaxis()
+        ax.set_title(task)
+        ax.set_xlabel("test accuracy (%), mean and 95% interval over seeds")
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(
+        f"{device}\naccuracy under the protocol; verdicts against {protocol['baseline']}, least effect "
+        f"{protocol['least_effect']:g} points",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "accuracy-protocol")
+
+
 def plot_run(run_dir: Path, baseline: str | None = None) -> list[Path]:
     """All charts of a run folder, written into it; returns their paths."""
     run_dir = Path(run_dir)
@@ -365,7 +402,15 @@ def plot_run(run_dir: Path, baseline: str | None = None) -> list[Path]:
     bench = bench_frame(records)
     if not bench.empty:
         paths += bench_charts(bench, env, run_dir, baseline or env.get("baseline") or "sdpa")
+    protocol = read_protocol(run_dir)
+    if protocol is not None:
+        # The charts show the protocol's final runs, not its sweep at other learning rates.
+        final = {id(r) for runs in final_runs(records, protocol).values() for r in runs}
+        records = [r for r in records if r.get("kind") != "train" or id(r) in final]
     trained = train_frame(records)
     if not trained.empty:
-        paths += train_charts(trained, env.get("device_name") or str(trained["device"].iloc[0]), run_dir)
+        device = env.get("device_name") or str(trained["device"].iloc[0])
+        paths += train_charts(trained, device, run_dir)
+        if protocol is not None:
+            paths += protocol_chart(records, protocol, device, run_dir)
     return paths

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from ..runs.records import read_env, read_records, require_run, write_atomic
+from ..training.protocol import read_protocol
 from .plots import plot_run
 from .summary import accuracy_markdown, bench_frame, markdown, train_frame
 
@@ -45,7 +46,7 @@ def _images(paths: list[Path], run_dir: Path, suffix: str) -> list[str]:
 
 def write_accuracy(run_dir: Path, records: list[dict[str, Any]]) -> str:
     """Write the task run's accuracy table to accuracy.md; returns its Markdown."""
-    text = accuracy_markdown(records)
+    text = accuracy_markdown(records, protocol=read_protocol(run_dir))
     (run_dir / "accuracy.md").write_text(text)
     return text
 
@@ -116,7 +117,8 @@ def write_report(run_dir: Path) -> Path:
             parts += [f"- {label}" for label in skipped] + [""]
     if not trained.empty:
         parts += ["## Accuracy on long-range tasks\n"]
-        parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "memory")
+        parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "accuracy-protocol")
+        parts += _images(charts, run_dir, "memory")
         parts += ["", write_accuracy(run_dir, records)]
     departures = departures_markdown(records)
     if departures:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis.accuracy import Interval, protocol_table
+
 # Columns that define a comparable series; N (seq) varies inside it.
 SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "queries", "lengths", "layout"]
 # A ragged batch in its two layouts: the series that differ only in layout.
@@ -311,11 +313,69 @@ def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
     return table.round(2)
 
 
-def accuracy_markdown(records: Iterable[dict[str, Any]], reference: str = "sdpa") -> str:
-    """The accuracy table, the gap of each variant to `reference`, and the article's claim beside it."""
+def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> pd.DataFrame:
+    """The protocol's table as shown: per task and variant the chosen rate beside the sweep, test accuracy (%)
+    with its 95% interval over seeds, the difference to the baseline with its interval, and the verdict."""
+    baseline = protocol["baseline"]
+    rows = []
+    for row in protocol_table(records, protocol).to_dict("records"):
+        swept = protocol["choices"][row["task"]][row["variant"]]["val_acc"]
+        sweep = ", ".join(f"{float(lr):g}: {'-' if acc is None else f'{100 * acc:.1f}'}" for lr, acc in swept.items())
+        has_acc = not pd.isna(row.get("test_acc", float("nan")))
+        acc = Interval(row["test_acc"], row["low"], row["high"], row["seeds"]).text() if has_acc else "-"
+        diff = "-"
+        if not pd.isna(row.get("diff", float("nan"))):
+            diff = Interval(row["diff"], row["diff_low"], row["diff_high"], row["seeds"]).text()
+        rows.append(
+            {
+                "task": row["task"],
+                "variant": row["variant"],
+                "lr chosen": f"{row['lr']:g}",
+                "sweep (val acc %)": sweep,
+                "seeds": row["seeds"],
+                "test acc [95% CI]": acc,
+                f"vs {baseline} [95% CI]": diff,
+                "verdict": row.get("verdict") if isinstance(row.get("verdict"), str) else "-",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def protocol_caption(protocol: dict[str, Any]) -> str:
+    """What the protocol table's numbers are, in one paragraph."""
+    delta = protocol["least_effect"]
+    return (
+        f"Each variant trained at learning rates {', '.join(f'{lr:g}' for lr in protocol['lrs'])} with seed "
+        f"{protocol['sweep_seed']}; the rate of best validation accuracy chosen (validation only), then seeds "
+        f"{', '.join(map(str, protocol['seeds']))} at it. Verdict from the 95% interval of the difference in mean "
+        f"test accuracy (paired by seed where both have the same seeds, else Welch's), least effect {delta:g} "
+        f"points: within +-{delta:g}: same; excluding 0 with a difference of at least {delta:g}: better or worse; "
+        "otherwise inconclusive."
+    )
+
+
+def protocol_markdown(records: list[dict[str, Any]], protocol: dict[str, Any]) -> str:
+    """The protocol's section of accuracy.md: its heading, what its numbers are, and its table."""
+    heading = (
+        "### test accuracy (%) under the protocol: mean and 95% interval over seeds, verdict against "
+        f"{protocol['baseline']}\n"
+    )
+    frame = protocol_frame(records, protocol)
+    body = frame.to_markdown(index=False) if not frame.empty else "No run of the protocol has a result yet."
+    return f"{heading}\n{protocol_caption(protocol)}\n\n{body}\n"
+
+
+def accuracy_markdown(
+    records: Iterable[dict[str, Any]], reference: str = "sdpa", protocol: dict[str, Any] | None = None
+) -> str:
+    """The accuracy table, the gap of each variant to `reference`, and the article's claim beside it; under
+    the protocol, its table of intervals and verdicts instead."""
+    records = list(records)
     df = train_frame(records)
     if df.empty:
         return "No training records.\n"
+    if protocol is not None:
+        return protocol_markdown(records, protocol) + _failed_runs(df)
     table = accuracy_table(df)
     parts = ["### test accuracy (%), mean and std over seeds\n", table.reset_index().to_markdown(index=False), ""]
     means = table["mean"].unstack("task")
@@ -341,11 +401,12 @@ def accuracy_markdown(records: Iterable[dict[str, Any]], reference: str = "sdpa"
                 "that the gap depends on the task.",
                 "",
             ]
+    return "\n".join(parts) + "\n" + _failed_runs(df)
+
+
+def _failed_runs(df: pd.DataFrame) -> str:
     failed = df[df["status"] != "ok"]
-    if not failed.empty:
-        parts += [
-            "### runs without a result\n",
-            failed[["task", "variant", "seed", "status", "reason"]].to_markdown(index=False),
-            "",
-        ]
-    return "\n".join(parts) + "\n"
+    if failed.empty:
+        return ""
+    table = failed[["task", "variant", "seed", "status", "reason"]].to_markdown(index=False)
+    return f"### runs without a result\n\n{table}\n"

@@ -14,7 +14,16 @@ from typing import Any
 
 import pandas as pd
 
-from ..outputs.summary import accuracy_table, bench_frame, points_table, series_tables, train_frame
+from ..outputs.summary import (
+    accuracy_table,
+    bench_frame,
+    points_table,
+    protocol_caption,
+    protocol_frame,
+    series_tables,
+    train_frame,
+)
+from ..training.protocol import read_protocol
 from .figures import arm_label
 from .runs import Run
 
@@ -134,10 +143,14 @@ def bench_tables(run: Run) -> str:
 
 
 def train_tables(run: Run) -> str:
-    """Test accuracy per task and variant, a study's arms apart (the variant with its --set overrides)."""
+    """Test accuracy per task and variant, a study's arms apart (the variant with its --set overrides); under
+    the protocol, its intervals and verdicts."""
     df = train_frame(run.records)
     if df.empty or (df["status"] == "ok").sum() == 0:
         return ""
+    protocol = read_protocol(run.path)
+    if protocol is not None:
+        return table(protocol_frame(run.records, protocol), protocol_caption(protocol))
     df = df.assign(variant=[arm_label(r) for r in df.to_dict("records")])
     caption = "test accuracy (%), mean and std over seeds; majority: the majority-class baseline"
     return table(accuracy_table(df), caption, index=True)

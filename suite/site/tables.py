@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..analysis.accuracy import final_runs
 from ..outputs.summary import SERIES, bench_frame, fit_exponent, series_title, train_frame
+from ..training.protocol import read_protocol
 from .figures import arm_label
 from .runs import Run
 
@@ -65,6 +67,10 @@ def accuracy_rows(runs: list[Run]) -> pd.DataFrame:
         if df.empty:
             continue
         ok = df[df["status"] == "ok"]
+        protocol = read_protocol(run.path)
+        if protocol is not None:  # the protocol's final runs, not its sweep at other learning rates
+            final = {r["key"] for runs in final_runs(run.records, protocol).values() for r in runs}
+            ok = ok[ok["key"].isin(final)]
         rows += [
             {
                 "run": run.name,

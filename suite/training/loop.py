@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -77,6 +78,27 @@ def _at_step_zero(
         eps=settings.eps,
     )
     return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule(settings))
+
+
+def seconds_per_step(
+    data: TaskData, variant: str, setup: TaskSetup, registry: Registry, device: str, steps: int = 3
+) -> float:
+    """The median time of a training step (forward, backward, optimizer) of `variant` on `setup`, over `steps`
+    steps after one untimed: what a run's length is estimated from."""
+    model, optimizer, scheduler = _at_step_zero(data, variant, setup, 0, registry, device)
+    times = []
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        idx = batches(len(data.train), setup.train.batch_size, 0, step)
+        loss, _, _ = loss_and_hits(model, data.train, idx, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
 
 
 def train(

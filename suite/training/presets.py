@@ -51,6 +51,24 @@ class TaskSetup(BaseModel):
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-variant options")
 
 
+class Protocol(BaseModel):
+    """A preset's protocol: what is swept, the seeds, the baseline and the least effect its verdicts use."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lrs: list[float] = Field(
+        default_factory=list, description="learning rates swept; the protocol runs where listed (or given by --lrs)"
+    )
+    seeds: list[int] = Field([0, 1, 2], min_length=2, description="seeds trained at the chosen learning rate")
+    sweep_seed: int = Field(0, description="the one seed each learning rate of the sweep is trained with")
+    baseline: str = Field("sdpa", description="the variant each verdict is against")
+    least_effect: float = Field(2.0, gt=0, description="test-accuracy points that count as a difference")
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="training settings of every protocol run (its step cap, patience on validation, eval_every)",
+    )
+
+
 class TrainPreset(BaseModel):
     """A named set of task setups: tiny (tests), cpu (minutes on 2 cores), lra (LRA sizes, GPU)."""
 
@@ -60,6 +78,7 @@ class TrainPreset(BaseModel):
     description: str = ""
     tasks: dict[str, TaskSetup]
     departures: list[str] = Field(default_factory=list, description="where the preset differs from its source")
+    protocol: Protocol = Field(default_factory=Protocol, description="how `suite` measures accuracy (protocol.py)")
 
 
 def preset_rows(setup: TaskSetup) -> list[tuple[str, str]]:

@@ -1,0 +1,141 @@
+"""Accuracy over seeds: a mean with its 95% interval, and a verdict against a baseline variant.
+
+The verdict compares two variants' test accuracies over their seeds by the 95% interval of the
+difference in means, with a least effect `delta`, the smallest difference in points that matters. Where
+both were trained with the same seeds, the runs are paired by seed (a seed fixes the data order and the
+initial weights, so a variant and the baseline see the same draw) and the interval is the paired t's over
+the per-seed differences; otherwise it is Welch's (independent runs, unequal spreads).
+
+- `same`: the interval lies within +-delta (equivalent: two one-sided tests, each at 2.5%);
+- `better` / `worse`: the interval excludes 0, and the difference in means is at least delta;
+- `inconclusive`: anything else (too few seeds, or too much spread, to say either).
+
+With no spread on either side (every seed scored alike, as a deterministic tie), the interval is the
+difference itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from scipy import stats
+
+LEVEL = 0.95
+VERDICTS = ("same", "better", "worse", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean (or a difference of means) with the bounds of its interval at LEVEL; NaN bounds under 2 seeds."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, digits: int = 1) -> str:
+        """'61.2 [55.0, 67.4]', or the mean alone where there is no interval."""
+        if math.isnan(self.low):
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+def mean_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """The mean of `values` with its Student-t interval at `level` (NaN bounds for fewer than 2 values)."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    mean = sum(values) / n
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, n)
+    sem = stats.sem(values)
+    if sem == 0:
+        return Interval(mean, mean, mean, n)
+    low, high = stats.t.interval(level, n - 1, loc=mean, scale=sem)
+    return Interval(mean, float(low), float(high), n)
+
+
+def difference_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL, paired: bool = False) -> Interval:
+    """mean(a) - mean(b) with its interval at `level`: the paired t's over a[i] - b[i] where `paired`, else
+    Welch's (NaN bounds with fewer than 2 values a side)."""
+    if paired:
+        if len(a) != len(b):
+            raise ValueError("paired samples differ in length")
+        return mean_interval([x - y for x, y in zip(a, b, strict=True)], level)
+    diff = sum(a) / len(a) - sum(b) / len(b)
+    n = min(len(a), len(b))
+    if n < 2:
+        return Interval(diff, math.nan, math.nan, n)
+    va, vb = stats.tvar(a) / len(a), stats.tvar(b) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Interval(diff, diff, diff, n)
+    # Welch-Satterthwaite degrees of freedom; one side without spread leaves the other's n - 1.
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = stats.t.ppf((1 + level) / 2, df) * se
+    return Interval(diff, diff - half, diff + half, n)
+
+
+def verdict(
+    variant: Sequence[float], baseline: Sequence[float], least_effect: float, level: float = LEVEL, paired: bool = False
+) -> str:
+    """`variant` against `baseline` (accuracies over seeds, in the unit of `least_effect`; seed by seed where
+    `paired`): same, better, worse or inconclusive (the module's rules)."""
+    diff = difference_interval(variant, baseline, level, paired)
+    if math.isnan(diff.low):
+        return "inconclusive"
+    if -least_effect <= diff.low and diff.high <= least_effect:
+        return "same"
+    if diff.low > 0 and diff.mean >= least_effect:
+        return "better"
+    if diff.high < 0 and diff.mean <= -least_effect:
+        return "worse"
+    return "inconclusive"
+
+
+def final_runs(records: list[dict[str, Any]], protocol: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The protocol's final runs per (task, variant): its seeds at the chosen learning rate, with a result."""
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for task, variants in protocol["choices"].items():
+        for variant, choice in variants.items():
+            if choice["chosen_lr"] is None:
+                continue
+            settings = {"train": {**protocol["train"], "lr": choice["chosen_lr"]}}
+            runs[task, variant] = [
+                r
+                for r in records
+                if r.get("kind") == "train"
+                and r.get("status") == "ok"
+                and (r["task"], r["variant"]) == (task, variant)
+                and r["seed"] in protocol["seeds"]
+                and r.get("settings") == settings
+            ]
+    return runs
+
+
+def protocol_table(records: list[dict[str, Any]], protocol: dict[str, Any]) -> pd.DataFrame:
+    """Per task and variant under the protocol: the chosen learning rate, the seeds, test accuracy (%) with its
+    95% interval, the difference to the baseline with its interval, and the verdict."""
+    runs = final_runs(records, protocol)
+    baseline, delta = protocol["baseline"], protocol["least_effect"]
+    rows = []
+    for (task, variant), found in sorted(runs.items()):
+        accs = {r["seed"]: 100 * r["test_acc"] for r in found}
+        lr = protocol["choices"][task][variant]["chosen_lr"]
+        row = {"task": task, "variant": variant, "lr": lr, "seeds": len(accs)}
+        if accs:
+            acc = mean_interval(list(accs.values()))
+            row |= {"test_acc": acc.mean, "low": acc.low, "high": acc.high}
+        base = {r["seed"]: 100 * r["test_acc"] for r in runs.get((task, baseline), [])}
+        if accs and base and variant != baseline:
+            paired = accs.keys() == base.keys()
+            a, b = ([accs[s] for s in sorted(accs)], [base[s] for s in sorted(base)])
+            diff = difference_interval(a, b, paired=paired)
+            row |= {"diff": diff.mean, "diff_low": diff.low, "diff_high": diff.high, "paired": paired}
+            row["verdict"] = verdict(a, b, delta, paired=paired)
+        rows.append(row)
+    return pd.DataFrame(rows)
