@@ -16,7 +16,6 @@ from attnbench.suite.outputs.compare import (
     least_p,
     machine_moved,
     mann_whitney,
-    ranks,
     relative_times,
 )
 
@@ -47,11 +46,7 @@ def draws(seed, n=20, median=10.0, spread=0.03):
     return [median * rng.lognormvariate(0, spread) for _ in range(n)]
 
 
-# The U test, against values worked by hand (and scipy.stats.mannwhitneyu(method="asymptotic")).
-
-
-def test_ranks_give_ties_the_mean_of_their_ranks():
-    assert ranks([10, 20, 20, 5, 20]) == [2, 4, 4, 1, 4]
+# The U test (scipy's), against values worked by hand.
 
 
 def test_u_test_of_two_separated_samples_of_three():
