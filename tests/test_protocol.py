@@ -12,6 +12,7 @@ from scipy import stats
 
 from attnbench.suite.analysis.accuracy import difference_interval, mean_interval, verdict
 from attnbench.suite.cli import main
+from attnbench.suite.outputs.summary import accuracy_markdown
 from attnbench.suite.runs.records import read_records
 from attnbench.suite.training.jobs import TrainJob
 from attnbench.suite.training.presets import Protocol
@@ -157,3 +158,19 @@ def test_the_cpu_protocol_preset_plans_its_grid(capsys, tmp_path, monkeypatch):
     assert code == 0, err
     assert "0.0003, 0.001, 0.003, 0.01 (sweep)" in out and "12 runs, about" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_the_articles_claim_is_answered_with_an_interval():
+    protocol = {"lrs": [0.001], "seeds": [0, 1, 2], "sweep_seed": 0, "baseline": "sdpa", "least_effect": 2.0,
+                "train": {}, "choices": {"mqar": {v: {"val_acc": {"0.001": 0.5}, "chosen_lr": 0.001}
+                                                  for v in ("sdpa", "linear-elu")}}}  # fmt: skip
+    accs = {"sdpa": [0.90, 0.92, 0.91], "linear-elu": [0.60, 0.65, 0.62]}
+    records = [
+        {"kind": "train", "status": "ok", "task": "mqar", "variant": v, "seed": seed, "test_acc": acc,
+         "settings": {"train": {"lr": 0.001}}}
+        for v, values in accs.items() for seed, acc in enumerate(values)
+    ]  # fmt: skip
+    text = accuracy_markdown(records, protocol=protocol)
+    diffs = [100 * (a - b) for a, b in zip(accs["linear-elu"], accs["sdpa"], strict=True)]
+    expected = difference_interval(diffs, [0.0] * 3, paired=True).text()  # the mean of per-seed differences
+    assert f"mqar {expected} (worse)" in text and "loses 5.8 points" in text

@@ -362,7 +362,21 @@ def protocol_markdown(records: list[dict[str, Any]], protocol: dict[str, Any]) -
     )
     frame = protocol_frame(records, protocol)
     body = frame.to_markdown(index=False) if not frame.empty else "No run of the protocol has a result yet."
-    return f"{heading}\n{protocol_caption(protocol)}\n\n{body}\n"
+    return f"{heading}\n{protocol_caption(protocol)}\n\n{body}\n" + _claim_with_intervals(frame, protocol)
+
+
+def _claim_with_intervals(frame: pd.DataFrame, protocol: dict[str, Any]) -> str:
+    """The seed article's 5.8-point claim beside linear-elu's difference to the baseline, an interval per task."""
+    column = f"vs {protocol['baseline']} [95% CI]"
+    if frame.empty or "linear-elu" not in set(frame["variant"]):
+        return ""
+    rows = frame[frame["variant"] == "linear-elu"].to_dict("records")
+    measured = "; ".join(f"{r['task']} {r[column]} ({r['verdict']})" for r in rows)
+    return (
+        f"\nThe seed article claims linear attention loses {ARTICLE_CLAIM_POINTS} points on tasks beyond 1,000 "
+        f"tokens. Under the protocol, linear-elu's test accuracy minus {protocol['baseline']}'s, in points with its "
+        f"95% interval: {measured}.\n"
+    )
 
 
 def accuracy_markdown(
