@@ -103,3 +103,17 @@ def test_suite_trains_through_ray_and_writes_the_accuracy_table(tmp_path, capsys
     assert all(r["kind"] == "train" and r["status"] == "ok" and r["executor"] == "ray" for r in records)
     assert all(load(json.loads(line)) for line in (tmp_path / "records.jsonl").read_text().splitlines())
     assert "| linear-elu |" in (tmp_path / "accuracy.md").read_text()
+
+
+def test_the_accuracy_protocol_runs_both_stages_through_ray(tmp_path, capsys):
+    """The sweep, then the seeds at the choice, each run a Ray task."""
+    pytest.importorskip("ray")
+    code, out, err = bench(capsys, "suite", "--tasks", "mqar", "--variants", "sdpa,linear-elu", "--preset", "tiny",
+                           "--lrs", "0.003,0.01", "--seeds", "0,1", "--executor", "ray",
+                           "--out", str(tmp_path))  # fmt: skip
+    assert code == 0, out + err
+    records = read_records(tmp_path)
+    assert len(records) == 2 * 2 + 2 and all(r["executor"] == "ray" and r["status"] == "ok" for r in records)
+    choices = json.loads((tmp_path / "protocol.json").read_text())["choices"]["mqar"]
+    assert {v: c["chosen_lr"] in (0.003, 0.01) for v, c in choices.items()} == {"sdpa": True, "linear-elu": True}
+    assert "vs sdpa [95% CI]" in (tmp_path / "accuracy.md").read_text()
