@@ -24,7 +24,7 @@ from torch import nn
 from ..contract import GateInput, VariantInfo
 from .fla import FlaKernel, time_first
 from .recurrence import Gates, LoopForm, RecurrentVariant, State, heads_first, loop_info
-from .retnet import FLA_TOLERANCE, carry_state, to_chunks
+from .retnet import FLA_TOLERANCE, across_chunks, to_chunks
 
 # Tokens per sub-chunk: the per-channel decay of the diagonal blocks costs (sub x D_k) per token.
 SUB_CHUNK = 16
@@ -149,10 +149,7 @@ class GlaAttention(RecurrentVariant):
             q, k, v, g = (torch.cat([x, x.new_zeros(*x.shape[:3], pad, x.shape[-1])], dim=3) for x in (q, k, v, g))
         g = g.cumsum(3)  # (B, H, n, W, Dk): log decay from the chunk start to i, per channel
         intra = intra_chunk_scores(q, k, g, sub) @ v  # (B, H, n, W, Dv)
-        last = g[..., -1:, :]  # (B, H, n, 1, Dk): log decay over the whole chunk
-        updates = (k * (last - g).exp()).transpose(-1, -2) @ v  # (B, H, n, Dk, Dv)
-        entering, final = carry_state(updates, last.transpose(-1, -2).exp(), state)
-        inter = (q * g.exp()) @ entering  # (B, H, n, W, Dv)
+        inter, final = across_chunks(q, k, v, g, state)
         out = self.scale(q.shape[-1]) * (intra + inter)
         return out[..., :size, :].flatten(2, 3)[:, :, :n], final
 

@@ -10,7 +10,7 @@ Padding keys (past a sequence's key length) neither write to the state nor decay
 layer, which removes padding tokens before its kernel: the decay is kept as a per-token log decay,
 0 past the length, so both forms are the scalar-gated recurrence of fla's simple_gla.
 
-The helpers ``to_chunks`` and ``carry_state`` serve gla.py too.
+The helpers ``to_chunks``, ``carry_state`` and ``across_chunks`` serve gla.py too.
 """
 
 from __future__ import annotations
@@ -52,6 +52,18 @@ def carry_state(updates: torch.Tensor, decays: torch.Tensor, state: State) -> tu
         entering.append(state)
         state = decay * state + update
     return torch.stack(entering, 2), state
+
+
+def across_chunks(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, state: State
+) -> tuple[torch.Tensor, State]:
+    """What each chunk's queries read from the state entering it, and the final state, for chunked q, k
+    (B, H, n, C, Dk), v (B, H, n, C, Dv) and G (B, H, n, C, Dk or 1), the log decay from the chunk's start
+    through each token (per key channel, or one per token)."""
+    last = g[..., -1:, :]  # (B, H, n, 1, Dk | 1): log decay over the whole chunk
+    updates = (k * (last - g).exp()).transpose(-1, -2) @ v  # (B, H, n, Dk, Dv)
+    entering, final = carry_state(updates, last.transpose(-1, -2).exp(), state)
+    return (q * g.exp()) @ entering, final  # (B, H, n, C, Dv)
 
 
 class RetNetAttention(RecurrentVariant):
@@ -107,10 +119,7 @@ class RetNetAttention(RecurrentVariant):
         causal = torch.ones(size, size, dtype=torch.bool, device=q.device).tril()
         decay = torch.where(causal, g[..., :, None] - g[..., None, :], float("-inf")).exp()  # (B, H, n, C, C)
         intra = (q @ k.transpose(-1, -2) * decay) @ v
-        last = g[..., -1:]  # (B, H, n, 1): log decay over the whole chunk
-        updates = (k * (last - g).exp()[..., None]).transpose(-1, -2) @ v  # (B, H, n, Dk, Dv)
-        entering, final = carry_state(updates, last.exp()[..., None], state)
-        inter = (q * g.exp()[..., None]) @ entering  # (B, H, n, C, Dv)
+        inter, final = across_chunks(q, k, v, g[..., None], state)
         out = self.scale(q.shape[-1]) * (intra + inter)
         return out.flatten(2, 3)[:, :, :n], final
 
