@@ -174,3 +174,19 @@ def test_the_articles_claim_is_answered_with_an_interval():
     diffs = [100 * (a - b) for a, b in zip(accs["linear-elu"], accs["sdpa"], strict=True)]
     expected = difference_interval(diffs, [0.0] * 3, paired=True).text()  # the mean of per-seed differences
     assert f"mqar {expected} (worse)" in text and "loses 5.8 points" in text
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xff{", "not valid JSON (UnicodeDecodeError)"),
+        (b"[1, 2]", "Input should be a valid dictionary"),
+        (b'{"lrs": "x", "choices": {}}', "lrs: Input should be a valid list"),
+        (b'{"lrs": [0.1], "choices": {"mqar": 3}}', "'choices' is not the sweep per task and variant"),
+    ],
+)
+def test_a_bad_protocol_file_is_one_line(capsys, tmp_path, content, message):
+    cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--out", str(tmp_path))
+    (tmp_path / "protocol.json").write_bytes(content)
+    code, _, err = cli(capsys, "report", str(tmp_path))
+    assert code == 2 and message in err and err.count("\n") == 1, err

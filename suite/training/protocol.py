@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import UserError
+from pydantic import ValidationError
+
+from ..core.errors import UserError, first_problem
 from ..runs.records import write_atomic
 from .jobs import TrainJob
 from .presets import Protocol, TrainPreset, with_settings
@@ -99,6 +101,20 @@ def read_protocol(out: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: not valid JSON ({type(err).__name__})") from None
+    choices = data.pop("choices", None) if isinstance(data, dict) else None
+    try:
+        protocol = Protocol.model_validate(data)
+    except ValidationError as err:
+        raise UserError(f"{path}: {first_problem(err)}") from None
+    if not isinstance(choices, dict) or not all(
+        isinstance(variants, dict)
+        and all(
+            isinstance(c, dict) and isinstance(c.get("val_acc"), dict) and "chosen_lr" in c for c in variants.values()
+        )
+        for variants in choices.values()
+    ):
+        raise UserError(f"{path}: 'choices' is not the sweep per task and variant that suite writes")
+    return {**protocol.model_dump(), "choices": choices}
