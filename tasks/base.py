@@ -114,3 +114,6 @@ class Task:
     read: Callable[[Path, ReleaseParams, dict[str, Any]], TaskData] | None = None
     # Parameters the task pins (Path-X is Pathfinder at resolution 128): another value is refused.
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    # The length rule of accuracy-against-length sweeps: a preset's parameters -> the parameters that make
+    # sequences of n tokens (what else grows with n is the task's to say); None where n is not the task's to set.
+    at_length: Callable[[dict[str, Any], int], dict[str, Any]] | None = None

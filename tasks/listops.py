@@ -19,6 +19,7 @@ import random
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -218,4 +219,16 @@ def read(root: Path, release: ReleaseParams, params: dict) -> TaskData:
     return load_release(lra_root(root), release.max_len or params.get("max_length") or 2000)
 
 
-TASK = Task("listops", "nested list expressions, 10 classes", ListOpsParams, generate, read)
+def at_length(params: dict[str, Any], n: int) -> dict[str, Any]:
+    """`params` with expressions of at most n symbols, the shortest grown in proportion (LRA: 500 to 2000).
+    Depth and arity stay: long expressions need LRA's (10 and 10); at depth 6 and 5 arguments, trees past
+    about 300 symbols are too rare to draw thousands of."""
+    base = ListOpsParams.model_fields
+    low, high = (
+        params.get("min_length", base["min_length"].default),
+        params.get("max_length", base["max_length"].default),
+    )
+    return {**params, "max_length": n, "min_length": max(1, round(low * n / high))}
+
+
+TASK = Task("listops", "nested list expressions, 10 classes", ListOpsParams, generate, read, at_length=at_length)

@@ -10,6 +10,8 @@ capability that fixed-size-state attention approximations tend to lose.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -89,4 +91,15 @@ def generate(params: MqarParams, seed: int) -> TaskData:
     )
 
 
-TASK = Task("mqar", "multi-query associative recall (Zoology), synthetic", MqarParams, generate)
+def at_length(params: dict[str, Any], n: int) -> dict[str, Any]:
+    """`params` at sequence length n, key-value pairs grown in proportion (Zoology's sweep: 4 pairs in 64
+    tokens, 8 in 128, 16 in 256; it jumps to 64 in 512, where this rule keeps 32)."""
+    base = MqarParams.model_fields
+    seq_len, pairs = (
+        params.get("seq_len", base["seq_len"].default),
+        params.get("num_kv_pairs", base["num_kv_pairs"].default),
+    )
+    return {**params, "seq_len": n, "num_kv_pairs": max(1, round(pairs * n / seq_len))}
+
+
+TASK = Task("mqar", "multi-query associative recall (Zoology), synthetic", MqarParams, generate, at_length=at_length)

@@ -114,6 +114,6 @@ def test_the_accuracy_protocol_runs_both_stages_through_ray(tmp_path, capsys):
     assert code == 0, out + err
     records = read_records(tmp_path)
     assert len(records) == 2 * 2 + 2 and all(r["executor"] == "ray" and r["status"] == "ok" for r in records)
-    choices = json.loads((tmp_path / "protocol.json").read_text())["choices"]["mqar"]
-    assert {v: c["chosen_lr"] in (0.003, 0.01) for v, c in choices.items()} == {"sdpa": True, "linear-elu": True}
+    choices = json.loads((tmp_path / "protocol.json").read_text())["choices"]
+    assert {c["variant"]: c["chosen_lr"] in (0.003, 0.01) for c in choices} == {"sdpa": True, "linear-elu": True}
     assert "vs sdpa [95% CI]" in (tmp_path / "accuracy.md").read_text()

@@ -79,8 +79,10 @@ def test_the_learning_rate_is_chosen_on_validation_never_on_test():
          "settings": {"train": {"steps": 100, "lr": lr}}, "best_val_acc": val, "test_acc": test}
         for lr, (val, test) in scores.items()
     ]  # fmt: skip
-    choices = choose(sweep, records)
-    assert choices["mqar"]["sdpa"] == {"val_acc": {"0.001": None, "0.003": 0.8, "0.01": 0.6}, "chosen_lr": 0.003}
+    (choice,) = choose(protocol, grid, records)
+    assert (choice.task, choice.variant, choice.label, choice.setting) == ("mqar", "sdpa", "", {})
+    assert (choice.val_acc, choice.chosen_lr) == ({"0.001": None, "0.003": 0.8, "0.01": 0.6}, 0.003)
+    choices = [choice]
     final = seed_jobs(protocol, grid, choices)
     assert [(j.seed, j.settings["train"]["lr"]) for j in final] == [(0, 0.003), (1, 0.003), (2, 0.003)]
 
@@ -96,9 +98,12 @@ def test_a_tiny_protocol_run_writes_intervals_and_verdicts(capsys, tmp_path, plu
     assert len(records) == 3 * 2 + 3 * 2  # the sweep, then seeds 1 and 2 at the chosen rate (seed 0 ran)
     protocol = json.loads((tmp_path / "protocol.json").read_text())
     assert protocol["lrs"] == [0.003, 0.01] and protocol["seeds"] == [0, 1, 2]
-    for variant, choice in protocol["choices"]["mqar"].items():
+    assert [(c["task"], c["variant"]) for c in protocol["choices"]] == [
+        ("mqar", v) for v in ("sdpa", "sdpa-twin", "previous-two")
+    ]
+    for choice in protocol["choices"]:
         best = max(choice["val_acc"], key=lambda lr: (choice["val_acc"][lr], -float(lr)))
-        assert choice["chosen_lr"] == float(best), variant
+        assert choice["chosen_lr"] == float(best), choice
     table = (tmp_path / "accuracy.md").read_text()
     rows = {line.split("|")[2].strip(): line for line in table.splitlines() if line.startswith("| mqar")}
     assert rows["sdpa-twin"].rstrip(" |").endswith("same") and rows["previous-two"].rstrip(" |").endswith("worse")
@@ -162,8 +167,9 @@ def test_the_cpu_protocol_preset_plans_its_grid(capsys, tmp_path, monkeypatch):
 
 def test_the_articles_claim_is_answered_with_an_interval():
     protocol = {"lrs": [0.001], "seeds": [0, 1, 2], "sweep_seed": 0, "baseline": "sdpa", "least_effect": 2.0,
-                "train": {}, "choices": {"mqar": {v: {"val_acc": {"0.001": 0.5}, "chosen_lr": 0.001}
-                                                  for v in ("sdpa", "linear-elu")}}}  # fmt: skip
+                "train": {}, "choices": [{"task": "mqar", "variant": v, "label": "", "setting": {},
+                                          "val_acc": {"0.001": 0.5}, "chosen_lr": 0.001}
+                                         for v in ("sdpa", "linear-elu")]}  # fmt: skip
     accs = {"sdpa": [0.90, 0.92, 0.91], "linear-elu": [0.60, 0.65, 0.62]}
     records = [
         {"kind": "train", "status": "ok", "task": "mqar", "variant": v, "seed": seed, "test_acc": acc,
@@ -181,8 +187,9 @@ def test_the_articles_claim_is_answered_with_an_interval():
     [
         (b"\xff{", "not valid JSON (UnicodeDecodeError)"),
         (b"[1, 2]", "Input should be a valid dictionary"),
-        (b'{"lrs": "x", "choices": {}}', "lrs: Input should be a valid list"),
-        (b'{"lrs": [0.1], "choices": {"mqar": 3}}', "'choices' is not the sweep per task and variant"),
+        (b'{"lrs": "x", "choices": []}', "lrs: Input should be a valid list"),
+        (b'{"lrs": [0.1], "choices": {"mqar": 3}}', "choices: Input should be a valid list"),
+        (b'{"lrs": [0.1], "choices": [{"task": "mqar"}]}', "choices.0.variant: Field required"),
     ],
 )
 def test_a_bad_protocol_file_is_one_line(capsys, tmp_path, content, message):

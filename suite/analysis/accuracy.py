@@ -24,6 +24,8 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
+from ..training.protocol import run_settings
+
 LEVEL = 0.95
 VERDICTS = ("same", "better", "worse", "inconclusive")
 
@@ -97,40 +99,46 @@ def verdict(
     return "inconclusive"
 
 
-def final_runs(records: list[dict[str, Any]], protocol: dict[str, Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """The protocol's final runs per (task, variant): its seeds at the chosen learning rate, with a result."""
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for task, variants in protocol["choices"].items():
-        for variant, choice in variants.items():
-            if choice["chosen_lr"] is None:
-                continue
-            settings = {"train": {**protocol["train"], "lr": choice["chosen_lr"]}}
-            runs[task, variant] = [
-                r
-                for r in records
-                if r.get("kind") == "train"
-                and r.get("status") == "ok"
-                and (r["task"], r["variant"]) == (task, variant)
-                and r["seed"] in protocol["seeds"]
-                and r.get("settings") == settings
-            ]
+def final_runs(
+    records: list[dict[str, Any]], protocol: dict[str, Any]
+) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The protocol's final runs per (task, setting label, variant): its seeds at the chosen learning rate, with a
+    result."""
+    runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for choice in protocol["choices"]:
+        if choice["chosen_lr"] is None:
+            continue
+        settings = run_settings(protocol["train"], choice["setting"], choice["chosen_lr"])
+        runs[choice["task"], choice["label"], choice["variant"]] = [
+            r
+            for r in records
+            if r.get("kind") == "train"
+            and r.get("status") == "ok"
+            and (r["task"], r["variant"]) == (choice["task"], choice["variant"])
+            and r["seed"] in protocol["seeds"]
+            and r.get("settings") == settings
+        ]
     return runs
 
 
 def protocol_table(records: list[dict[str, Any]], protocol: dict[str, Any]) -> pd.DataFrame:
-    """Per task and variant under the protocol: the chosen learning rate, the seeds, test accuracy (%) with its
-    95% interval, the difference to the baseline with its interval, and the verdict."""
+    """Per task, setting and variant under the protocol, in the order of the choices: the chosen learning rate,
+    the seeds, test accuracy (%) with its 95% interval, the difference to the baseline at the same setting with
+    its interval, and the verdict."""
     runs = final_runs(records, protocol)
     baseline, delta = protocol["baseline"], protocol["least_effect"]
     rows = []
-    for (task, variant), found in sorted(runs.items()):
+    for choice in protocol["choices"]:
+        task, label, variant = choice["task"], choice["label"], choice["variant"]
+        found = runs.get((task, label, variant))
+        if found is None:
+            continue
         accs = {r["seed"]: 100 * r["test_acc"] for r in found}
-        lr = protocol["choices"][task][variant]["chosen_lr"]
-        row = {"task": task, "variant": variant, "lr": lr, "seeds": len(accs)}
+        row = {"task": task, "setting": label, "variant": variant, "lr": choice["chosen_lr"], "seeds": len(accs)}
         if accs:
             acc = mean_interval(list(accs.values()))
             row |= {"test_acc": acc.mean, "low": acc.low, "high": acc.high}
-        base = {r["seed"]: 100 * r["test_acc"] for r in runs.get((task, baseline), [])}
+        base = {r["seed"]: 100 * r["test_acc"] for r in runs.get((task, label, baseline), [])}
         if accs and base and variant != baseline:
             paired = accs.keys() == base.keys()
             a, b = ([accs[s] for s in sorted(accs)], [base[s] for s in sorted(base)])

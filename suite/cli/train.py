@@ -150,6 +150,16 @@ def suite_command(
             "the choice, verdicts); a preset that lists protocol.lrs runs it without this."
         ),
     ] = None,
+    lengths: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated sequence lengths to train each task at, by its length rule (MQAR: key-value pairs "
+            "grow with N; ListOps: its shortest expression): accuracy against N (default: the preset's lengths)."
+        ),
+    ] = None,
+    widths: Annotated[
+        str | None, typer.Option(help="Comma-separated model widths (model.dim) to train at each length.")
+    ] = None,
     preset: TrainPresetOpt = "cpu",
     out: TaskOutOpt = None,
     data_dir: DataDirOpt = None,
@@ -167,12 +177,14 @@ def suite_command(
 ) -> None:
     """Train every task x variant x seed, each run in its own process; write the accuracy table. Under the
     protocol: each task x variant at every learning rate, then every seed at the rate best on validation;
-    the table gives 95% intervals and verdicts against the baseline."""
+    the table gives 95% intervals and verdicts against the baseline. With --lengths (or a preset's lengths),
+    each task at every length, and a chart of accuracy against N beside the time and memory of those runs."""
     from ..outputs.report import write_accuracy
     from ..runs.folders import default_run_folder
     from ..runs.records import read_records
     from ..training.jobs import suite_jobs
     from ..training.presets import load_setup, preset_reference
+    from ..training.sweeps import task_settings
 
     variant_registry = registry(plugin)
     options = parse_variant_options(option)
@@ -182,7 +194,12 @@ def suite_command(
     protocol = _protocol(setups, lrs, seeds)
     grid = (csv(tasks), csv(variants), protocol.seeds if protocol.lrs else csv(seeds or "0,1", int))
     reference = preset_reference(preset)
-    jobs = suite_jobs(setups, reference, *grid, variant_registry, device, out, options, plugin_paths(plugin), data_dir)
+    sweep_lengths, sweep_widths = csv(lengths, int), csv(widths, int)
+    # A task the preset lacks is named by suite_jobs.
+    sweeps = {t: task_settings(setups, t, sweep_lengths, sweep_widths) for t in grid[0] if t in setups.tasks}
+    jobs = suite_jobs(
+        setups, reference, *grid, variant_registry, device, out, options, plugin_paths(plugin), data_dir, sweeps
+    )
 
     def accuracy_table() -> None:
         if (out / "records.jsonl").exists():
@@ -204,7 +221,7 @@ def suite_command(
     rates = ", ".join(f"{lr:g}" for lr in protocol.lrs)
     console.print(f"protocol, stage 1: {len(sweep)} runs, each task x variant at learning rates {rates}")
     failed = _train_all(sweep, out, device, executor, parallel, lambda: None)
-    choices = choose(sweep, read_records(out))
+    choices = choose(protocol, jobs, read_records(out))
     write_protocol(out, protocol, choices)
     final = seed_jobs(protocol, jobs, choices)
     console.print(f"protocol, stage 2: {len(final)} runs, seeds {protocol.seeds} at each chosen rate")
@@ -213,24 +230,27 @@ def suite_command(
 
 
 def _print_plan(jobs: list[TrainJob], protocol: Protocol, setups: TrainPreset) -> None:
-    """The runs of `jobs` (under `protocol` where it sweeps) per task and variant, with the seconds of a training
-    step timed here and the hours the runs take at their step cap."""
+    """The runs of `jobs` (under `protocol` where it sweeps) per task, setting and variant, with the seconds of a
+    training step timed here and the hours the runs take at their step cap."""
     from ..executors.local import call_isolated
     from ..training.presets import with_settings
+    from ..training.protocol import cells, run_settings
 
-    settings = {"train": protocol.train} if protocol.lrs else {}
-    pairs: dict[tuple[str, str], TrainJob] = {}
-    for job in jobs:
-        pairs.setdefault((job.task, job.variant), job)
     seeds = sorted({job.seed for job in jobs})
     # Under the protocol the sweep seed's run at the chosen rate is one of the seeds: it is not trained twice.
     per_pair = len(protocol.lrs) + len(seeds) - (protocol.sweep_seed in seeds) if protocol.lrs else len(seeds)
-    table = Table("task", "variant", "runs", "learning rates", "seeds", "s / step (timed here)", "step cap", "hours")
+    labelled = any(job.label for job in jobs)
+    table = Table(
+        "task", *(["setting"] if labelled else []), "variant", "runs", "learning rates", "seeds",
+        "s / step (timed here)", "step cap", "hours",
+    )  # fmt: skip
     total_runs, total_h = 0, 0.0
-    for (task, variant), job in pairs.items():
+    for job in cells(jobs):
+        task, variant = job.task, job.variant
+        settings = run_settings(protocol.train, job.settings, protocol.lrs[0]) if protocol.lrs else job.settings
         cap = with_settings(setups, task, settings).tasks[task].train.steps
-        probe = {**job.to_dict(), "settings": settings or job.settings}
-        what = f"timing a training step of {task} / {variant}"
+        probe = {**job.to_dict(), "settings": settings}
+        what = f"timing a training step of {task} {job.label} / {variant}".replace("  ", " ")
         step_s = call_isolated("attnbench.suite.training.estimate:step_seconds_job", probe, 600, what)
         run_h = step_s * cap * per_pair / 3600
         total_runs, total_h = total_runs + per_pair, total_h + run_h
@@ -240,8 +260,9 @@ def _print_plan(jobs: list[TrainJob], protocol: Protocol, setups: TrainPreset) -
             else f"{setups.tasks[task].train.lr:g}"
         )
         table.add_row(
-            task, variant, str(per_pair), lrs, ", ".join(map(str, seeds)), f"{step_s:.3f}", str(cap), f"{run_h:.2f}"
-        )
+            task, *([job.label] if labelled else []), variant, str(per_pair), lrs, ", ".join(map(str, seeds)),
+            f"{step_s:.3f}", str(cap), f"{run_h:.2f}",
+        )  # fmt: skip
     console.print(table)
     console.print(
         f"{total_runs} runs, about {total_h:.1f} hours on this machine, one at a time: each at its step cap (patience "

@@ -7,7 +7,8 @@ device's measured matmul peak; speedup against the baseline; a roofline per dtyp
 TFLOP/s against its arithmetic intensity, under the measured matmul peak and memory bandwidth).
 Heads sweeps: time by head count at a fixed width. Task runs: accuracy per task and variant with
 the spread over seeds, and the Long Range Arena chart (speed relative to exact attention,
-accuracy, memory as bubble area).
+accuracy, memory as bubble area); trained at several lengths, accuracy against N with its interval
+beside the time and memory of the same runs; under the protocol, intervals and verdicts.
 Every chart gives a variant the same colour (styles.py), and its title names device, dtype and shape.
 """
 
@@ -24,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 
 from ..analysis.accuracy import final_runs, protocol_table
 from ..core.errors import UserError
@@ -39,6 +41,8 @@ from .summary import (
     bench_frame,
     fit_exponent,
     heads_groups,
+    length_frame,
+    lengths_vary,
     ragged_title,
     series_title,
     train_frame,
@@ -377,7 +381,8 @@ def protocol_chart(records: list[dict[str, Any]], protocol: dict[str, Any], devi
                 row["test_acc"], y, xerr=np.nan_to_num(spread), fmt="o", capsize=4, color=variant_color(row["variant"])
             )
         labels = [
-            f"{r['variant']} ({r['verdict'] if isinstance(r.get('verdict'), str) else 'baseline'})"
+            (f"{r['setting']}  " if r.get("setting") else "")
+            + f"{r['variant']} ({r['verdict'] if isinstance(r.get('verdict'), str) else 'baseline'})"
             for r in rows.to_dict("records")
         ]
         ax.set_yticks(range(len(rows)), labels)
@@ -392,6 +397,54 @@ def protocol_chart(records: list[dict[str, Any]], protocol: dict[str, Any], devi
     )
     fig.tight_layout()
     return save_figure(fig, out_dir, "accuracy-protocol")
+
+
+def length_chart(df: pd.DataFrame, device: str, out_dir: Path) -> list[Path]:
+    """Accuracy against sequence length: per task (and model width), a row of three panels against N, a line
+    per variant: test accuracy with its 95% interval over seeds, the training step's time, and peak training
+    memory, all from the same runs; where no run at an N has a result, its status is marked."""
+    table = length_frame(df)
+    groups = list(table.groupby(["task", "dim"], sort=False))
+    fig, axes = plt.subplots(len(groups), 3, figsize=(15, 4.2 * len(groups)), squeeze=False)
+    panels = (
+        ("test_acc", "test accuracy (%), mean and 95% interval over seeds"),
+        ("step_ms", "training step (ms), median over the runs"),
+        ("peak_mib", "peak training memory (MiB), median"),
+    )
+    for row_axes, ((task, dim), rows) in zip(axes, groups, strict=True):
+        for ax, (column, ylabel) in zip(row_axes, panels, strict=True):
+            for variant, lines in rows.groupby("variant", sort=False):
+                good = lines.dropna(subset=[column]) if column in lines else lines.iloc[:0]
+                color = variant_color(variant)
+                if column == "test_acc":
+                    spread = np.nan_to_num([good[column] - good["low"], good["high"] - good[column]])
+                    ax.errorbar(good["N"], good[column], yerr=spread, capsize=3, marker="o", color=color, label=variant)
+                else:
+                    ax.plot(good["N"], good[column], marker="o", color=color, label=variant)
+                failed = lines[lines["seeds"] == 0]
+                # At the line's last height; on the accuracy panel at 0 where the variant has no result at all.
+                y = float(good[column].iloc[-1]) if not good.empty else 0.0 if column == "test_acc" else None
+                if not failed.empty and y is not None:
+                    ax.scatter(failed["N"], [y] * len(failed), color=color, **FAILED_STYLE)
+                    for n, status in zip(failed["N"], failed["failed"], strict=True):
+                        ax.annotate(status, (n, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
+            ax.set_xscale("log", base=2)
+            ns = sorted(rows["N"].unique())
+            ax.set_xticks(ns, [str(n) for n in ns])
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
+            if column != "test_acc":
+                ax.set_yscale("log")
+                # Plain numbers; within a decade or two the minor ticks are labelled too.
+                ax.yaxis.set_major_formatter(ticker.LogFormatter(labelOnlyBase=False))
+                ax.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+            ax.set_xlabel("sequence length N")
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.set_title(f"{task}, width {dim}", fontsize=9)
+            ax.grid(True, which="both", alpha=0.3)
+        row_axes[0].legend(fontsize=8)
+    fig.suptitle(f"{device}: accuracy against sequence length, with the time and memory of the same runs", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, out_dir, "accuracy-vs-length")
 
 
 def plot_run(run_dir: Path, baseline: str | None = None) -> list[Path]:
@@ -410,7 +463,10 @@ def plot_run(run_dir: Path, baseline: str | None = None) -> list[Path]:
     trained = train_frame(records)
     if not trained.empty:
         device = env.get("device_name") or str(trained["device"].iloc[0])
-        paths += train_charts(trained, device, run_dir)
+        # Several lengths of a task: against N; the per-task charts would mix them.
+        paths += (
+            length_chart(trained, device, run_dir) if lengths_vary(trained) else train_charts(trained, device, run_dir)
+        )
         if protocol is not None:
             paths += protocol_chart(records, protocol, device, run_dir)
     return paths

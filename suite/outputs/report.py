@@ -118,6 +118,7 @@ def write_report(run_dir: Path) -> Path:
     if not trained.empty:
         parts += ["## Accuracy on long-range tasks\n"]
         parts += _images(charts, run_dir, "accuracy") + _images(charts, run_dir, "accuracy-protocol")
+        parts += _images(charts, run_dir, "accuracy-vs-length")
         parts += _images(charts, run_dir, "memory")
         parts += ["", write_accuracy(run_dir, records)]
     departures = departures_markdown(records)

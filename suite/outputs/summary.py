@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.accuracy import Interval, protocol_table
+from ..analysis.accuracy import Interval, mean_interval, protocol_table
 
 # Columns that define a comparable series; N (seq) varies inside it.
 SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "queries", "lengths", "layout"]
@@ -302,9 +302,12 @@ def train_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy (%) per task and variant: mean, std over seeds, seeds, majority-class baseline."""
+    """Test accuracy (%) per task and variant (and sequence length N, where a task was trained at several):
+    mean, std over seeds, seeds, majority-class baseline."""
     ok = df[df["status"] == "ok"]
-    table = ok.groupby(["task", "variant"], sort=True).agg(
+    several = lengths_vary(ok)
+    ok = ok.rename(columns={"max_len": "N"})
+    table = ok.groupby(["task", "N", "variant"] if several else ["task", "variant"], sort=True).agg(
         mean=("test_acc", lambda s: 100 * s.mean()),
         std=("test_acc", lambda s: 100 * s.std(ddof=1) if len(s) > 1 else float("nan")),
         seeds=("seed", "nunique"),
@@ -313,13 +316,47 @@ def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
     return table.round(2)
 
 
+def lengths_vary(df: pd.DataFrame) -> bool:
+    """Whether some task of training frame `df` was trained at more than one sequence length."""
+    return "max_len" in df and not df.empty and bool(df.groupby("task")["max_len"].nunique().max() > 1)
+
+
+def length_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task, model width, variant and sequence length N of training frame `df`: test accuracy (%), its mean
+    and 95% interval over seeds, the median training step (ms) and peak training memory (MiB) of those runs;
+    where no run has a result, the status of the first that failed."""
+    frame = df.assign(dim=df["model"].map(lambda m: m["dim"]), N=df["max_len"])
+    rows = []
+    for (task, dim, variant, n), runs in frame.groupby(["task", "dim", "variant", "N"], sort=True):
+        ok = runs[runs["status"] == "ok"]
+        row = {"task": task, "dim": dim, "variant": variant, "N": n, "seeds": len(ok)}
+        if ok.empty:
+            rows.append(row | {"failed": runs["status"].iloc[0]})
+            continue
+        acc = mean_interval(list(100 * ok["test_acc"]))
+        peak = ok["peak_bytes"].dropna()
+        rows.append(
+            row
+            | {
+                "test_acc": acc.mean,
+                "low": acc.low,
+                "high": acc.high,
+                "step_ms": 1000 / ok["steps_per_s"].median(),
+                "peak_mib": peak.median() / 2**20 if not peak.empty else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> pd.DataFrame:
-    """The protocol's table as shown: per task and variant the chosen rate beside the sweep, test accuracy (%)
-    with its 95% interval over seeds, the difference to the baseline with its interval, and the verdict."""
+    """The protocol's table as shown: per task, setting (where there are several) and variant the chosen rate
+    beside the sweep, test accuracy (%) with its 95% interval over seeds, the difference to the baseline with
+    its interval, and the verdict."""
     baseline = protocol["baseline"]
+    sweeps = {(c["task"], c["label"], c["variant"]): c["val_acc"] for c in protocol["choices"]}
     rows = []
     for row in protocol_table(records, protocol).to_dict("records"):
-        swept = protocol["choices"][row["task"]][row["variant"]]["val_acc"]
+        swept = sweeps[row["task"], row["setting"], row["variant"]]
         sweep = ", ".join(f"{float(lr):g}: {'-' if acc is None else f'{100 * acc:.1f}'}" for lr, acc in swept.items())
         has_acc = not pd.isna(row.get("test_acc", float("nan")))
         acc = Interval(row["test_acc"], row["low"], row["high"], row["seeds"]).text() if has_acc else "-"
@@ -329,6 +366,7 @@ def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
         rows.append(
             {
                 "task": row["task"],
+                "setting": row["setting"],
                 "variant": row["variant"],
                 "lr chosen": f"{row['lr']:g}",
                 "sweep (val acc %)": sweep,
@@ -338,7 +376,8 @@ def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
                 "verdict": row.get("verdict") if isinstance(row.get("verdict"), str) else "-",
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    return frame.drop(columns="setting") if not frame.empty and not frame["setting"].any() else frame
 
 
 def protocol_caption(protocol: dict[str, Any]) -> str:
@@ -371,7 +410,9 @@ def _claim_with_intervals(frame: pd.DataFrame, protocol: dict[str, Any]) -> str:
     if frame.empty or "linear-elu" not in set(frame["variant"]):
         return ""
     rows = frame[frame["variant"] == "linear-elu"].to_dict("records")
-    measured = "; ".join(f"{r['task']} {r[column]} ({r['verdict']})" for r in rows)
+    measured = "; ".join(
+        f"{r['task']}{' ' + r['setting'] if r.get('setting') else ''} {r[column]} ({r['verdict']})" for r in rows
+    )
     return (
         f"\nThe seed article claims linear attention loses {ARTICLE_CLAIM_POINTS} points on tasks beyond 1,000 "
         f"tokens. Under the protocol, linear-elu's test accuracy minus {protocol['baseline']}'s, in points with its "
@@ -393,7 +434,7 @@ def accuracy_markdown(
     table = accuracy_table(df)
     parts = ["### test accuracy (%), mean and std over seeds\n", table.reset_index().to_markdown(index=False), ""]
     means = table["mean"].unstack("task")
-    if reference in means.index:
+    if table.index.nlevels == 2 and reference in means.index:  # one length per task: the gaps are one table
         gap = means.loc[reference] - means
         gap["mean over tasks"] = gap.mean(axis=1)
         parts += [

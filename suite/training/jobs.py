@@ -13,6 +13,7 @@ from ...tasks import get_task
 from ..core.errors import UserError
 from ..core.registry import Registry
 from .presets import TrainPreset
+from .sweeps import Setting
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class TrainJob:
     data_dir: str | None = None
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # {model|train|params: {key: value}}
     timeout_s: float | None = None  # the local worker is killed after this long (None: no limit)
+    label: str = ""  # the name of `settings` in tables and charts (a length, a study arm); '' for the preset's own
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,9 +107,11 @@ def suite_jobs(
     options: dict[str, dict[str, Any]],
     plugins: tuple[str, ...],
     data_dir: Path | None,
+    settings: dict[str, list[Setting]] | None = None,
 ) -> list[TrainJob]:
-    """Every task x variant x seed of `attnbench suite` as a job, checked up front (one line before anything
-    trains). `reference` is how the workers load `preset` (preset_reference). --data-dir feeds the tasks read
+    """Every task x setting x variant x seed of `attnbench suite` as a job, checked up front (one line before
+    anything trains). `reference` is how the workers load `preset` (preset_reference); `settings` are each
+    task's (sweeps.task_settings; the preset's own setup where not given). --data-dir feeds the tasks read
     from release files; synthetic ones are generated as ever."""
     for variant in variants:
         registry.entry(variant)
@@ -117,9 +121,11 @@ def suite_jobs(
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is not a folder")
     data = {t: str(data_dir.resolve()) if data_dir and get_task(t).read else None for t in tasks}
+    settings = settings or {}
     return [
-        TrainJob(t, v, s, reference, device, str(out.resolve()), options, plugins, data[t])
+        TrainJob(t, v, s, reference, device, str(out.resolve()), options, plugins, data[t], at.settings, label=at.label)
         for t in tasks
+        for at in settings.get(t, [Setting()])
         for v in variants
         for s in seeds
     ]

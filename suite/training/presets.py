@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ...tasks import get_task
 from ..core.errors import UserError, first_problem
@@ -49,6 +49,20 @@ class TaskSetup(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainSettings = Field(default_factory=TrainSettings)
     options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-variant options")
+    lengths: list[int] = Field(
+        default_factory=list,
+        description="sequence lengths `suite` trains at, each by the task's length rule (empty: the params' own)",
+    )
+    widths: list[int] = Field(
+        default_factory=list, description="model widths (model.dim) `suite` trains at each length (empty: the model's)"
+    )
+
+    @field_validator("lengths", "widths")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        if any(v <= 0 for v in values) or len(set(values)) != len(values):
+            raise ValueError(f"expected distinct positive integers, got {values}")
+        return values
 
 
 class Protocol(BaseModel):
@@ -87,6 +101,7 @@ def preset_rows(setup: TaskSetup) -> list[tuple[str, str]]:
     rows += [(f"model.{k}", json.dumps(v)) for k, v in setup.model.model_dump().items()]
     rows += [(f"train.{k}", json.dumps(v)) for k, v in setup.train.model_dump().items()]
     rows += [(f"options.{variant}", json.dumps(values)) for variant, values in setup.options.items()]
+    rows += [(name, json.dumps(values)) for name in ("lengths", "widths") if (values := getattr(setup, name))]
     return rows
 
 

@@ -30,7 +30,10 @@ _LATER_MODEL_FIELDS = ("kv_latent", "score_scale")
 
 def run_key(task: str, variant: str, seed: int, preset: str, setup: TaskSetup, data_dir: Path | None) -> str:
     """Identity of a training run, for resuming: another variant's options are not part of it."""
-    fields = setup.model_dump(exclude={"options", "source"}) | {"options": setup.options.get(variant, {})}
+    # The lengths and widths a suite sweeps are not a run's: each of its runs has its own params and model.
+    fields = setup.model_dump(exclude={"options", "source", "lengths", "widths"}) | {
+        "options": setup.options.get(variant, {})
+    }
     for name in _LATER_MODEL_FIELDS:  # at their default they stay out, so runs recorded before them still resume
         if fields["model"][name] is None:
             del fields["model"][name]
