@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import threading
 
 import pytest
+from rich.console import Console
 
 from attnbench.suite.cli import main
+from attnbench.suite.executors import batch
 from attnbench.suite.runs.records import read_records
 from attnbench.suite.runs.schema import load
+from attnbench.suite.training.jobs import TrainJob
 
 FAST = ["--budget", "0.05", "--repeats", "5", "--warmup", "1", "--threads", "1", "--no-report"]
 # Small: a submitit local job is a fresh Python that imports torch (seconds each on 2 cores).
@@ -117,3 +121,33 @@ def test_the_accuracy_protocol_runs_both_stages_through_ray(tmp_path, capsys):
     choices = json.loads((tmp_path / "protocol.json").read_text())["choices"]
     assert {c["variant"]: c["chosen_lr"] in (0.003, 0.01) for c in choices} == {"sdpa": True, "linear-elu": True}
     assert "vs sdpa [95% CI]" in (tmp_path / "accuracy.md").read_text()
+
+
+def test_an_executor_that_schedules_gets_a_grids_runs_all_at_once(tmp_path, monkeypatch):
+    """Ray and SLURM place runs themselves: every run of the grid is in flight before any returns."""
+    barrier = threading.Barrier(4, timeout=30)
+
+    class Cluster:
+        name, schedules = "ray", True
+
+        def train(self, job):
+            barrier.wait()  # broken (an error) unless all four runs were handed over together
+            return {"status": "unavailable", "reason": "not here", "key": job.variant}
+
+        def stop(self):
+            raise AssertionError("nothing was interrupted")
+
+    monkeypatch.setattr(batch, "make_executor", lambda choice, out: Cluster())
+    jobs = [TrainJob("mqar", f"v{i}", 0, "tiny", "cpu", str(tmp_path)) for i in range(4)]
+    failed = batch.train_all(jobs, tmp_path, "cpu", ("ray", {}), 1, Console(quiet=True), lambda: None)
+    assert failed == 0 and not barrier.broken
+
+
+def test_a_ray_training_task_asks_for_its_runs_threads_or_a_gpu():
+    from attnbench.suite.executors.ray import RayExecutor
+
+    executor = RayExecutor.__new__(RayExecutor)  # no Ray started: the request is worked out here
+    one_thread = TrainJob("mqar", "sdpa", 0, "tiny", "cpu", None, settings={"train": {"threads": 1}})
+    assert executor.train_resources(one_thread) == {"num_cpus": 1}  # two such runs share a 2-core node
+    on_gpu = TrainJob("mqar", "sdpa", 0, "tiny", "cuda", None, settings={"train": {"threads": 1}})
+    assert executor.train_resources(on_gpu) == {"num_gpus": 1, "num_cpus": 1}

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,21 +168,36 @@ def test_bad_studies_are_one_line(capsys, tmp_path):
                    "arms: [{label: a}, {label: b, model: {score_scale: 1}}]\n")  # fmt: skip
     code, _, err = cli(capsys, "study", str(bad), "--out", str(tmp_path / "run"))
     assert code == 2 and "linear-elu has no softmax scale" in err and not (tmp_path / "run").exists()
+    code, _, err = cli(capsys, "study", "kv-sharing", "--seeds", "0,1", "--out", str(tmp_path / "run"))
+    assert code == 2 and "--seeds are the protocol's: give --lrs too" in err and err.count("\n") == 1
+    code, _, err = cli(capsys, "study", "kv-sharing", "--lrs", "0.001", "--seeds", "0", "--out", str(tmp_path / "run"))
+    assert code == 2 and "protocol: seeds" in err and not (tmp_path / "run").exists()
+
+
+def _two_layouts(tmp_path, extra: str = "") -> Path:
+    """A study of MHA against MQA on tiny's MQAR."""
+    plan = tmp_path / "mini.yaml"
+    plan.write_text(
+        f"name: mini\ndescription: two layouts\npreset: tiny\ntasks: [mqar]\n{extra}"
+        "arms:\n  - {label: MHA, model: {heads: 4}}\n  - {label: MQA, model: {heads: 4, kv_heads: 1}}\n"
+    )
+    return plan
+
+
+def _study_rows(out: Path) -> dict[str, dict[str, str]]:
+    """study.md's table as {arm: {column: cell}}."""
+    lines = [line for line in (out / "study.md").read_text().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = (dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:])
+    return {r["arm"]: r for r in rows}
 
 
 def test_study_trains_its_arms_and_writes_table_chart_readme(capsys, tmp_path):
-    plan = tmp_path / "mini.yaml"
-    plan.write_text(
-        "name: mini\ndescription: two layouts\npreset: tiny\ntasks: [mqar]\nseeds: [0]\ntrain: {steps: 10}\n"
-        "arms:\n  - {label: MHA, model: {heads: 4}}\n  - {label: MQA, model: {heads: 4, kv_heads: 1}}\n"
-    )
+    plan = _two_layouts(tmp_path, "seeds: [0]\ntrain: {steps: 10}\n")
     out = tmp_path / "run"
     code, _, _ = cli(capsys, "study", str(plan), "--out", str(out))
     assert code == 0 and len(read_records(out)) == 2
-    lines = [line for line in (out / "study.md").read_text().splitlines() if line.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = {r["arm"]: r for r in (dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
-                                  for line in lines[2:])}  # fmt: skip
+    rows = _study_rows(out)
     assert set(rows) == {"MHA", "MQA"} and rows["MQA"]["K/V"] == "MQA"
     # 2 (K and V) x K/V heads x 8 dims x 1 layer x 4 bytes
     assert rows["MHA"]["KV cache B/token"] == "256" and rows["MQA"]["KV cache B/token"] == "64"
@@ -192,6 +208,26 @@ def test_study_trains_its_arms_and_writes_table_chart_readme(capsys, tmp_path):
     table = (out / "study.md").read_text()
     code, _, _ = cli(capsys, "study", str(plan), "--out", str(out))  # resumes: nothing retrained
     assert code == 0 and len(read_records(out)) == 2 and (out / "study.md").read_text() == table
+
+
+def test_a_study_under_the_protocol_judges_each_arm_against_the_first(capsys, tmp_path):
+    plan = _two_layouts(tmp_path)
+    out = tmp_path / "run"
+    argv = ["study", str(plan), "--out", str(out), "--lrs", "0.003,0.01", "--seeds", "0,1"]
+    code, _, err = cli(capsys, *argv)
+    assert code == 0, err
+    records = read_records(out)
+    assert len(records) == 2 * 2 + 2 and all(r["settings"]["train"]["steps"] == 300 for r in records)
+    protocol = json.loads((out / "protocol.json").read_text())
+    assert protocol["baseline_setting"] == "MHA" and [c["label"] for c in protocol["choices"]] == ["MHA", "MQA"]
+    rows = _study_rows(out)
+    assert rows["MHA"]["seeds"] == rows["MQA"]["seeds"] == "2"  # the final runs only, not the sweep's other rate
+    assert rows["MHA"]["verdict"] == "-" and rows["MQA"]["verdict"] in ("same", "better", "worse", "inconclusive")
+    assert "[" in rows["MQA"]["test acc [95% CI]"] and "[" in rows["MQA"]["vs first arm [95% CI]"]
+    assert "--lrs 0.003,0.01 --seeds 0,1" in (out / "README.md").read_text()
+    table = (out / "study.md").read_text()
+    code, _, _ = cli(capsys, *argv)  # resumes: nothing retrained, judged alike
+    assert code == 0 and len(read_records(out)) == 6 and (out / "study.md").read_text() == table
 
 
 def _mini_study(tmp_path, steps: int) -> str:

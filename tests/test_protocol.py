@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 from scipy import stats
 
-from attnbench.suite.analysis.accuracy import difference_interval, mean_interval, verdict
+from attnbench.suite.analysis.accuracy import difference_interval, mean_interval, sweep_edge, verdict
 from attnbench.suite.cli import main
 from attnbench.suite.outputs.summary import accuracy_markdown
 from attnbench.suite.runs.records import read_records
@@ -87,6 +87,15 @@ def test_the_learning_rate_is_chosen_on_validation_never_on_test():
     assert [(j.seed, j.settings["train"]["lr"]) for j in final] == [(0, 0.003), (1, 0.003), (2, 0.003)]
 
 
+@pytest.mark.parametrize(
+    ("lr", "lrs", "edge"),
+    [(0.01, [0.003, 0.01], "largest"), (0.001, [0.001, 0.003, 0.01], "smallest"), (0.003, [0.001, 0.003, 0.01], None),
+     (0.01, [0.01], None)],
+)  # fmt: skip
+def test_a_choice_at_the_edge_of_the_sweep_is_said(lr, lrs, edge):
+    assert sweep_edge(lr, lrs) == edge
+
+
 def test_a_tiny_protocol_run_writes_intervals_and_verdicts(capsys, tmp_path, plugins):
     """sdpa under another name is judged same; attention to the previous two tokens only is judged worse."""
     argv = ["suite", "--preset", "tiny", "--tasks", "mqar", "--variants", "sdpa,sdpa-twin,previous-two",
@@ -108,6 +117,7 @@ def test_a_tiny_protocol_run_writes_intervals_and_verdicts(capsys, tmp_path, plu
     rows = {line.split("|")[2].strip(): line for line in table.splitlines() if line.startswith("| mqar")}
     assert rows["sdpa-twin"].rstrip(" |").endswith("same") and rows["previous-two"].rstrip(" |").endswith("worse")
     assert "[" in rows["sdpa"] and "95% interval" in table
+    assert all(" swept)" in row for row in rows.values())  # two rates: every choice is at an edge, and says so
     code, _, _ = cli(capsys, "report", str(tmp_path))
     assert code == 0 and matplotlib.image.imread(tmp_path / "accuracy-protocol.png").shape[1] > 300
     assert "accuracy-protocol.png" in (tmp_path / "README.md").read_text()

@@ -99,6 +99,14 @@ def verdict(
     return "inconclusive"
 
 
+def sweep_edge(lr: float, lrs: Sequence[float]) -> str | None:
+    """'largest' or 'smallest' where the chosen rate `lr` is at that edge of a sweep of several rates (the best
+    may lie beyond it), else None."""
+    if len(lrs) < 2:
+        return None
+    return "largest" if lr == max(lrs) else "smallest" if lr == min(lrs) else None
+
+
 def final_runs(
     records: list[dict[str, Any]], protocol: dict[str, Any]
 ) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -123,10 +131,10 @@ def final_runs(
 
 def protocol_table(records: list[dict[str, Any]], protocol: dict[str, Any]) -> pd.DataFrame:
     """Per task, setting and variant under the protocol, in the order of the choices: the chosen learning rate,
-    the seeds, test accuracy (%) with its 95% interval, the difference to the baseline at the same setting with
-    its interval, and the verdict."""
+    the seeds, test accuracy (%) with its 95% interval, the difference to the baseline (the baseline variant at
+    the same setting, or the baseline setting at the same variant) with its interval, and the verdict."""
     runs = final_runs(records, protocol)
-    baseline, delta = protocol["baseline"], protocol["least_effect"]
+    delta, against = protocol["least_effect"], protocol.get("baseline_setting", "")
     rows = []
     for choice in protocol["choices"]:
         task, label, variant = choice["task"], choice["label"], choice["variant"]
@@ -138,8 +146,9 @@ def protocol_table(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
         if accs:
             acc = mean_interval(list(accs.values()))
             row |= {"test_acc": acc.mean, "low": acc.low, "high": acc.high}
-        base = {r["seed"]: 100 * r["test_acc"] for r in runs.get((task, label, baseline), [])}
-        if accs and base and variant != baseline:
+        baseline = (task, against, variant) if against else (task, label, protocol["baseline"])
+        base = {r["seed"]: 100 * r["test_acc"] for r in runs.get(baseline, [])}
+        if accs and base and (task, label, variant) != baseline:
             paired = accs.keys() == base.keys()
             a, b = ([accs[s] for s in sorted(accs)], [base[s] for s in sorted(base)])
             diff = difference_interval(a, b, paired=paired)

@@ -191,7 +191,7 @@ def suite_command(
     setups = load_setup(preset, options, None, {})
     device = resolve_device(device)
     out = out or default_run_folder(f"tasks-{setups.name}", device)
-    protocol = _protocol(setups, lrs, seeds)
+    protocol = _protocol(setups.protocol, lrs, seeds)
     grid = (csv(tasks), csv(variants), protocol.seeds if protocol.lrs else csv(seeds or "0,1", int))
     reference = preset_reference(preset)
     sweep_lengths, sweep_widths = csv(lengths, int), csv(widths, int)
@@ -215,18 +215,33 @@ def suite_command(
     if not protocol.lrs:
         exit_if_failed(_train_all(jobs, out, device, executor, parallel, accuracy_table), len(jobs))
         return
+    exit_if_failed(*_train_protocol(protocol, jobs, out, device, executor, parallel, accuracy_table))
+
+
+def _train_protocol(
+    protocol: Protocol,
+    jobs: list[TrainJob],
+    out: Path,
+    device: str,
+    executor: ExecutorChoice,
+    parallel: int,
+    report: Callable[[], None],
+) -> tuple[int, int]:
+    """The protocol's two stages on the grid `jobs`: the sweep, protocol.json with its choices, then the seeds at
+    each choice, then `report`; returns the runs that failed and the runs trained."""
+    from ..runs.records import read_records
     from ..training.protocol import choose, seed_jobs, sweep_jobs, write_protocol
 
     sweep = sweep_jobs(protocol, jobs)
     rates = ", ".join(f"{lr:g}" for lr in protocol.lrs)
-    console.print(f"protocol, stage 1: {len(sweep)} runs, each task x variant at learning rates {rates}")
+    console.print(f"protocol, stage 1: {len(sweep)} runs, each task x setting x variant at learning rates {rates}")
     failed = _train_all(sweep, out, device, executor, parallel, lambda: None)
     choices = choose(protocol, jobs, read_records(out))
     write_protocol(out, protocol, choices)
     final = seed_jobs(protocol, jobs, choices)
     console.print(f"protocol, stage 2: {len(final)} runs, seeds {protocol.seeds} at each chosen rate")
-    failed += _train_all(final, out, device, executor, parallel, accuracy_table)
-    exit_if_failed(failed, len(sweep) + len(final))
+    failed += _train_all(final, out, device, executor, parallel, report)
+    return failed, len(sweep) + len(final)
 
 
 def _print_plan(jobs: list[TrainJob], protocol: Protocol, setups: TrainPreset) -> None:
@@ -271,14 +286,13 @@ def _print_plan(jobs: list[TrainJob], protocol: Protocol, setups: TrainPreset) -
     )
 
 
-def _protocol(setups: TrainPreset, lrs: str | None, seeds: str | None) -> Protocol:
-    """The preset's protocol with --lrs and --seeds applied (it runs where it has learning rates)."""
+def _protocol(protocol: Protocol, lrs: str | None, seeds: str | None) -> Protocol:
+    """A preset's or study's protocol with --lrs and --seeds applied (it runs where it has learning rates)."""
     from pydantic import ValidationError
 
     from ..core.errors import first_problem
     from ..training.presets import Protocol
 
-    protocol = setups.protocol
     changed = {}
     if lrs is not None:
         changed["lrs"] = csv(lrs, float)
@@ -293,28 +307,47 @@ def _protocol(setups: TrainPreset, lrs: str | None, seeds: str | None) -> Protoc
 def study(
     name: Annotated[str, typer.Argument(help="Study: head-count, kv-sharing, scale, head-time, or a YAML file.")],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: results/<study>-<device>).")] = None,
+    lrs: Annotated[
+        str | None,
+        typer.Option(
+            help="Learning rates to sweep: each task x arm x variant under the accuracy protocol, verdicts against "
+            "the first arm (a study whose protocol lists lrs runs it without this)."
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds of the protocol's second stage (default: its own).")
+    ] = None,
     device: DeviceOpt = None,
     plugin: PluginOpt = None,
     executor: ExecutorChoice = ("local", {}),
     parallel: ParallelOpt = 1,
 ) -> None:
-    """Train every arm x task x variant x seed of a study (resumable); write its table, chart and README."""
+    """Train every arm x task x variant x seed of a study (resumable); write its table, chart and README. Under
+    the protocol: each arm at every learning rate, then its seeds at the best on validation; the table gives
+    95% intervals and verdicts against the first arm."""
     from ..outputs.study_report import write_study
     from ..runs.folders import default_run_folder
-    from ..training.study import load_study, study_command, study_jobs
+    from ..training.study import load_study, study_command, study_jobs, study_protocol
 
     plan = load_study(name)
     device = resolve_device(device)
     out = out or default_run_folder(plan.name, device)
+    protocol = study_protocol(plan, _protocol(plan.base_protocol(), lrs, seeds))
+    if seeds is not None and not protocol.lrs:
+        raise UserError("--seeds are the protocol's: give --lrs too (a study's own seeds are in its YAML)")
     jobs = study_jobs(plan, registry(plugin), device, out, plugin_paths(plugin))
-    command = study_command(name, out, device, parallel)
+    given = [a for flag, value in (("--lrs", lrs), ("--seeds", seeds)) if value is not None for a in (flag, value)]
+    command = study_command(name, out, device, parallel, given)
 
     def study_report() -> None:
         console.print(write_study(plan, out, command), markup=False, highlight=False)
 
-    failed = _train_all(jobs, out, device, executor, parallel, study_report)
+    if protocol.lrs:
+        failed, trained = _train_protocol(protocol, jobs, out, device, executor, parallel, study_report)
+    else:
+        failed, trained = _train_all(jobs, out, device, executor, parallel, study_report), len(jobs)
     console.print(f"wrote {out / 'README.md'}")
-    exit_if_failed(failed, len(jobs))
+    exit_if_failed(failed, trained)
 
 
 def _train_all(

@@ -18,9 +18,17 @@ NAMES = ("local", "ray", "slurm")
 
 
 class Executor(PointExecutor, Protocol):
-    """What the sweep asks of an executor (a point's result, the device's ceilings), and a training run's record."""
+    """What the sweep asks of an executor (a point's result, the device's ceilings), and a training run's record.
+
+    `schedules`: the executor places runs itself (Ray, SLURM), so a grid's runs are all submitted at once and
+    run as its resources allow; the local executor runs `--parallel` at a time. `stop` ends the runs in flight
+    (on an interrupt), unrecorded: a rerun resumes them."""
+
+    schedules: bool
 
     def train(self, job: TrainJob) -> dict[str, Any]: ...
+
+    def stop(self) -> None: ...
 
 
 def choose_executor(

@@ -1,4 +1,5 @@
-"""Training runs handed to an executor, one after another or `parallel` at a time (local executor)."""
+"""Training runs handed to an executor: one after another or `parallel` at a time (the local executor), or all
+at once to an executor that schedules them itself (Ray, SLURM)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def train_all(
     under the folder's lock, then `report` (its tables) under it too; returns how many runs failed."""
     read_checked_env(out, device, choice[0])  # up front: each run would refuse the folder alike
     with run_lock(out):  # the runs write into the folder under this lock
-        failed = train_each(jobs, make_executor(choice, out), console, parallel)
+        executor = make_executor(choice, out)
+        # A cluster takes the whole grid at once and runs what its resources hold; threads here only wait.
+        failed = train_each(jobs, executor, console, max(1, len(jobs)) if executor.schedules else parallel)
         report()
     return failed
 
@@ -75,6 +78,6 @@ def _in_parallel(jobs: list[TrainJob], start: Callable, report: Callable, parall
                     failed += report(futures[future], future.result())
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
-            executor.stop()  # the runs in flight end now, unrecorded (parallel runs are the local executor's)
+            executor.stop()  # the runs in flight end now, unrecorded
             raise
     return failed

@@ -224,6 +224,7 @@ class LocalExecutor:
     """Runs each point in a fresh worker process forked from the fork server, with a timeout."""
 
     name = "local"
+    schedules = False
 
     stopping = False  # set by stop(): a run killed then was interrupted, not lost
 

@@ -1,21 +1,23 @@
 """The `ray` executor: each point a Ray task in a fresh worker process, on a local Ray or a cluster.
 
-Tasks are submitted one at a time (timing is serial; a cluster runs many sweeps, not many points of
-one). A task asks for one GPU on CUDA, and on CPU for every core of the smallest node, so no other
-task shares the cores it is timed on. `max_calls=1` gives each task a fresh worker process, as the
-local executor does, so peak memory and a crash stay the point's own: a task whose worker dies
-(a segfault, `os.abort()`) is recorded `error`, and the sweep goes on.
+Bench points are submitted one at a time (timing is serial; a cluster runs many sweeps, not many points of
+one). Training runs are submitted all at once and Ray places them: a grid spreads over the cluster. A task
+asks for one GPU on CUDA, and on CPU for every core of the smallest node, so no other task shares the cores it
+is timed on; a training run whose setup sets `train.threads` asks for that many cores. `max_calls=1` gives
+each task a fresh worker process, as the local executor does, so peak memory and a crash stay the point's own:
+a task whose worker dies (a segfault, `os.abort()`) is recorded `error`, and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ..core.errors import one_line
 from ..measure.ceilings import calibrate_here
 from ..measure.point import Point
 from ..measure.worker import measure_here
-from ..training.jobs import TrainJob
+from ..training.jobs import TrainJob, job_threads
 from ..training.runs import train_here
 from . import require
 
@@ -24,6 +26,7 @@ class RayExecutor:
     """Runs each point as a Ray task; `address` None starts (or joins) a local Ray."""
 
     name = "ray"
+    schedules = True
 
     def __init__(self, address: str | None = None) -> None:
         self._ray = require("ray", "ray")
@@ -32,6 +35,9 @@ class RayExecutor:
         self._measure = self._ray.remote(max_calls=1, max_retries=0)(measure_here)
         self._calibrate = self._ray.remote(max_calls=1, max_retries=0)(calibrate_here)
         self._train = self._ray.remote(max_calls=1, max_retries=0)(train_here)
+        self._in_flight: set[Any] = set()  # training tasks submitted and not yet returned (stop() cancels them)
+        self._lock = threading.Lock()
+        self.stopping = False
 
     def _resources(self, device: str) -> dict[str, Any]:
         if device == "cuda":
@@ -52,13 +58,33 @@ class RayExecutor:
         except exceptions.RayError as err:
             return {"status": "error", "reason": f"Ray task failed: {one_line(err, 300)}"}
 
+    def train_resources(self, job: TrainJob) -> dict[str, Any]:
+        """What a training run's task asks Ray for: the point's resources, or on CPU the run's own threads."""
+        threads = job_threads(job) if job.device != "cuda" else None
+        return {"num_cpus": threads} if threads is not None else self._resources(job.device)
+
     def train(self, job: TrainJob) -> dict[str, Any]:
-        """Make one training run in a Ray task; it appends its record to the shared run folder."""
-        ref = self._train.options(**self._resources(job.device)).remote(job.to_dict(), self.name)
+        """Make one training run in a Ray task; it appends its record to the shared run folder. Called from
+        several threads at once: each waits on its own task."""
+        ref = self._train.options(**self.train_resources(job)).remote(job.to_dict(), self.name)
+        with self._lock:
+            self._in_flight.add(ref)
         try:
             return self._ray.get(ref)
         except self._ray.exceptions.RayError as err:
+            if self.stopping:  # cancelled by stop(): the rerun resumes it, so nothing is recorded
+                return {"status": "error", "reason": "stopped", "refused": True}
             return {"status": "error", "reason": f"Ray task failed: {one_line(err, 300)}"}
+        finally:
+            with self._lock:
+                self._in_flight.discard(ref)
+
+    def stop(self) -> None:
+        """Cancel every training task in flight (on an interrupt)."""
+        self.stopping = True
+        with self._lock:
+            for ref in self._in_flight:
+                self._ray.cancel(ref, force=True)
 
     def calibrate(self, device: str, what: str, threads: int | None) -> float | None:
         """A measured ceiling (measure/ceilings.py) on a worker, or None if it failed."""

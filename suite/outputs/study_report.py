@@ -13,27 +13,36 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analysis.accuracy import Interval, final_runs, protocol_table
 from ..runs.records import read_env, read_records
+from ..training.protocol import read_protocol
 from ..training.study import Study, arm_of
 from .plots import save_figure
 from .report import environment_table
+from .summary import protocol_caption
 
 FLOAT32_BYTES = 4
 
 
-def study_frame(study: Study, records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per training record of the study (status ok or not), with its arm."""
+def study_frame(study: Study, records: list[dict[str, Any]], protocol: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per training record of the study (status ok or not), with its arm; under `protocol`, of its
+    results only the final runs (the seeds at each chosen learning rate), not the sweep's other rates."""
+    final = {id(r) for runs in final_runs(records, protocol).values() for r in runs} if protocol else set()
+    seeds = protocol["seeds"] if protocol else study.seeds
     rows = []
     for r in records:
-        label = arm_of(study, r) if r.get("kind") == "train" else None
-        if label is not None and r.get("variant") in study.variants and r.get("seed") in study.seeds:
+        label = arm_of(study, r, protocol) if r.get("kind") == "train" else None
+        if protocol and r.get("status") == "ok" and id(r) not in final:
+            continue
+        if label is not None and r.get("variant") in study.variants and (r.get("seed") in seeds or protocol):
             rows.append(r | {"arm": label})
     return pd.DataFrame(rows)
 
 
-def study_table(study: Study, df: pd.DataFrame, task: str) -> pd.DataFrame:
-    """Per arm (and variant): shape, cache size, accuracy over seeds, speed, and the step time
-    against the same variant's first arm, from the finished runs of `task`."""
+def study_table(study: Study, df: pd.DataFrame, task: str, verdicts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per arm (and variant): shape, cache size, accuracy over seeds, speed, and the step time against the same
+    variant's first arm, from the finished runs of `task`; under the protocol (`verdicts`, its table), accuracy
+    with its 95% interval and the verdict against the baseline arm instead of the range."""
     ok = df[(df["task"] == task) & (df["status"] == "ok")]
     rows = []
     first: dict[str, float] = {}  # per variant: the step time of its first arm
@@ -57,8 +66,11 @@ def study_table(study: Study, df: pd.DataFrame, task: str) -> pd.DataFrame:
                     "K/V": runs["kv_layout"].iloc[0],
                     "parameters": int(runs["parameters"].iloc[0]),
                     "KV cache B/token": int(runs["kv_cache_values_per_token"].iloc[0]) * FLOAT32_BYTES,
-                    "test acc %": round(acc.mean(), 2),
-                    "min-max %": f"{acc.min():.1f}-{acc.max():.1f}",
+                    **(
+                        _verdict_cells(verdicts, task, arm.label, variant)
+                        if verdicts is not None
+                        else {"test acc %": round(acc.mean(), 2), "min-max %": f"{acc.min():.1f}-{acc.max():.1f}"}
+                    ),
                     "seeds": len(runs),
                     "steps": int(runs["steps"].mean()),
                     "steps/s": round(runs["steps_per_s"].mean(), 2),
@@ -73,13 +85,30 @@ def study_table(study: Study, df: pd.DataFrame, task: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _verdict_cells(verdicts: pd.DataFrame, task: str, arm: str, variant: str) -> dict[str, Any]:
+    """The protocol's cells of one arm: its learning rate, accuracy and difference with their intervals, verdict."""
+    match = verdicts[(verdicts["task"] == task) & (verdicts["setting"] == arm) & (verdicts["variant"] == variant)]
+    if match.empty:
+        return {}
+    row = match.iloc[0]
+    diff = "-"
+    if not pd.isna(row.get("diff", float("nan"))):
+        diff = Interval(row["diff"], row["diff_low"], row["diff_high"], row["seeds"]).text()
+    return {
+        "lr chosen": f"{row['lr']:g}",
+        "test acc [95% CI]": Interval(row["test_acc"], row["low"], row["high"], row["seeds"]).text(),
+        "vs first arm [95% CI]": diff,
+        "verdict": row["verdict"] if isinstance(row.get("verdict"), str) else "-",
+    }
+
+
 def _arm_colors(study: Study) -> dict[str, Any]:
     cmap = plt.get_cmap("viridis")
     n = len(study.arms)
     return {arm.label: cmap(i / max(n - 1, 1) * 0.9) for i, arm in enumerate(study.arms)}
 
 
-def study_figure(study: Study, df: pd.DataFrame, device: str) -> plt.Figure:
+def study_figure(study: Study, df: pd.DataFrame, device: str, seeds: list[int]) -> plt.Figure:
     """Row 1: test accuracy (each seed, and the mean), tokens/s and KV-cache bytes per token by arm.
     One row per task below: the training loss, the gradient norm and the validation accuracy over steps."""
     ok = df[df["status"] == "ok"]
@@ -93,8 +122,8 @@ def study_figure(study: Study, df: pd.DataFrame, device: str) -> plt.Figure:
         means = [100 * rows[rows["arm"] == a]["test_acc"].mean() for a in labels]
         axes[0][0].plot(xs, means, marker=marker, label=f"{task} (mean)")
         for i, a in enumerate(labels):
-            seeds = 100 * rows[rows["arm"] == a]["test_acc"]
-            axes[0][0].scatter([i] * len(seeds), seeds, color="k", s=10, alpha=0.5, zorder=3)
+            accs = 100 * rows[rows["arm"] == a]["test_acc"]
+            axes[0][0].scatter([i] * len(accs), accs, color="k", s=10, alpha=0.5, zorder=3)
         speed = [rows[rows["arm"] == a]["tokens_per_s"].mean() for a in labels]
         axes[0][1].plot(xs, speed, marker=marker, label=task)
         cache = [rows[rows["arm"] == a]["kv_cache_values_per_token"].mean() * FLOAT32_BYTES for a in labels]
@@ -104,10 +133,10 @@ def study_figure(study: Study, df: pd.DataFrame, device: str) -> plt.Figure:
                 curve = pd.DataFrame(run["curve"])
                 style = {
                     "color": colors[arm],
-                    "alpha": 0.9 if run["seed"] == study.seeds[0] else 0.45,
-                    "linestyle": "-" if run["seed"] == study.seeds[0] else "--",
+                    "alpha": 0.9 if run["seed"] == seeds[0] else 0.45,
+                    "linestyle": "-" if run["seed"] == seeds[0] else "--",
                 }
-                label = arm if run["seed"] == study.seeds[0] else None
+                label = arm if run["seed"] == seeds[0] else None
                 axes[t + 1][0].plot(curve["step"], curve["loss"], label=label, **style)
                 if "grad_norm" in curve:
                     axes[t + 1][1].plot(curve["step"], curve["grad_norm"], **style)
@@ -130,7 +159,7 @@ def study_figure(study: Study, df: pd.DataFrame, device: str) -> plt.Figure:
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=7)
     variants = ", ".join(study.variants)
-    fig.suptitle(f"{device}: study {study.name} ({variants}, seeds {', '.join(map(str, study.seeds))})", fontsize=10)
+    fig.suptitle(f"{device}: study {study.name} ({variants}, seeds {', '.join(map(str, seeds))})", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -150,13 +179,15 @@ def write_study(study: Study, run_dir: Path, command: str) -> str:
     """Write the study's tables (study.md), chart and README.md into the run folder; returns the tables."""
     records = read_records(run_dir)
     env = read_env(run_dir)
-    df = study_frame(study, records)
+    protocol = read_protocol(run_dir)
+    df = study_frame(study, records, protocol)
     if df.empty:
         return "No finished runs of this study yet.\n"
     device = env.get("device_name") or str(df["device"].iloc[0])
-    parts = []
+    verdicts = protocol_table(records, protocol) if protocol else None
+    parts = [protocol_caption(protocol) + "\n"] if protocol else []
     for task in study.tasks:
-        table = study_table(study, df, task)
+        table = study_table(study, df, task, verdicts)
         if not table.empty:
             parts += [f"### {task}\n", table.to_markdown(index=False), ""]
     failed = df[df["status"] != "ok"]
@@ -165,7 +196,8 @@ def write_study(study: Study, run_dir: Path, command: str) -> str:
         parts += ["### runs without a result\n", failed[columns].to_markdown(index=False), ""]
     tables = "\n".join(parts)
     (run_dir / "study.md").write_text(tables)
-    fig = study_figure(study, df, device)
+    seeds = protocol["seeds"] if protocol else study.seeds
+    fig = study_figure(study, df, device, seeds)
     chart = save_figure(fig, run_dir, f"study-{study.name}")[0]
     readme = [
         f"# Study `{study.name}`\n",
@@ -174,7 +206,13 @@ def write_study(study: Study, run_dir: Path, command: str) -> str:
         f"Remake it (resumes this folder; each run's own `attnbench train` command is in records.jsonl):\n\n"
         f"```\n{command}\n```\n",
         f"Preset `{study.preset}`; tasks {', '.join(study.tasks)}; variants {', '.join(study.variants)}; "
-        f"seeds {', '.join(map(str, study.seeds))}. Arms (`--set` overrides of the preset):\n",
+        f"seeds {', '.join(map(str, seeds))}"
+        + (
+            f" (under the protocol, at the best of learning rates {', '.join(f'{lr:g}' for lr in protocol['lrs'])})"
+            if protocol
+            else ""
+        )
+        + ". Arms (`--set` overrides of the preset):\n",
         _arms_table(study),
         "",
         *([f"- {note}" for note in study.notes] + [""] if study.notes else []),

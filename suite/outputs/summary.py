@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.accuracy import Interval, mean_interval, protocol_table
+from ..analysis.accuracy import Interval, mean_interval, protocol_table, sweep_edge
 
 # Columns that define a comparable series; N (seq) varies inside it.
 SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "queries", "lengths", "layout"]
@@ -302,12 +302,18 @@ def train_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy (%) per task and variant (and sequence length N, where a task was trained at several):
-    mean, std over seeds, seeds, majority-class baseline."""
+    """Test accuracy (%) per task and variant (and sequence length N and model width, where a task and variant
+    were trained at several): mean, std over seeds, seeds, majority-class baseline."""
     ok = df[df["status"] == "ok"]
-    several = lengths_vary(ok)
+    keys = ["task", "variant"]
+    if lengths_vary(ok):
+        keys.insert(1, "N")
+    if not ok.empty and "model" in ok:
+        ok = ok.assign(dim=ok["model"].map(lambda m: m.get("dim")))
+        if ok.groupby(["task", "variant"])["dim"].nunique().max() > 1:  # a suite's --widths
+            keys.insert(-1, "dim")
     ok = ok.rename(columns={"max_len": "N"})
-    table = ok.groupby(["task", "N", "variant"] if several else ["task", "variant"], sort=True).agg(
+    table = ok.groupby(keys, sort=True).agg(
         mean=("test_acc", lambda s: 100 * s.mean()),
         std=("test_acc", lambda s: 100 * s.std(ddof=1) if len(s) > 1 else float("nan")),
         seeds=("seed", "nunique"),
@@ -352,7 +358,7 @@ def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
     """The protocol's table as shown: per task, setting (where there are several) and variant the chosen rate
     beside the sweep, test accuracy (%) with its 95% interval over seeds, the difference to the baseline with
     its interval, and the verdict."""
-    baseline = protocol["baseline"]
+    baseline = protocol.get("baseline_setting") or protocol["baseline"]
     sweeps = {(c["task"], c["label"], c["variant"]): c["val_acc"] for c in protocol["choices"]}
     rows = []
     for row in protocol_table(records, protocol).to_dict("records"):
@@ -368,7 +374,8 @@ def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
                 "task": row["task"],
                 "setting": row["setting"],
                 "variant": row["variant"],
-                "lr chosen": f"{row['lr']:g}",
+                "lr chosen": f"{row['lr']:g}"
+                + (f" ({edge} swept)" if (edge := sweep_edge(row["lr"], protocol["lrs"])) else ""),
                 "sweep (val acc %)": sweep,
                 "seeds": row["seeds"],
                 "test acc [95% CI]": acc,
@@ -384,12 +391,20 @@ def protocol_caption(protocol: dict[str, Any]) -> str:
     """What the protocol table's numbers are, in one paragraph."""
     delta = protocol["least_effect"]
     return (
-        f"Each variant trained at learning rates {', '.join(f'{lr:g}' for lr in protocol['lrs'])} with seed "
+        f"Each variant (at each setting) trained at learning rates {', '.join(f'{lr:g}' for lr in protocol['lrs'])} "
+        f"with seed "
         f"{protocol['sweep_seed']}; the rate of best validation accuracy chosen (validation only), then seeds "
-        f"{', '.join(map(str, protocol['seeds']))} at it. Verdict from the 95% interval of the difference in mean "
+        f"{', '.join(map(str, protocol['seeds']))} at it. Verdict against "
+        + (
+            f"setting {protocol['baseline_setting']!r} (the same variant)"
+            if protocol.get("baseline_setting")
+            else f"{protocol['baseline']} (at the same setting)"
+        )
+        + " from the 95% interval of the difference in mean "
         f"test accuracy (paired by seed where both have the same seeds, else Welch's), least effect {delta:g} "
         f"points: within +-{delta:g}: same; excluding 0 with a difference of at least {delta:g}: better or worse; "
-        "otherwise inconclusive."
+        "otherwise inconclusive. A rate marked (largest swept) or (smallest swept) is at the edge of the sweep: "
+        "the best may lie beyond it, and a wider sweep would say."
     )
 
 
@@ -397,7 +412,7 @@ def protocol_markdown(records: list[dict[str, Any]], protocol: dict[str, Any]) -
     """The protocol's section of accuracy.md: its heading, what its numbers are, and its table."""
     heading = (
         "### test accuracy (%) under the protocol: mean and 95% interval over seeds, verdict against "
-        f"{protocol['baseline']}\n"
+        f"{protocol.get('baseline_setting') or protocol['baseline']}\n"
     )
     frame = protocol_frame(records, protocol)
     body = frame.to_markdown(index=False) if not frame.empty else "No run of the protocol has a result yet."
@@ -407,7 +422,7 @@ def protocol_markdown(records: list[dict[str, Any]], protocol: dict[str, Any]) -
 def _claim_with_intervals(frame: pd.DataFrame, protocol: dict[str, Any]) -> str:
     """The seed article's 5.8-point claim beside linear-elu's difference to the baseline, an interval per task."""
     column = f"vs {protocol['baseline']} [95% CI]"
-    if frame.empty or "linear-elu" not in set(frame["variant"]):
+    if frame.empty or "linear-elu" not in set(frame["variant"]) or column not in frame:
         return ""
     rows = frame[frame["variant"] == "linear-elu"].to_dict("records")
     measured = "; ".join(

@@ -13,8 +13,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..analysis.accuracy import final_runs
 from ..outputs.styles import variant_color
-from ..outputs.summary import SERIES, bench_frame, series_title, train_frame
+from ..outputs.summary import SERIES, bench_frame, series_title
+from ..training.protocol import read_protocol
 from .runs import Run
 
 HOVER = (
@@ -157,15 +159,27 @@ def arm_label(record: dict[str, Any]) -> str:
     return f"{record['variant']} {extra}".strip()
 
 
+def labelled_runs(run: Run) -> list[tuple[dict[str, Any], str]]:
+    """A run's finished training records with the label its charts and tables give them: under the protocol
+    its final runs only (not the sweep's other learning rates), as 'variant setting'; otherwise every one, as
+    the variant with its --set overrides."""
+    protocol = read_protocol(run.path)
+    if protocol is not None:
+        return [
+            (r, f"{variant} {label}".strip())
+            for (_, label, variant), found in final_runs(run.records, protocol).items()
+            for r in found
+        ]
+    return [(r, arm_label(r)) for r in run.records if r.get("kind") == "train" and r.get("status") == "ok"]
+
+
 def accuracy_figure(run: Run) -> dict | None:
-    """Test accuracy of every training run, a point per seed, grouped by task; None without any."""
-    df = train_frame(run.records)
-    if df.empty:
+    """Test accuracy of every finished training run (under the protocol, its final runs), a point per seed,
+    grouped by task; None without any."""
+    labelled = labelled_runs(run)
+    if not labelled:
         return None
-    df = df[df["status"] == "ok"]
-    if df.empty:
-        return None
-    df = df.assign(arm=[arm_label(r) for r in df.to_dict("records")])
+    df = pd.DataFrame([r for r, _ in labelled]).assign(arm=[label for _, label in labelled])
     arms = list(dict.fromkeys(df["arm"]))
     # A study's arms share a variant: then each arm takes a colour of its own.
     by_arm = len(arms) > df["variant"].nunique()

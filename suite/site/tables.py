@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..analysis.accuracy import final_runs
-from ..outputs.summary import SERIES, bench_frame, fit_exponent, series_title, train_frame
-from ..training.protocol import read_protocol
-from .figures import arm_label
+from ..outputs.summary import SERIES, bench_frame, fit_exponent, series_title
+from .figures import labelled_runs
 from .runs import Run
 
 # A shape, without the device: what two runs must share to be compared point for point.
@@ -60,27 +58,13 @@ def variant_table(runs: list[Run]) -> pd.DataFrame:
 
 
 def accuracy_rows(runs: list[Run]) -> pd.DataFrame:
-    """Test accuracy (%) per run, task and variant (with a study's --set overrides): mean over seeds."""
-    rows = []
-    for run in runs:
-        df = train_frame(run.records)
-        if df.empty:
-            continue
-        ok = df[df["status"] == "ok"]
-        protocol = read_protocol(run.path)
-        if protocol is not None:  # the protocol's final runs, not its sweep at other learning rates
-            final = {r["key"] for runs in final_runs(run.records, protocol).values() for r in runs}
-            ok = ok[ok["key"].isin(final)]
-        rows += [
-            {
-                "run": run.name,
-                "device": run.device,
-                "task": r["task"],
-                "variant": arm_label(r),
-                "acc": 100 * r["test_acc"],
-            }
-            for r in ok.to_dict("records")
-        ]
+    """Test accuracy (%) per run, task and variant (with a study's --set overrides, or under the protocol its
+    setting): mean over seeds of the finished runs (under the protocol, its final runs)."""
+    rows = [
+        {"run": run.name, "device": run.device, "task": r["task"], "variant": label, "acc": 100 * r["test_acc"]}
+        for run in runs
+        for r, label in labelled_runs(run)
+    ]
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows).groupby(["run", "device", "task", "variant"], sort=True)["acc"]

@@ -12,7 +12,7 @@ from typing import Any
 from ...tasks import get_task
 from ..core.errors import UserError
 from ..core.registry import Registry
-from .presets import TrainPreset
+from .presets import TrainPreset, load_train_preset, with_options, with_settings
 from .sweeps import Setting
 
 
@@ -66,6 +66,12 @@ class TrainJob:
         args += ["--data-dir", self.data_dir] if self.data_dir else []
         args += ["--timeout", f"{self.timeout_s:g}"] if self.timeout_s else []
         return args + (["--out", self.out] if self.out else ["--scratch"])
+
+
+def job_threads(job: TrainJob) -> int | None:
+    """The CPU threads `job`'s run trains with (its setup's train.threads; None: torch's default, every core)."""
+    preset = with_settings(with_options(load_train_preset(job.preset), job.options), job.task, job.settings)
+    return preset.tasks[job.task].train.threads
 
 
 def train_command(

@@ -75,7 +75,10 @@ class Protocol(BaseModel):
     )
     seeds: list[int] = Field([0, 1, 2], min_length=2, description="seeds trained at the chosen learning rate")
     sweep_seed: int = Field(0, description="the one seed each learning rate of the sweep is trained with")
-    baseline: str = Field("sdpa", description="the variant each verdict is against")
+    baseline: str = Field("sdpa", description="the variant each verdict is against (at the same setting)")
+    baseline_setting: str = Field(
+        "", description="the setting (a study arm) each verdict is against, at the same variant; '' compares variants"
+    )
     least_effect: float = Field(2.0, gt=0, description="test-accuracy points that count as a difference")
     train: dict[str, Any] = Field(
         default_factory=dict,

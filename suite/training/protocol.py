@@ -44,12 +44,17 @@ class ProtocolFile(Protocol):
     choices: list[Choice]
 
 
-def checked(protocol: Protocol, preset: TrainPreset, tasks: list[str], variants: list[str]) -> Protocol:
-    """`protocol`, refused in one line when it sweeps nothing, its baseline is not trained, or its settings
-    do not fit a task's setup."""
+def checked(
+    protocol: Protocol, preset: TrainPreset, tasks: list[str], variants: list[str], labels: tuple[str, ...] = ()
+) -> Protocol:
+    """`protocol`, refused in one line when it sweeps nothing, its baseline (a variant, or a setting among
+    `labels`) is not trained, or its settings do not fit a task's setup."""
     if not protocol.lrs or any(lr <= 0 for lr in protocol.lrs):
         raise UserError("the protocol needs learning rates to sweep, each > 0 (--lrs 1e-3,3e-3)")
-    if protocol.baseline not in variants:
+    if protocol.baseline_setting:
+        if protocol.baseline_setting not in labels:
+            raise UserError(f"the protocol's verdicts are against {protocol.baseline_setting!r}, not a setting here")
+    elif protocol.baseline not in variants:
         raise UserError(f"the protocol's verdicts are against {protocol.baseline}: add it to --variants")
     for task in tasks:
         with_settings(preset, task, {"train": {**protocol.train, "lr": protocol.lrs[0]}})

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ..core.errors import UserError
 from ..core.registry import Registry
 from .jobs import TrainJob
-from .presets import load_named_yaml, load_train_preset, with_settings
+from .presets import Protocol, load_named_yaml, load_train_preset, with_settings
+from .protocol import checked, run_settings
 from .runs import check_fits
 
 STUDIES = Path(__file__).parents[1] / "presets" / "studies"
@@ -50,6 +51,11 @@ class Study(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="training overrides of every arm")
     arms: list[Arm] = Field(min_length=2)
     notes: list[str] = Field(default_factory=list, description="where the study departs from the preset, and why")
+    protocol: Protocol | None = Field(
+        None,
+        description="the accuracy protocol per task x arm x variant (default: the preset's), run where it lists lrs "
+        "(or `study --lrs`); its verdicts are against the first arm unless baseline_setting names another",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Study:
@@ -62,6 +68,10 @@ class Study(BaseModel):
         """The `--set` overrides of one arm on one task (empty sections left out)."""
         sections = {"model": arm.model, "train": self.train | arm.train, "params": self.params.get(task, {})}
         return {name: values for name, values in sections.items() if values}
+
+    def base_protocol(self) -> Protocol:
+        """The study's own protocol, or its preset's."""
+        return self.protocol or load_train_preset(self.preset).protocol
 
 
 def load_study(name: str) -> Study:
@@ -86,25 +96,45 @@ def study_jobs(study: Study, registry: Registry, device: str, out: Path, plugins
             for variant in study.variants:
                 check_fits(registry, variant, setup.model, device)
                 jobs += [
-                    TrainJob(task, variant, seed, study.preset, device, str(out.resolve()), {}, plugins, None, settings)
+                    TrainJob(
+                        task, variant, seed, study.preset, device, str(out.resolve()), {}, plugins, None, settings,
+                        label=arm.label,
+                    )
                     for seed in study.seeds
-                ]
+                ]  # fmt: skip
     return jobs
 
 
-def study_command(name: str, out: Path, device: str, parallel: int) -> str:
+def study_protocol(study: Study, protocol: Protocol) -> Protocol:
+    """`protocol` (the study's, with --lrs and --seeds applied) with its verdicts against the first arm, unless it
+    names another, and checked (one line where it cannot run)."""
+    if protocol.lrs and not protocol.baseline_setting:
+        protocol = protocol.model_copy(update={"baseline_setting": study.arms[0].label})
+    if protocol.lrs:
+        labels = tuple(arm.label for arm in study.arms)
+        checked(protocol, load_train_preset(study.preset), study.tasks, study.variants, labels)
+    return protocol
+
+
+def study_command(name: str, out: Path, device: str, parallel: int, protocol_args: list[str] | None = None) -> str:
     """The command that remakes a study into `out`; `--parallel` is kept, since runs sharing the cores make
-    their steps/s, which a remake should match."""
+    their steps/s, which a remake should match, and so are --lrs and --seeds."""
     return shlex.join(
         ["attnbench", "study", name, "--out", str(out), "--device", device]
         + (["--parallel", str(parallel)] if parallel > 1 else [])
+        + (protocol_args or [])
     )
 
 
-def arm_of(study: Study, record: dict[str, Any]) -> str | None:
-    """The label of the arm a training record belongs to (by its overrides), or None."""
+def arm_of(study: Study, record: dict[str, Any], protocol: dict[str, Any] | None = None) -> str | None:
+    """The label of the arm a training record belongs to (by its overrides, under `protocol` at any of its
+    learning rates), or None."""
     made = json.dumps(record.get("settings") or {}, sort_keys=True)
     for arm in study.arms:
-        if json.dumps(study.settings(record.get("task", ""), arm), sort_keys=True) == made:
+        settings = study.settings(record.get("task", ""), arm)
+        candidates = (
+            [run_settings(protocol["train"], settings, lr) for lr in protocol["lrs"]] if protocol else [settings]
+        )
+        if any(json.dumps(c, sort_keys=True) == made for c in candidates):
             return arm.label
     return None
