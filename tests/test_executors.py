@@ -151,3 +151,9 @@ def test_a_ray_training_task_asks_for_its_runs_threads_or_a_gpu():
     assert executor.train_resources(one_thread) == {"num_cpus": 1}  # two such runs share a 2-core node
     on_gpu = TrainJob("mqar", "sdpa", 0, "tiny", "cuda", None, settings={"train": {"threads": 1}})
     assert executor.train_resources(on_gpu) == {"num_gpus": 1, "num_cpus": 1}
+
+
+def test_a_runs_progress_line_names_its_setting_and_learning_rate():
+    job = TrainJob("mqar", "sdpa", 1, "tiny", "cpu", None, settings={"train": {"lr": 0.003}}, label="N=64")
+    assert batch.describe(job) == "mqar / sdpa / N=64 / seed 1 / lr 0.003"
+    assert batch.describe(TrainJob("mqar", "sdpa", 0, "tiny", "cpu", None)) == "mqar / sdpa / seed 0"

@@ -223,6 +223,7 @@ def test_a_study_under_the_protocol_judges_each_arm_against_the_first(capsys, tm
     rows = _study_rows(out)
     assert rows["MHA"]["seeds"] == rows["MQA"]["seeds"] == "2"  # the final runs only, not the sweep's other rate
     assert rows["MHA"]["verdict"] == "-" and rows["MQA"]["verdict"] in ("same", "better", "worse", "inconclusive")
+    assert all(row["lr chosen"].endswith(" swept)") for row in rows.values())  # two rates: always an edge
     assert "[" in rows["MQA"]["test acc [95% CI]"] and "[" in rows["MQA"]["vs first arm [95% CI]"]
     assert "--lrs 0.003,0.01 --seeds 0,1" in (out / "README.md").read_text()
     table = (out / "study.md").read_text()

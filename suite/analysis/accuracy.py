@@ -107,6 +107,12 @@ def sweep_edge(lr: float, lrs: Sequence[float]) -> str | None:
     return "largest" if lr == max(lrs) else "smallest" if lr == min(lrs) else None
 
 
+def chosen_text(lr: float, lrs: Sequence[float]) -> str:
+    """'0.003', or '0.01 (largest swept)' where the chosen rate is at an edge of the sweep."""
+    edge = sweep_edge(lr, lrs)
+    return f"{lr:g}" + (f" ({edge} swept)" if edge else "")
+
+
 def final_runs(
     records: list[dict[str, Any]], protocol: dict[str, Any]
 ) -> dict[tuple[str, str, str], list[dict[str, Any]]]:

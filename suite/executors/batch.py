@@ -42,7 +42,7 @@ def train_each(jobs: list[TrainJob], executor: Executor, console: Console, paral
     interrupt every run in flight is stopped, unrecorded, and KeyboardInterrupt is raised."""
 
     def start(i: int, job: TrainJob) -> dict[str, Any]:
-        console.print(f"[{i}/{len(jobs)}] {job.task} / {job.variant} / seed {job.seed}", highlight=False)
+        console.print(f"[{i}/{len(jobs)}] {describe(job)}", highlight=False)
         return train_recorded(job, executor)
 
     def report(i: int, record: dict[str, Any]) -> int:
@@ -53,6 +53,13 @@ def train_each(jobs: list[TrainJob], executor: Executor, console: Console, paral
     if parallel == 1:  # in this thread: an interrupt reaches the executor's wait and ends its run
         return sum(report(i, start(i, job)) for i, job in enumerate(jobs, start=1))
     return _in_parallel(jobs, start, report, parallel, executor)
+
+
+def describe(job: TrainJob) -> str:
+    """'mqar / sdpa / N=256 / seed 1 / lr 0.003': the run, with its setting and learning rate where it has them."""
+    lr = job.settings.get("train", {}).get("lr")
+    parts = [job.task, job.variant, job.label, f"seed {job.seed}", f"lr {lr:g}" if lr is not None else ""]
+    return " / ".join(part for part in parts if part)
 
 
 def train_recorded(job: TrainJob, executor: Executor) -> dict[str, Any]:

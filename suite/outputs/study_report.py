@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..analysis.accuracy import Interval, final_runs, protocol_table
+from ..analysis.accuracy import Interval, chosen_text, final_runs, protocol_table
 from ..runs.records import read_env, read_records
 from ..training.protocol import read_protocol
 from ..training.study import Study, arm_of
@@ -39,10 +39,12 @@ def study_frame(study: Study, records: list[dict[str, Any]], protocol: dict[str,
     return pd.DataFrame(rows)
 
 
-def study_table(study: Study, df: pd.DataFrame, task: str, verdicts: pd.DataFrame | None = None) -> pd.DataFrame:
+def study_table(
+    study: Study, df: pd.DataFrame, task: str, verdicts: pd.DataFrame | None = None, lrs: list[float] | None = None
+) -> pd.DataFrame:
     """Per arm (and variant): shape, cache size, accuracy over seeds, speed, and the step time against the same
     variant's first arm, from the finished runs of `task`; under the protocol (`verdicts`, its table), accuracy
-    with its 95% interval and the verdict against the baseline arm instead of the range."""
+    with its 95% interval and the verdict against the baseline arm instead of the range (`lrs`: its sweep)."""
     ok = df[(df["task"] == task) & (df["status"] == "ok")]
     rows = []
     first: dict[str, float] = {}  # per variant: the step time of its first arm
@@ -67,7 +69,7 @@ def study_table(study: Study, df: pd.DataFrame, task: str, verdicts: pd.DataFram
                     "parameters": int(runs["parameters"].iloc[0]),
                     "KV cache B/token": int(runs["kv_cache_values_per_token"].iloc[0]) * FLOAT32_BYTES,
                     **(
-                        _verdict_cells(verdicts, task, arm.label, variant)
+                        _verdict_cells(verdicts, lrs or [], task, arm.label, variant)
                         if verdicts is not None
                         else {"test acc %": round(acc.mean(), 2), "min-max %": f"{acc.min():.1f}-{acc.max():.1f}"}
                     ),
@@ -85,7 +87,7 @@ def study_table(study: Study, df: pd.DataFrame, task: str, verdicts: pd.DataFram
     return pd.DataFrame(rows)
 
 
-def _verdict_cells(verdicts: pd.DataFrame, task: str, arm: str, variant: str) -> dict[str, Any]:
+def _verdict_cells(verdicts: pd.DataFrame, lrs: list[float], task: str, arm: str, variant: str) -> dict[str, Any]:
     """The protocol's cells of one arm: its learning rate, accuracy and difference with their intervals, verdict."""
     match = verdicts[(verdicts["task"] == task) & (verdicts["setting"] == arm) & (verdicts["variant"] == variant)]
     if match.empty:
@@ -95,7 +97,7 @@ def _verdict_cells(verdicts: pd.DataFrame, task: str, arm: str, variant: str) ->
     if not pd.isna(row.get("diff", float("nan"))):
         diff = Interval(row["diff"], row["diff_low"], row["diff_high"], row["seeds"]).text()
     return {
-        "lr chosen": f"{row['lr']:g}",
+        "lr chosen": chosen_text(row["lr"], lrs),
         "test acc [95% CI]": Interval(row["test_acc"], row["low"], row["high"], row["seeds"]).text(),
         "vs first arm [95% CI]": diff,
         "verdict": row["verdict"] if isinstance(row.get("verdict"), str) else "-",
@@ -187,7 +189,7 @@ def write_study(study: Study, run_dir: Path, command: str) -> str:
     verdicts = protocol_table(records, protocol) if protocol else None
     parts = [protocol_caption(protocol) + "\n"] if protocol else []
     for task in study.tasks:
-        table = study_table(study, df, task, verdicts)
+        table = study_table(study, df, task, verdicts, protocol["lrs"] if protocol else None)
         if not table.empty:
             parts += [f"### {task}\n", table.to_markdown(index=False), ""]
     failed = df[df["status"] != "ok"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.accuracy import Interval, mean_interval, protocol_table, sweep_edge
+from ..analysis.accuracy import Interval, chosen_text, mean_interval, protocol_table
 
 # Columns that define a comparable series; N (seq) varies inside it.
 SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "queries", "lengths", "layout"]
@@ -374,8 +374,7 @@ def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
                 "task": row["task"],
                 "setting": row["setting"],
                 "variant": row["variant"],
-                "lr chosen": f"{row['lr']:g}"
-                + (f" ({edge} swept)" if (edge := sweep_edge(row["lr"], protocol["lrs"])) else ""),
+                "lr chosen": chosen_text(row["lr"], protocol["lrs"]),
                 "sweep (val acc %)": sweep,
                 "seeds": row["seeds"],
                 "test acc [95% CI]": acc,
