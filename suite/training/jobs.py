@@ -68,10 +68,14 @@ class TrainJob:
         return args + (["--out", self.out] if self.out else ["--scratch"])
 
 
+def job_preset(job: TrainJob) -> TrainPreset:
+    """`job`'s training preset as its run sees it: variant options merged, its task's --set overrides applied."""
+    return with_settings(with_options(load_train_preset(job.preset), job.options), job.task, job.settings)
+
+
 def job_threads(job: TrainJob) -> int | None:
     """The CPU threads `job`'s run trains with (its setup's train.threads; None: torch's default, every core)."""
-    preset = with_settings(with_options(load_train_preset(job.preset), job.options), job.task, job.settings)
-    return preset.tasks[job.task].train.threads
+    return job_preset(job).tasks[job.task].train.threads
 
 
 def train_command(

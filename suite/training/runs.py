@@ -19,10 +19,10 @@ from ..core.errors import UserError
 from ..core.registry import Registry, load_registry
 from ..measure.failures import classify
 from ..runs.records import FINAL, append_record, read_checked_env, read_records, repair_tail, write_env
-from .jobs import TrainJob, train_command
+from .jobs import TrainJob, job_preset, train_command
 from .loop import Diverged, train
 from .model import ModelConfig, check_layout
-from .presets import TaskSetup, TrainPreset, load_train_preset, with_options, with_settings
+from .presets import TaskSetup, TrainPreset
 
 # Model fields added after task runs were committed (issue 16's K/V sharing and score scale).
 _LATER_MODEL_FIELDS = ("kv_latent", "score_scale")
@@ -216,7 +216,7 @@ def train_here(data: dict[str, Any], executor: str, console: Console | None = No
     """
     job = TrainJob.from_dict(data)
     try:
-        preset = with_settings(with_options(load_train_preset(job.preset), job.options), job.task, job.settings)
+        preset = job_preset(job)
         registry = load_registry(job.plugins)
         return run_training(
             job.task,
@@ -239,7 +239,7 @@ def train_here(data: dict[str, Any], executor: str, console: Console | None = No
 def record_lost_run(job: TrainJob, status: str, reason: str, executor: str) -> dict[str, Any]:
     """Record a run whose worker ended without recording it (a crash, the out-of-memory killer, a cluster
     job that failed), with `status` and `reason`, so reports and the site show it; returns the record."""
-    preset = with_settings(with_options(load_train_preset(job.preset), job.options), job.task, job.settings)
+    preset = job_preset(job)
     data_dir = Path(job.data_dir) if job.data_dir else None
     data = load_task(job.task, preset.tasks[job.task].params, data_dir)
     out = Path(job.out)
