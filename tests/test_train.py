@@ -196,6 +196,9 @@ def test_suite_trains_in_parallel_into_one_table(capsys, tmp_path):
     records = read_records(tmp_path)
     assert code == 0 and sorted(r["variant"] for r in records) == ["linear-elu", "sdpa"]
     assert all(r["status"] == "ok" for r in records) and "linear-elu" in (tmp_path / "accuracy.md").read_text()
+    # The tiny preset leaves threads to torch: two runs at once share the cores, as their stored commands say.
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(r["threads"] == threads and f"train.threads={threads}" in r["command"] for r in records)
     code, _, err = cli(capsys, "suite", "--tasks", "mqar", "--variants", "sdpa", "--preset", "tiny",
                        "--out", str(tmp_path), "--parallel", "2", "--executor", "slurm")  # fmt: skip
     assert code == 2 and "--parallel is for the local executor" in err and err.count("\n") == 1

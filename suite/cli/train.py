@@ -182,7 +182,7 @@ def suite_command(
     from ..outputs.report import write_accuracy
     from ..runs.folders import default_run_folder
     from ..runs.records import read_records
-    from ..training.jobs import suite_jobs
+    from ..training.jobs import sharing_cores, suite_jobs
     from ..training.presets import load_setup, preset_reference
     from ..training.sweeps import task_settings
 
@@ -200,6 +200,8 @@ def suite_command(
     jobs = suite_jobs(
         setups, reference, *grid, variant_registry, device, out, options, plugin_paths(plugin), data_dir, sweeps
     )
+    if executor[0] == "local":  # Ray and SLURM give each run the cores its threads ask for
+        jobs = [sharing_cores(job, parallel) for job in jobs]
 
     def accuracy_table() -> None:
         if (out / "records.jsonl").exists():
