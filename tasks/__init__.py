@@ -1,7 +1,7 @@
 """Long-range tasks, found by scanning this folder: a task is its file.
 
-Every module here that declares a :class:`~.base.Task` (ListOps, Pathfinder and Path-X, MQAR,
-Text, Retrieval, Image) is imported once and registered under the task's name: adding a task takes
+Every module here that declares a :class:`~.base.Task` (ListOps, Pathfinder and Path-X, MQAR, MAD's
+six tasks, Text, Retrieval, Image) is imported once and registered under the task's name: adding a task takes
 a new file (and its entries in the training presets) and nothing else. `load_task` is the single
 entry point to a task's splits.
 """

@@ -2,8 +2,9 @@
 
 Every task shares one token convention: 0 is padding, 1 is the classification token (CLS), and a
 task's own symbols start at 2. Classification tasks have one label per sequence; the language
-modelling task (MQAR) has one label per position, -100 where nothing is asked; the pair task
-(retrieval) has two sequences per example. Tasks know nothing of timing or of attention.
+modelling tasks (MQAR, MAD's) have one label per position, -100 where nothing is asked; the pair task
+(retrieval) has two sequences per example; the autoencoding task (MAD's compression) labels every
+position, to be rebuilt from one vector. Tasks know nothing of timing or of attention.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 PAD, CLS, FIRST_SYMBOL = 0, 1, 2
 IGNORE = -100
 
-Kind = Literal["classify", "lm", "pair"]
+Kind = Literal["classify", "lm", "pair", "autoencode"]
 
 
 class DataFormatError(ValueError):
@@ -55,16 +56,9 @@ class TaskData:
     vocab_size: int
     num_classes: int
     max_len: int
-    metric: str = "accuracy"
+    metric: Literal["accuracy", "macro-accuracy"] = "accuracy"  # tasks/metrics.py scores it
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)
-
-    def majority_accuracy(self, split: str = "test") -> float:
-        """Accuracy of always answering the most common label of the training split."""
-        train, other = self.train.labels, getattr(self, split).labels
-        train, other = train[train != IGNORE], other[other != IGNORE]
-        majority = torch.bincount(train).argmax()
-        return (other == majority).float().mean().item()
 
 
 def pad_sequences(sequences: list[list[int]], max_len: int) -> torch.Tensor:

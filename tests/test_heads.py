@@ -240,6 +240,22 @@ def _mini_study(tmp_path, steps: int) -> str:
     return str(plan)
 
 
+def test_a_study_plans_its_runs_and_trains_only_the_tasks_asked(capsys, tmp_path):
+    plan = _two_layouts(tmp_path, "seeds: [0]\ntrain: {steps: 10}\n")
+    plan.write_text(plan.read_text().replace("tasks: [mqar]", "tasks: [mqar, listops]"))
+    out = tmp_path / "run"
+    argv = ["study", str(plan), "--out", str(out), "--tasks", "mqar"]
+    code, stdout, err = cli(capsys, *argv, "--lrs", "0.003,0.01", "--seeds", "0,1", "--dry-run")
+    # Per arm: the sweep's two rates at seed 0, then seed 1 at the choice (seed 0's run there is the sweep's).
+    assert code == 0 and "6 runs, about" in stdout and "Nothing was trained" in stdout, err
+    assert "MQA" in stdout and "listops" not in stdout and not out.exists()
+    code, _, err = cli(capsys, *argv[:-1], "pathfinder")
+    assert code == 2 and "has tasks mqar, listops; not pathfinder" in err and err.count("\n") == 1
+    code, _, err = cli(capsys, *argv)
+    assert code == 0 and {r["task"] for r in read_records(out)} == {"mqar"}, err
+    assert f"attnbench study {plan} --out {out} --device cpu --tasks mqar" in (out / "README.md").read_text()
+
+
 def test_a_study_trains_runs_in_parallel_into_one_folder(capsys, tmp_path):
     out = tmp_path / "run"
     code, stdout, _ = cli(capsys, "study", _mini_study(tmp_path, 60), "--out", str(out), "--parallel", "2")

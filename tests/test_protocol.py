@@ -138,6 +138,7 @@ def test_a_tiny_protocol_run_writes_intervals_and_verdicts(capsys, tmp_path, plu
         (["--lrs", "0.01", "--seeds", "0"], "protocol: seeds"),
         (["--lrs", "0.01", "--variants", "linear-elu"], "verdicts are against sdpa: add it to --variants"),
         (["--lrs", "-0.01"], "learning rates to sweep, each > 0"),
+        (["--lrs", "0.01", "--weight-decays", "-0.1"], "weight decays must each be >= 0"),
     ],
 )
 def test_bad_protocol_input_is_one_line(capsys, tmp_path, extra, message):
@@ -207,3 +208,23 @@ def test_a_bad_protocol_file_is_one_line(capsys, tmp_path, content, message):
     (tmp_path / "protocol.json").write_bytes(content)
     code, _, err = cli(capsys, "report", str(tmp_path))
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_weight_decay_sweep_chooses_a_rate_and_a_decay_on_validation(capsys, tmp_path):
+    argv = ["suite", "--preset", "tiny", "--tasks", "mqar", "--variants", "sdpa", "--lrs", "0.003,0.01",
+            "--weight-decays", "0,0.1", "--seeds", "0,1", "--out", str(tmp_path)]  # fmt: skip
+    code, out, err = cli(capsys, *argv)
+    assert code == 0 and "learning rates 0.003, 0.01 x weight decays 0, 0.1" in out, err
+    records = read_records(tmp_path)
+    sweep = {
+        (r["settings"]["train"]["lr"], r["settings"]["train"]["weight_decay"]): r for r in records if r["seed"] == 0
+    }
+    assert set(sweep) == {(0.003, 0.0), (0.003, 0.1), (0.01, 0.0), (0.01, 0.1)} and len(records) == 5
+    (choice,) = json.loads((tmp_path / "protocol.json").read_text())["choices"]
+    best = max(sweep.items(), key=lambda item: (item[1]["best_val_acc"], -item[0][0], -item[0][1]))[0]
+    assert (choice["chosen_lr"], choice["chosen_wd"]) == best
+    assert choice["val_acc"] == {f"{lr!r}/{wd!r}": r["best_val_acc"] for (lr, wd), r in sweep.items()}
+    (seed_one,) = [r for r in records if r["seed"] == 1]  # the second seed trains at the chosen point
+    assert (seed_one["train"]["lr"], seed_one["train"]["weight_decay"]) == best
+    assert f", wd {best[1]:g}" in (tmp_path / "accuracy.md").read_text()
+    assert f"{best[0]:g} wd {best[1]:g}: " in (tmp_path / "accuracy.md").read_text()

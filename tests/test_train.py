@@ -222,9 +222,14 @@ def test_a_train_record_command_reruns_alone_and_leaves_the_run_alone(capsys, tm
 def test_training_presets_cover_every_task():
     from attnbench.tasks import task_names
 
-    assert set(presets.load_train_preset("lra").tasks) == set(task_names()) - {"mqar"}  # MQAR is not an LRA task
-    for name in ("tiny", "cpu"):  # Path-X (16K tokens) is for a GPU only
-        assert set(presets.load_train_preset(name).tasks) == set(task_names()) - {"pathx"}
+    every, mad = set(task_names()), {t for t in task_names() if t.startswith("mad-")}
+    assert set(presets.load_train_preset("lra").tasks) == every - {"mqar"} - mad  # MQAR, MAD: not LRA tasks
+    assert set(presets.load_train_preset("tiny").tasks) == every - {"pathx"}  # Path-X (16K tokens): a GPU's only
+    # cpu has MAD's in-context recall for the hybrids study; MAD's six are cpu-mad's and mad's.
+    assert set(presets.load_train_preset("cpu").tasks) == every - {"pathx"} - mad | {"mad-in-context-recall"}
+    assert len(mad) == 6 and set(presets.load_train_preset("cpu-mad").tasks) == mad == set(
+        presets.load_train_preset("mad").tasks
+    )
     lra = presets.load_train_preset("lra").tasks
     assert lra["listops"].params["max_length"] == 2000 and lra["text"].params["max_len"] == 4000
     assert lra["retrieval"].params["max_len"] == 4000 and lra["pathfinder"].params["resolution"] == 32

@@ -107,10 +107,18 @@ def sweep_edge(lr: float, lrs: Sequence[float]) -> str | None:
     return "largest" if lr == max(lrs) else "smallest" if lr == min(lrs) else None
 
 
-def chosen_text(lr: float, lrs: Sequence[float]) -> str:
-    """'0.003', or '0.01 (largest swept)' where the chosen rate is at an edge of the sweep."""
+def chosen_text(lr: float, lrs: Sequence[float], wd: float | None = None) -> str:
+    """'0.003', or '0.01 (largest swept)' where the chosen rate is at an edge of the sweep; ', wd 0.1' after it
+    where the protocol swept weight decays."""
     edge = sweep_edge(lr, lrs)
-    return f"{lr:g}" + (f" ({edge} swept)" if edge else "")
+    decay = "" if wd is None or pd.isna(wd) else f", wd {wd:g}"
+    return f"{lr:g}" + (f" ({edge} swept)" if edge else "") + decay
+
+
+def point_text(key: str) -> str:
+    """A sweep point's key in protocol.json ('0.001', '0.001/0.1') as a table shows it ('0.001', '0.001 wd 0.1')."""
+    lr, _, wd = key.partition("/")
+    return f"{float(lr):g}" + (f" wd {float(wd):g}" if wd else "")
 
 
 def final_runs(
@@ -122,7 +130,7 @@ def final_runs(
     for choice in protocol["choices"]:
         if choice["chosen_lr"] is None:
             continue
-        settings = run_settings(protocol["train"], choice["setting"], choice["chosen_lr"])
+        settings = run_settings(protocol["train"], choice["setting"], choice["chosen_lr"], choice.get("chosen_wd"))
         runs[choice["task"], choice["label"], choice["variant"]] = [
             r
             for r in records
@@ -148,7 +156,14 @@ def protocol_table(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
         if found is None:
             continue
         accs = {r["seed"]: 100 * r["test_acc"] for r in found}
-        row = {"task": task, "setting": label, "variant": variant, "lr": choice["chosen_lr"], "seeds": len(accs)}
+        row = {
+            "task": task,
+            "setting": label,
+            "variant": variant,
+            "lr": choice["chosen_lr"],
+            "wd": choice.get("chosen_wd"),
+            "seeds": len(accs),
+        }
         if accs:
             acc = mean_interval(list(accs.values()))
             row |= {"test_acc": acc.mean, "low": acc.low, "high": acc.high}

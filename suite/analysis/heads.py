@@ -63,7 +63,7 @@ def _example_losses(model: TaskModel, split: Split, idx: torch.Tensor) -> torch.
     """(B,) each example's mean loss over its scored positions."""
     tokens2 = split.tokens2[idx] if split.tokens2 is not None else None
     logits, labels = model(split.tokens[idx], tokens2), split.labels[idx]
-    if model.kind != "lm":
+    if logits.dim() == 2:  # a label per sequence
         return F.cross_entropy(logits.float(), labels, reduction="none")
     per_token = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
     scored = (labels != IGNORE).sum(1).clamp_min(1)
@@ -172,7 +172,7 @@ def head_statistics(trained: Trained, examples: int = 256, batch_size: int = 32)
         i = torch.arange(n)[:, None]
         j = torch.arange(n)[None, :]
         visible = real[:, None, :] & real[:, :, None]  # (B, Nq, Nk)
-        if model.kind == "lm":
+        if model.causal:
             visible = visible & (j <= i)
         seen = visible.sum(-1)  # (B, Nq) keys each query may see
         queries = real & (seen > 1) & (i.squeeze(1) >= 1)  # a lone key or position 0 says nothing

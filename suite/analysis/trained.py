@@ -47,7 +47,12 @@ def load_trained(run: Path, record: dict[str, Any], registry: Registry) -> Train
     data = load_task(record["task"], record["task_params"], Path(data_dir) if data_dir else None)
     torch.manual_seed(record["seed"])  # as at training: variants with random features draw them at build
     model = TaskModel.for_task(
-        data, ModelConfig.model_validate(record["model"]), registry, record["variant"], record.get("options")
+        data,
+        ModelConfig.model_validate(record["model"]),
+        registry,
+        record["variant"],
+        record.get("options"),
+        record.get("layer_options"),
     )
     try:
         model.load_state_dict(torch.load(weights, weights_only=True))
@@ -88,7 +93,7 @@ def model_for(
     registry.entry(variant)
     data = load_task(task, setup.params, data_dir)
     torch.manual_seed(seed)
-    model = TaskModel.for_task(data, setup.model, registry, variant, setup.options.get(variant))
+    model = TaskModel.for_task(data, setup.model, registry, variant, setup.options.get(variant), setup.options)
     if run is None:
         return model, data, "untrained"
     digest = hashlib.sha1(run_key(task, variant, seed, preset.name, setup, data_dir).encode()).hexdigest()[:16]

@@ -132,7 +132,7 @@ def _print_preset(preset: TrainPreset, task: str | None) -> None:
             table.add_row(key, value)
         console.print(table)
     for line in preset.departures:
-        console.print(f"departure: {line}", highlight=False)
+        console.print(f"departure: {line}", highlight=False, markup=False)
 
 
 def suite_command(
@@ -148,6 +148,12 @@ def suite_command(
         typer.Option(
             help="Learning rates to sweep: trains under the accuracy protocol (sweep, choice on validation, seeds at "
             "the choice, verdicts); a preset that lists protocol.lrs runs it without this."
+        ),
+    ] = None,
+    weight_decays: Annotated[
+        str | None,
+        typer.Option(
+            help="Weight decays to sweep with every learning rate (MAD's grid: 0,0.1); default: the preset's."
         ),
     ] = None,
     lengths: Annotated[
@@ -191,7 +197,7 @@ def suite_command(
     setups = load_setup(preset, options, None, {})
     device = resolve_device(device)
     out = out or default_run_folder(f"tasks-{setups.name}", device)
-    protocol = _protocol(setups.protocol, lrs, seeds)
+    protocol = _protocol(setups.protocol, lrs, seeds, weight_decays)
     grid = (csv(tasks), csv(variants), protocol.seeds if protocol.lrs else csv(seeds or "0,1", int))
     reference = preset_reference(preset)
     sweep_lengths, sweep_widths = csv(lengths, int), csv(widths, int)
@@ -235,8 +241,8 @@ def _train_protocol(
     from ..training.protocol import choose, seed_jobs, sweep_jobs, write_protocol
 
     sweep = sweep_jobs(protocol, jobs)
-    rates = ", ".join(f"{lr:g}" for lr in protocol.lrs)
-    console.print(f"protocol, stage 1: {len(sweep)} runs, each task x setting x variant at learning rates {rates}")
+    swept = _swept(protocol)
+    console.print(f"protocol, stage 1: {len(sweep)} runs, each task x setting x variant at learning rates {swept}")
     failed = _train_all(sweep, out, device, executor, parallel, lambda: None)
     choices = choose(protocol, jobs, read_records(out))
     write_protocol(out, protocol, choices)
@@ -251,11 +257,11 @@ def _print_plan(jobs: list[TrainJob], protocol: Protocol, setups: TrainPreset) -
     training step timed here and the hours the runs take at their step cap."""
     from ..executors.local import call_isolated
     from ..training.presets import with_settings
-    from ..training.protocol import cells, run_settings
+    from ..training.protocol import cells, points, run_settings
 
-    seeds = sorted({job.seed for job in jobs})
-    # Under the protocol the sweep seed's run at the chosen rate is one of the seeds: it is not trained twice.
-    per_pair = len(protocol.lrs) + len(seeds) - (protocol.sweep_seed in seeds) if protocol.lrs else len(seeds)
+    seeds = sorted(protocol.seeds) if protocol.lrs else sorted({job.seed for job in jobs})
+    # Under the protocol the sweep seed's run at the chosen point is one of the seeds: it is not trained twice.
+    per_pair = len(points(protocol)) + len(seeds) - (protocol.sweep_seed in seeds) if protocol.lrs else len(seeds)
     labelled = any(job.label for job in jobs)
     table = Table(
         "task", *(["setting"] if labelled else []), "variant", "runs", "learning rates", "seeds",
@@ -271,11 +277,7 @@ def _print_plan(jobs: list[TrainJob], protocol: Protocol, setups: TrainPreset) -
         step_s = call_isolated("attnbench.suite.training.estimate:step_seconds_job", probe, 600, what)
         run_h = step_s * cap * per_pair / 3600
         total_runs, total_h = total_runs + per_pair, total_h + run_h
-        lrs = (
-            ", ".join(f"{lr:g}" for lr in protocol.lrs) + " (sweep)"
-            if protocol.lrs
-            else f"{setups.tasks[task].train.lr:g}"
-        )
+        lrs = _swept(protocol) + " (sweep)" if protocol.lrs else f"{setups.tasks[task].train.lr:g}"
         table.add_row(
             task, *([job.label] if labelled else []), variant, str(per_pair), lrs, ", ".join(map(str, seeds)),
             f"{step_s:.3f}", str(cap), f"{run_h:.2f}",
@@ -288,8 +290,17 @@ def _print_plan(jobs: list[TrainJob], protocol: Protocol, setups: TrainPreset) -
     )
 
 
-def _protocol(protocol: Protocol, lrs: str | None, seeds: str | None) -> Protocol:
-    """A preset's or study's protocol with --lrs and --seeds applied (it runs where it has learning rates)."""
+def _swept(protocol: Protocol) -> str:
+    """'0.001, 0.003' (the learning rates), and ' x weight decays 0, 0.1' where the protocol sweeps them."""
+    text = ", ".join(f"{lr:g}" for lr in protocol.lrs)
+    if protocol.weight_decays:
+        text += " x weight decays " + ", ".join(f"{wd:g}" for wd in protocol.weight_decays)
+    return text
+
+
+def _protocol(protocol: Protocol, lrs: str | None, seeds: str | None, weight_decays: str | None = None) -> Protocol:
+    """A preset's or study's protocol with --lrs, --seeds and --weight-decays applied (it runs where it has
+    learning rates)."""
     from pydantic import ValidationError
 
     from ..core.errors import first_problem
@@ -300,6 +311,8 @@ def _protocol(protocol: Protocol, lrs: str | None, seeds: str | None) -> Protoco
         changed["lrs"] = csv(lrs, float)
     if seeds is not None and (protocol.lrs or lrs is not None):
         changed["seeds"] = csv(seeds, int)
+    if weight_decays is not None:
+        changed["weight_decays"] = csv(weight_decays, float)
     try:
         return Protocol.model_validate(protocol.model_dump() | changed)
     except ValidationError as err:
@@ -307,13 +320,21 @@ def _protocol(protocol: Protocol, lrs: str | None, seeds: str | None) -> Protoco
 
 
 def study(
-    name: Annotated[str, typer.Argument(help="Study: head-count, kv-sharing, scale, head-time, or a YAML file.")],
+    name: Annotated[
+        str, typer.Argument(help="Study: head-count, head-time, hybrids, kv-sharing, scale, or a YAML file.")
+    ],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: results/<study>-<device>).")] = None,
     lrs: Annotated[
         str | None,
         typer.Option(
             help="Learning rates to sweep: each task x arm x variant under the accuracy protocol, verdicts against "
             "the first arm (a study whose protocol lists lrs runs it without this)."
+        ),
+    ] = None,
+    weight_decays: Annotated[
+        str | None,
+        typer.Option(
+            help="Weight decays to sweep with every learning rate (MAD's grid: 0,0.1); default: the preset's."
         ),
     ] = None,
     seeds: Annotated[
@@ -323,22 +344,36 @@ def study(
     plugin: PluginOpt = None,
     executor: ExecutorChoice = ("local", {}),
     parallel: ParallelOpt = 1,
+    tasks: Annotated[
+        str | None, typer.Option(help="Comma-separated tasks of the study to train (default: all of its tasks).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the runs and an estimate of their hours here (each step timed); train nothing."
+        ),
+    ] = False,
 ) -> None:
     """Train every arm x task x variant x seed of a study (resumable); write its table, chart and README. Under
     the protocol: each arm at every learning rate, then its seeds at the best on validation; the table gives
     95% intervals and verdicts against the first arm."""
     from ..outputs.study_report import write_study
     from ..runs.folders import default_run_folder
-    from ..training.study import load_study, study_command, study_jobs, study_protocol
+    from ..training.presets import load_train_preset
+    from ..training.study import load_study, of_tasks, study_command, study_jobs, study_protocol
 
-    plan = load_study(name)
+    plan = of_tasks(load_study(name), csv(tasks))
     device = resolve_device(device)
     out = out or default_run_folder(plan.name, device)
-    protocol = study_protocol(plan, _protocol(plan.base_protocol(), lrs, seeds))
+    protocol = study_protocol(plan, _protocol(plan.base_protocol(), lrs, seeds, weight_decays))
     if seeds is not None and not protocol.lrs:
         raise UserError("--seeds are the protocol's: give --lrs too (a study's own seeds are in its YAML)")
     jobs = study_jobs(plan, registry(plugin), device, out, plugin_paths(plugin))
-    given = [a for flag, value in (("--lrs", lrs), ("--seeds", seeds)) if value is not None for a in (flag, value)]
+    if dry_run:
+        _print_plan(jobs, protocol, load_train_preset(plan.preset))
+        return
+    flags = (("--tasks", tasks), ("--lrs", lrs), ("--seeds", seeds), ("--weight-decays", weight_decays))
+    given = [a for flag, value in flags if value is not None for a in (flag, value)]
     command = study_command(name, out, device, parallel, given)
 
     def study_report() -> None:

@@ -97,7 +97,7 @@ def _verdict_cells(verdicts: pd.DataFrame, lrs: list[float], task: str, arm: str
     if not pd.isna(row.get("diff", float("nan"))):
         diff = Interval(row["diff"], row["diff_low"], row["diff_high"], row["seeds"]).text()
     return {
-        "lr chosen": chosen_text(row["lr"], lrs),
+        "lr chosen": chosen_text(row["lr"], lrs, row.get("wd")),
         "test acc [95% CI]": Interval(row["test_acc"], row["low"], row["high"], row["seeds"]).text(),
         "vs first arm [95% CI]": diff,
         "verdict": row["verdict"] if isinstance(row.get("verdict"), str) else "-",

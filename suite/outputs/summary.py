@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..analysis.accuracy import Interval, chosen_text, mean_interval, protocol_table
+from ..analysis.accuracy import Interval, chosen_text, mean_interval, point_text, protocol_table
+from ..analysis.mad import mad_markdown
 
 # Columns that define a comparable series; N (seq) varies inside it.
 SERIES = ["device", "dtype", "mode", "causal", "batch", "heads", "kv_heads", "head_dim", "queries", "lengths", "layout"]
@@ -363,7 +364,9 @@ def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
     rows = []
     for row in protocol_table(records, protocol).to_dict("records"):
         swept = sweeps[row["task"], row["setting"], row["variant"]]
-        sweep = ", ".join(f"{float(lr):g}: {'-' if acc is None else f'{100 * acc:.1f}'}" for lr, acc in swept.items())
+        sweep = ", ".join(
+            f"{point_text(key)}: {'-' if acc is None else f'{100 * acc:.1f}'}" for key, acc in swept.items()
+        )
         has_acc = not pd.isna(row.get("test_acc", float("nan")))
         acc = Interval(row["test_acc"], row["low"], row["high"], row["seeds"]).text() if has_acc else "-"
         diff = "-"
@@ -374,7 +377,7 @@ def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
                 "task": row["task"],
                 "setting": row["setting"],
                 "variant": row["variant"],
-                "lr chosen": chosen_text(row["lr"], protocol["lrs"]),
+                "lr chosen": chosen_text(row["lr"], protocol["lrs"], row.get("wd")),
                 "sweep (val acc %)": sweep,
                 "seeds": row["seeds"],
                 "test acc [95% CI]": acc,
@@ -389,10 +392,13 @@ def protocol_frame(records: list[dict[str, Any]], protocol: dict[str, Any]) -> p
 def protocol_caption(protocol: dict[str, Any]) -> str:
     """What the protocol table's numbers are, in one paragraph."""
     delta = protocol["least_effect"]
+    decays = protocol.get("weight_decays") or []
+    grid = ", ".join(f"{lr:g}" for lr in protocol["lrs"]) + (
+        " x weight decays " + ", ".join(f"{wd:g}" for wd in decays) if decays else ""
+    )
     return (
-        f"Each variant (at each setting) trained at learning rates {', '.join(f'{lr:g}' for lr in protocol['lrs'])} "
-        f"with seed "
-        f"{protocol['sweep_seed']}; the rate of best validation accuracy chosen (validation only), then seeds "
+        f"Each variant (at each setting) trained at learning rates {grid} with seed "
+        f"{protocol['sweep_seed']}; the point of best validation accuracy chosen (validation only), then seeds "
         f"{', '.join(map(str, protocol['seeds']))} at it. Verdict against "
         + (
             f"setting {protocol['baseline_setting']!r} (the same variant)"
@@ -444,7 +450,7 @@ def accuracy_markdown(
     if df.empty:
         return "No training records.\n"
     if protocol is not None:
-        return protocol_markdown(records, protocol) + _failed_runs(df)
+        return protocol_markdown(records, protocol) + mad_markdown(records, protocol) + _failed_runs(df)
     table = accuracy_table(df)
     parts = ["### test accuracy (%), mean and std over seeds\n", table.reset_index().to_markdown(index=False), ""]
     means = table["mean"].unstack("task")
@@ -470,7 +476,7 @@ def accuracy_markdown(
                 "that the gap depends on the task.",
                 "",
             ]
-    return "\n".join(parts) + "\n" + _failed_runs(df)
+    return "\n".join(parts) + "\n" + mad_markdown(records, None) + _failed_runs(df)
 
 
 def _failed_runs(df: pd.DataFrame) -> str:

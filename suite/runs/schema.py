@@ -147,6 +147,8 @@ class TrainRecord(_Record):
     best_val_acc: float | None = None
     test_acc: float | None = None
     majority_test_acc: float | None = None
+    # What the *_acc fields are (tasks/metrics.py): accuracy, or MAD's macro accuracy; absent: accuracy.
+    metric: Literal["accuracy", "macro-accuracy"] | None = None
     train_s: float | None = None
     steps_per_s: float | None = None
     tokens_per_s: float | None = None
@@ -157,6 +159,9 @@ class TrainRecord(_Record):
     kv_layout: str | None = None  # MHA, GQA-g, MQA or MLA-r
     kv_cache_values_per_token: int | None = None  # numbers an inference cache keeps per token, all layers
     state_values: int | None = None  # a recurrent variant's inference state, all layers, at any length
+    mixers: list[str] | None = None  # a hybrid: the variant of each layer (model.layers repeated to the depth)
+    layer_options: dict[str, dict[str, Any]] | None = None  # a hybrid: its other mixers' options
+    layer_sources: dict[str, Any] | None = None  # a hybrid: its other mixers' sources
     parameters: int | None = None  # trainable numbers in the model
 
 

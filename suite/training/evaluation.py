@@ -6,31 +6,47 @@ import torch
 import torch.nn.functional as F
 
 from ...tasks.base import IGNORE, Split
+from ...tasks.metrics import Metric, score
 from .model import TaskModel
 
 
 def loss_and_hits(model: TaskModel, split: Split, idx: torch.Tensor, device: str) -> tuple[torch.Tensor, int, int]:
     """Loss, correct predictions and scored positions for the examples `idx`."""
+    loss, preds, labels = _forward(model, split, idx, device)
+    scored = labels != IGNORE
+    return loss, int((preds == labels)[scored].sum()), int(scored.sum())
+
+
+def _forward(
+    model: TaskModel, split: Split, idx: torch.Tensor, device: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss of the examples `idx`, their predictions and their labels (same shape)."""
     tokens = split.tokens[idx].to(device)
     tokens2 = split.tokens2[idx].to(device) if split.tokens2 is not None else None
     labels = split.labels[idx].to(device)
     logits = model(tokens, tokens2)
-    if model.kind == "lm":
-        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-    loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)
-    scored = labels != IGNORE
-    hits = int((logits.argmax(-1) == labels)[scored].sum())
-    return loss, hits, int(scored.sum())
+    per_position = logits.dim() == 3  # (B, N, classes): a label per position
+    flat = logits.reshape(-1, logits.shape[-1]) if per_position else logits
+    loss = F.cross_entropy(flat.float(), labels.reshape(-1) if per_position else labels, ignore_index=IGNORE)
+    return loss, logits.argmax(-1), labels
 
 
 @torch.no_grad()
-def evaluate(model: TaskModel, split: Split, batch_size: int, device: str, limit: int | None = None) -> float:
-    """Accuracy on (the first `limit` examples of) a split."""
+def evaluate(
+    model: TaskModel,
+    split: Split,
+    batch_size: int,
+    device: str,
+    limit: int | None = None,
+    metric: Metric = "accuracy",
+) -> float:
+    """The task's metric on (the first `limit` examples of) a split."""
     model.eval()
     n = len(split) if limit is None else min(limit, len(split))
-    hits = total = 0
+    preds, labels = [], []
     for start in range(0, n, batch_size):
-        _, h, t = loss_and_hits(model, split, torch.arange(start, min(start + batch_size, n)), device)
-        hits, total = hits + h, total + t
+        _, p, y = _forward(model, split, torch.arange(start, min(start + batch_size, n)), device)
+        preds.append(p.cpu())
+        labels.append(y.cpu())
     model.train()
-    return hits / max(total, 1)
+    return score(metric, torch.cat(preds), torch.cat(labels))

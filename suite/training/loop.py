@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 
 from ...tasks.base import TaskData
+from ...tasks.metrics import majority_score
 from ..core.errors import one_line
 from ..core.progress import progress_bar
 from ..core.registry import Registry
@@ -41,7 +42,8 @@ def batches(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
 
 
 def schedule(settings: TrainSettings):
-    """The learning-rate factor of each step: linear warm-up, then cosine decay to zero at the last step;
+    """The learning-rate factor of each step: linear warm-up, then cosine decay to zero at the last step, or
+    constant (MAD's rate as it trains: mad-lab hands Lightning its scheduler under a key Lightning does not read);
     or LRA's "constant * linear_warmup * rsqrt_decay" (lr the constant: its peak is lr / sqrt(warmup))."""
     warmup = settings.warmup_steps
 
@@ -52,6 +54,8 @@ def schedule(settings: TrainSettings):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if settings.schedule == "constant":
+            return 1.0
         progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
@@ -68,7 +72,9 @@ def _at_step_zero(
     """The model, optimizer and schedule before the first step: the same for the same seed."""
     settings = setup.train
     torch.manual_seed(seed)
-    model = TaskModel.for_task(data, setup.model, registry, variant, setup.options.get(variant)).to(device)
+    model = TaskModel.for_task(data, setup.model, registry, variant, setup.options.get(variant), setup.options).to(
+        device
+    )
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "pos" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "pos" not in n)]
     optimizer = torch.optim.AdamW(
@@ -161,7 +167,7 @@ def train(
             state["losses"].append(loss.item())
             progress.advance(bar)
             if state["step"] % settings.eval_every == 0 or state["step"] == settings.steps:
-                val = evaluate(model, data.val, settings.batch_size, device, settings.eval_size)
+                val = evaluate(model, data.val, settings.batch_size, device, settings.eval_size, data.metric)
                 recent = state["losses"][-settings.eval_every :]
                 norms = state["grad_norms"][-settings.eval_every :]
                 state["curve"].append(
@@ -185,7 +191,7 @@ def train(
                 if settings.patience and state["since_best"] >= settings.patience:
                     break
     peak = tracker.peak()
-    final_val = evaluate(model, data.val, settings.batch_size, device)
+    final_val = evaluate(model, data.val, settings.batch_size, device, metric=data.metric)
     model.load_state_dict(state["best_model"])
     if model_path is not None:
         model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,9 +203,10 @@ def train(
         "stopped_early": steps < settings.steps,
         "best_step": state["best_step"],
         "final_val_acc": final_val,
-        "best_val_acc": evaluate(model, data.val, settings.batch_size, device),
-        "test_acc": evaluate(model, data.test, settings.batch_size, device),
-        "majority_test_acc": data.majority_accuracy("test"),
+        "best_val_acc": evaluate(model, data.val, settings.batch_size, device, metric=data.metric),
+        "test_acc": evaluate(model, data.test, settings.batch_size, device, metric=data.metric),
+        "majority_test_acc": majority_score(data, "test"),
+        "metric": data.metric,
         "train_s": state["train_s"],
         "steps_per_s": steps / state["train_s"],
         "tokens_per_s": steps * tokens_per_step / state["train_s"],
@@ -207,5 +214,5 @@ def train(
         "parameters": sum(p.numel() for p in model.parameters()),
         "curve": state["curve"],
         "threads": torch.get_num_threads(),
-        "padding_masked": model.masks_padding if data.kind != "lm" else None,
+        "padding_masked": model.masks_padding if data.kind in ("classify", "pair") else None,
     }

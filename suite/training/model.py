@@ -2,7 +2,8 @@
 
 Pre-LayerNorm blocks, learned or sinusoidal positions, and a head per task kind: a classifier on
 the CLS token (or the mean of the non-padding positions), a two-tower classifier for document
-pairs, and a causal language-model head for MQAR. Two head styles: `attnbench` (one GELU layer of
+pairs, a causal language-model head for MQAR and MAD's tasks, and MAD's compression decoder (the
+sequence rebuilt from its last position's encoding). Two head styles: `attnbench` (one GELU layer of
 width dim; pairs combined as [u, v, u*v, u-v]) and `lra`, the Long Range Arena release's
 (`classifier_head`: a ReLU layer of mlp width; `classifier_head_dual` with its default interaction:
 [u, v] through two ReLU layers of mlp and mlp/2). Everything but the attention core is identical
@@ -17,10 +18,12 @@ as its key lengths, so no real position attends to padding, where the variant ta
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from ...tasks.base import CLS, PAD, TaskData
@@ -46,8 +49,35 @@ class ModelConfig(BaseModel):
     mlp_ratio: float = Field(2.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     pooling: Literal["cls", "mean"] = "cls"
-    positions: Literal["learned", "sinusoidal"] = "learned"
+    positions: Literal["learned", "sinusoidal", "rotary", "none"] = Field(
+        "learned",
+        description="added to the token embeddings (learned, sinusoidal), or none there: rotary rotates q and k "
+        "in the softmax layers (every family but linear, whose gates and decays place tokens), as MAD's attention",
+    )
+    mlp: Literal["gelu", "swiglu"] = Field(
+        "gelu",
+        description="gelu: two layers, mlp_ratio wide; swiglu: MAD's (and Llama's) gated SiLU unit, "
+        "8/3 x dim wide rounded up to a multiple of 16, no biases (mlp_ratio unused)",
+    )
     head: Literal["attnbench", "lra"] = Field("attnbench", description="classifier head style")
+    short_conv: int | None = Field(
+        None,
+        gt=1,
+        description="a causal depthwise convolution of this many tokens, then SiLU, on q, k and v before the "
+        "attention core (fla's ShortConvolution, as its GLA and DeltaNet layers use; Zoology's recall models too)",
+    )
+    layers: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="a hybrid: the variant of each layer, a pattern repeated to the depth ('gla,sdpa'); None: the "
+        "run's variant in every layer",
+    )
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _split_layers(cls, value: Any) -> Any:
+        """`--set model.layers=gla,sdpa` gives one string: its comma-separated names."""
+        return [name.strip() for name in value.split(",")] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _heads_fit(self) -> ModelConfig:
@@ -57,7 +87,14 @@ class ModelConfig(BaseModel):
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
         if self.kv_heads is not None and self.kv_latent is not None:
             raise ValueError("give kv_heads (GQA, MQA) or kv_latent (MLA), not both")
+        if self.positions == "rotary" and self.head_dim % 2:
+            raise ValueError(f"rotary positions rotate pairs of features: head dim {self.head_dim} is odd")
         return self
+
+    def mixers(self, variant: str) -> list[str]:
+        """The variant of each layer: the `layers` pattern repeated to the depth, else `variant` throughout."""
+        pattern = self.layers or [variant]
+        return [pattern[i % len(pattern)] for i in range(self.depth)]
 
     @property
     def attention_dim(self) -> int:
@@ -75,19 +112,21 @@ class ModelConfig(BaseModel):
         kv = self.kv_heads or self.heads
         return "MHA" if kv == self.heads else "MQA" if kv == 1 else f"GQA-{self.heads // kv}"
 
-    def kv_cache_values(self) -> int:
-        """Numbers an inference cache keeps per token over all layers: K and V of each K/V head, or the
-        MLA latent (from which K and V are rebuilt; this model has no rotary part to cache beside it)."""
+    def kv_cache_values(self, layers: int | None = None) -> int:
+        """Numbers an inference cache keeps per token over `layers` layers (default: all): K and V of each K/V
+        head, or the MLA latent (from which K and V are rebuilt; this model has no rotary part to cache)."""
         per_layer = self.kv_latent if self.kv_latent is not None else 2 * (self.kv_heads or self.heads) * self.head_dim
-        return per_layer * self.depth
+        return per_layer * (self.depth if layers is None else layers)
 
-    def state_values(self) -> int:
-        """Numbers a recurrent variant's inference state holds over all layers, whatever the sequence's
-        length: a (head_dim, head_dim) matrix per head (linear/recurrence.py)."""
-        return self.heads * self.head_dim * self.head_dim * self.depth
+    def state_values(self, layers: int | None = None) -> int:
+        """Numbers a recurrent variant's inference state holds over `layers` layers (default: all), whatever
+        the sequence's length: a (head_dim, head_dim) matrix per head (linear/recurrence.py)."""
+        return self.heads * self.head_dim * self.head_dim * (self.depth if layers is None else layers)
 
     @property
     def mlp_dim(self) -> int:
+        if self.mlp == "swiglu":  # MAD's GLU: int(2 * dim * 4 / 3), rounded up to a multiple of 16
+            return -(-int(2 * self.dim * 4 / 3) // 16) * 16
         return int(self.dim * self.mlp_ratio)
 
 
@@ -109,6 +148,41 @@ def check_layout(cfg: ModelConfig, info: VariantInfo) -> None:
         raise UserError(f"variant {info.name} has no softmax scale to change (its definition is {info.definition})")
 
 
+def rotary(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021) of (B, H, N, D) over its whole head dim, the halves
+    rotated as pairs (GPT-NeoX's and flash-attn's non-interleaved layout, which MAD's attention uses)."""
+    half = x.shape[-1] // 2
+    frequencies = base ** -(torch.arange(half, dtype=torch.float32, device=x.device) / half)
+    angles = torch.arange(x.shape[-2], dtype=torch.float32, device=x.device)[:, None] * frequencies
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = x[..., :half].float(), x[..., half:].float()
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    """MAD's SwiGLU: w3(silu(w1 x) * w2 x), no biases."""
+
+    def __init__(self, dim: int, inner: int) -> None:
+        super().__init__()
+        self.w1, self.w2 = nn.Linear(dim, inner, bias=False), nn.Linear(dim, inner, bias=False)
+        self.w3 = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w3(F.silu(self.w1(x)) * self.w2(x))
+
+
+class ShortConvolution(nn.Module):
+    """A depthwise convolution over the last `size` tokens (causal: left-padded), then SiLU: (B, N, C) ->
+    (B, N, C), as fla's ShortConvolution with its default activation."""
+
+    def __init__(self, channels: int, size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, size, groups=channels, padding=size - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2))
+
+
 class SelfAttention(nn.Module):
     """Projections around an attention variant: (B, N, dim) -> (B, N, dim).
 
@@ -126,7 +200,11 @@ class SelfAttention(nn.Module):
             self.kv_down = nn.Sequential(nn.Linear(cfg.dim, cfg.kv_latent, bias=False), nn.RMSNorm(cfg.kv_latent))
         self.kv = nn.Linear(cfg.kv_latent or cfg.dim, 2 * self.kv_heads * self.head_dim)
         self.out = nn.Linear(self.heads * self.head_dim, cfg.dim)
+        if cfg.short_conv is not None:  # k and v convolved as one: a depthwise convolution keeps them apart
+            self.q_conv = ShortConvolution(self.heads * self.head_dim, cfg.short_conv)
+            self.kv_conv = ShortConvolution(2 * self.kv_heads * self.head_dim, cfg.short_conv)
         self.core = core
+        self.rotates = cfg.positions == "rotary" and core.info.family != "linear"
         # Gated and delta-rule variants: their gates from x, by the projections of their original layer.
         self.gate_layer = core.gate_layer(cfg.dim)
         if core.info.gates and self.gate_layer is None:
@@ -137,11 +215,15 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = x.shape
-        q = self.q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
+        q, kv = self.q(x), self.kv(self.kv_down(x) if hasattr(self, "kv_down") else x)
+        if hasattr(self, "q_conv"):
+            q, kv = self.q_conv(q), self.kv_conv(kv)
+        q = q.view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
         if self.q_gain is not None:
             q = q * self.q_gain
-        latent = self.kv_down(x) if hasattr(self, "kv_down") else x
-        k, v = self.kv(latent).view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, Hkv, N, hd)
+        k, v = kv.view(b, n, 2, self.kv_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, Hkv, N, hd)
+        if self.rotates:
+            q, k = rotary(q), rotary(k)
         gates = self.gate_layer(x) if self.gate_layer is not None else None
         o = attend(self.core, q, k, v, lengths, gates=gates)  # (B, H, N, hd)
         if self.head_gate is not None:
@@ -157,7 +239,11 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
         self.attn = SelfAttention(cfg, core)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_dim), nn.GELU(), nn.Linear(cfg.mlp_dim, cfg.dim))
+        self.mlp = (
+            SwiGLU(cfg.dim, cfg.mlp_dim)
+            if cfg.mlp == "swiglu"
+            else nn.Sequential(nn.Linear(cfg.dim, cfg.mlp_dim), nn.GELU(), nn.Linear(cfg.mlp_dim, cfg.dim))
+        )
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,14 +254,16 @@ class Block(nn.Module):
 class Encoder(nn.Module):
     """Token and position embeddings, blocks, final LayerNorm: (B, N) ids -> (B, N, dim)."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int, make_core) -> None:
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int, make_core: Callable[[int], Variant]) -> None:
         super().__init__()
         self.embed = nn.Embedding(vocab_size, cfg.dim)
         if cfg.positions == "sinusoidal":  # fixed, not trained
             self.register_buffer("pos", sinusoidal_positions(max_len, cfg.dim), persistent=False)
-        else:
+        elif cfg.positions == "learned":
             self.pos = nn.Parameter(torch.randn(max_len, cfg.dim) * 0.02)
-        self.blocks = nn.ModuleList(Block(cfg, make_core()) for _ in range(cfg.depth))
+        else:  # rotary (in the attention layers) or none: nothing added to the tokens
+            self.register_buffer("pos", torch.zeros(max_len, cfg.dim), persistent=False)
+        self.blocks = nn.ModuleList(Block(cfg, make_core(layer)) for layer in range(cfg.depth))
         self.ln = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -186,8 +274,25 @@ class Encoder(nn.Module):
         return self.ln(x)
 
 
+class Reconstruction(nn.Module):
+    """MAD's compression decoder (mad-lab's AutoEncoder, pooling 'last'): one sequence encoding plus a fixed
+    sinusoidal embedding of each position, through a non-expanding two-layer GELU MLP, to logits per position."""
+
+    def __init__(self, dim: int, max_len: int, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("positions", sinusoidal_positions(max_len, dim), persistent=False)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU()
+        )
+        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, num_classes))
+
+    def forward(self, encoding: torch.Tensor) -> torch.Tensor:
+        """(B, dim) -> (B, max_len, classes)."""
+        return self.out(self.mlp(encoding[:, None, :] + self.positions.to(encoding.dtype)))
+
+
 class TaskModel(nn.Module):
-    """Encoder plus the head for the task's kind: classify, pair or lm."""
+    """Encoder plus the head for the task's kind: classify, pair, lm or autoencode."""
 
     def __init__(
         self,
@@ -199,31 +304,53 @@ class TaskModel(nn.Module):
         registry: Registry,
         variant: str,
         options: dict | None = None,
+        layer_options: Mapping[str, dict] | None = None,
     ) -> None:
         super().__init__()
-        check_layout(cfg, registry.get(variant).info)
         self.kind, self.cfg, self.variant = kind, cfg, variant
-        self.prepend_cls = kind != "lm" and cfg.pooling == "cls"
+        self.mixers = cfg.mixers(variant)  # a hybrid's layers differ; else `variant` throughout
+        for mixer in set(self.mixers):
+            check_layout(cfg, registry.get(mixer).info)
+        # A language model and MAD's compression encoder read left to right; classifiers see the whole input.
+        self.causal = kind in ("lm", "autoencode")
+        self.prepend_cls = not self.causal and cfg.pooling == "cls"
         seq_len = max_len + int(self.prepend_cls)
-        spec = AttentionSpec(
-            num_heads=cfg.heads,
-            head_dim=cfg.head_dim,
-            num_kv_heads=None if cfg.kv_latent is not None else cfg.kv_heads,
-            causal=kind == "lm",
-            max_seq_len=seq_len,
-            options=options or {},
+
+        def make_core(layer: int) -> Variant:
+            mixer = self.mixers[layer]
+            mixer_options = options if mixer == variant else (layer_options or {}).get(mixer)
+            spec = AttentionSpec(
+                num_heads=cfg.heads,
+                head_dim=cfg.head_dim,
+                num_kv_heads=None if cfg.kv_latent is not None else cfg.kv_heads,
+                causal=self.causal,
+                max_seq_len=seq_len,
+                options=mixer_options or {},
+            )
+            return registry.build(mixer, spec)
+
+        self.encoder = Encoder(cfg, vocab_size, seq_len, make_core)
+        # Padding exists in classification and pair inputs; the causal tasks have none at the end they read.
+        self.masks_padding = not self.causal and all(registry.get(m).info.lengths for m in set(self.mixers))
+        self.head = (
+            Reconstruction(cfg.dim, max_len, num_classes) if kind == "autoencode" else _head(kind, cfg, num_classes)
         )
-        self.encoder = Encoder(cfg, vocab_size, seq_len, lambda: registry.build(variant, spec))
-        # Padding exists in classification and pair inputs; the causal LM task has none at the end it reads.
-        self.masks_padding = kind != "lm" and registry.get(variant).info.lengths
-        self.head = _head(kind, cfg, num_classes)
 
     @classmethod
     def for_task(
-        cls, data: TaskData, cfg: ModelConfig, registry: Registry, variant: str, options: dict | None = None
+        cls,
+        data: TaskData,
+        cfg: ModelConfig,
+        registry: Registry,
+        variant: str,
+        options: dict | None = None,
+        layer_options: Mapping[str, dict] | None = None,
     ) -> TaskModel:
-        """The model for a task's data (its kind, vocabulary, classes and length) with `variant` in every layer."""
-        return cls(data.kind, data.vocab_size, data.num_classes, data.max_len, cfg, registry, variant, options)
+        """The model for a task's data (its kind, vocabulary, classes and length) with `variant` in every layer,
+        or a hybrid's mixers (`layer_options`: the options of those other than `variant`)."""
+        return cls(
+            data.kind, data.vocab_size, data.num_classes, data.max_len, cfg, registry, variant, options, layer_options
+        )
 
     @property
     def attention_layers(self) -> list[SelfAttention]:
@@ -262,9 +389,11 @@ class TaskModel(nn.Module):
         return (h * keep).sum(1) / keep.sum(1).clamp_min(1)
 
     def forward(self, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits: (B, classes), or (B, N, vocab) for the language-model kind."""
+        """Logits: (B, classes), or (B, N, vocab) for the language-model and autoencoding kinds."""
         if self.kind == "lm":
             return self.head(self.encoder(tokens))
+        if self.kind == "autoencode":  # the whole sequence rebuilt from its last position's encoding
+            return self.head(self.encoder(tokens)[:, -1])
         if self.kind == "pair":
             u, v = self.pooled(tokens), self.pooled(tokens2)
             pair = [u, v] if self.cfg.head == "lra" else [u, v, u * v, u - v]

@@ -31,8 +31,10 @@ class TrainSettings(BaseModel):
     eval_size: int = Field(1000, gt=0, description="validation examples scored during training (all at the end)")
     patience: int = Field(5, ge=0, description="evaluations without improvement before stopping; 0 never stops")
     grad_clip: float | None = Field(1.0, gt=0, description="gradient norm clip (null: none)")
-    schedule: Literal["cosine", "rsqrt"] = Field(
-        "cosine", description="cosine: linear warm-up to lr, cosine to 0; rsqrt: LRA's lr * warmup(t) / sqrt(max(t, w))"
+    schedule: Literal["cosine", "rsqrt", "constant"] = Field(
+        "cosine",
+        description="cosine: linear warm-up to lr, cosine to 0; rsqrt: LRA's lr * warmup(t) / sqrt(max(t, w)); "
+        "constant: linear warm-up to lr, then lr (MAD's, as it trains)",
     )
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
@@ -56,6 +58,11 @@ class TaskSetup(BaseModel):
     widths: list[int] = Field(
         default_factory=list, description="model widths (model.dim) `suite` trains at each length (empty: the model's)"
     )
+    variations: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="task parameters `suite` varies one at a time from params (MAD's 'changes'): the params' own "
+        "setting, then one per key and value",
+    )
 
     @field_validator("lengths", "widths")
     @classmethod
@@ -72,6 +79,10 @@ class Protocol(BaseModel):
 
     lrs: list[float] = Field(
         default_factory=list, description="learning rates swept; the protocol runs where listed (or given by --lrs)"
+    )
+    weight_decays: list[float] = Field(
+        default_factory=list,
+        description="weight decays swept with every learning rate (MAD: 0 and 0.1); empty: the setup's own",
     )
     seeds: list[int] = Field([0, 1, 2], min_length=2, description="seeds trained at the chosen learning rate")
     sweep_seed: int = Field(0, description="the one seed each learning rate of the sweep is trained with")
@@ -104,7 +115,9 @@ def preset_rows(setup: TaskSetup) -> list[tuple[str, str]]:
     rows += [(f"model.{k}", json.dumps(v)) for k, v in setup.model.model_dump().items()]
     rows += [(f"train.{k}", json.dumps(v)) for k, v in setup.train.model_dump().items()]
     rows += [(f"options.{variant}", json.dumps(values)) for variant, values in setup.options.items()]
-    rows += [(name, json.dumps(values)) for name in ("lengths", "widths") if (values := getattr(setup, name))]
+    rows += [
+        (name, json.dumps(values)) for name in ("lengths", "widths", "variations") if (values := getattr(setup, name))
+    ]
     return rows
 
 

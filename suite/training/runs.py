@@ -24,18 +24,21 @@ from .loop import Diverged, train
 from .model import ModelConfig, check_layout
 from .presets import TaskSetup, TrainPreset
 
-# Model fields added after task runs were committed (issue 16's K/V sharing and score scale).
-_LATER_MODEL_FIELDS = ("kv_latent", "score_scale")
+# Model fields added after task runs were committed (K/V sharing, score scale, hybrid layers, short
+# convolution, MLP kind), with their defaults.
+_LATER_MODEL_FIELDS = {"kv_latent": None, "score_scale": None, "layers": None, "short_conv": None, "mlp": "gelu"}
 
 
 def run_key(task: str, variant: str, seed: int, preset: str, setup: TaskSetup, data_dir: Path | None) -> str:
     """Identity of a training run, for resuming: another variant's options are not part of it."""
-    # The lengths and widths a suite sweeps are not a run's: each of its runs has its own params and model.
-    fields = setup.model_dump(exclude={"options", "source", "lengths", "widths"}) | {
+    # The lengths, widths and variations a suite sweeps are not a run's: each run has its own params and model.
+    fields = setup.model_dump(exclude={"options", "source", "lengths", "widths", "variations"}) | {
         "options": setup.options.get(variant, {})
     }
-    for name in _LATER_MODEL_FIELDS:  # at their default they stay out, so runs recorded before them still resume
-        if fields["model"][name] is None:
+    if setup.model.layers:  # a hybrid: every mixer's options make the run
+        fields["layer_options"] = _layer_options(setup, variant)
+    for name, default in _LATER_MODEL_FIELDS.items():  # at their default they stay out: earlier runs resume
+        if fields["model"][name] == default:
             del fields["model"][name]
     return json.dumps(
         {
@@ -55,8 +58,9 @@ def outcome(record: dict[str, Any]) -> str:
     if record.get("status") != "ok":
         return f"{record.get('status')}: {record.get('reason', '')}"
     r = record
+    metric = "macro accuracy" if r.get("metric") == "macro-accuracy" else "accuracy"  # MAD's tasks score the first
     return (
-        f"test accuracy {r['test_acc']:.4f} (best val {r['best_val_acc']:.4f} at step {r['best_step']}, "
+        f"test {metric} {r['test_acc']:.4f} (best val {r['best_val_acc']:.4f} at step {r['best_step']}, "
         f"final val {r['final_val_acc']:.4f}; majority baseline {r['majority_test_acc']:.4f}); "
         f"{r['steps_per_s']:.1f} steps/s, {r['train_s']:.0f} s"
         + {True: "; padding masked", False: "; padding attended (the variant takes no key lengths)"}.get(
@@ -72,21 +76,31 @@ def recorded(out: Path, key: str) -> dict[str, Any] | None:
 
 
 def check_fits(registry: Registry, variant: str, model: ModelConfig, device: str) -> str | None:
-    """UserError when `variant` cannot take the model's K/V layout or score scale; returns why it cannot
-    run here (None: it can), for a variant that cannot load is recorded unavailable, not refused."""
+    """UserError when `variant` (or a hybrid's mixer) is unknown or cannot take the model's K/V layout or
+    score scale; returns why one cannot run here (None: all can), for a variant that cannot load is recorded
+    unavailable, not refused."""
     registry.entry(variant)
-    reason = registry.unavailable_reason(variant, device)
-    if reason is None:
-        check_layout(model, registry.get(variant).info)
-    return reason
+    for mixer in dict.fromkeys(model.mixers(variant)):
+        registry.entry(mixer)
+        reason = registry.unavailable_reason(mixer, device)
+        if reason is not None:
+            return reason if mixer == variant else f"layer variant {mixer}: {reason}"
+        check_layout(model, registry.get(mixer).info)
+    return None
 
 
 def check_run(registry: Registry, task: str, variant: str, preset: TrainPreset, device: str) -> None:
-    """What refuses a run before its folder is made: the variant's options, and whether it takes the model's
+    """What refuses a run before its folder is made: its variants' options, and whether they take the model's
     K/V layout and score scale (UserError with one line)."""
     if task in preset.tasks:
-        registry.check_options({variant: preset.tasks[task].options.get(variant, {})})
-        check_fits(registry, variant, preset.tasks[task].model, device)
+        setup = preset.tasks[task]
+        registry.check_options({variant: setup.options.get(variant, {})} | _layer_options(setup, variant))
+        check_fits(registry, variant, setup.model, device)
+
+
+def _layer_options(setup: TaskSetup, variant: str) -> dict[str, dict[str, Any]]:
+    """A hybrid's options of its mixers other than `variant` (the preset's), by mixer; {} for one variant."""
+    return {m: setup.options.get(m, {}) for m in dict.fromkeys(setup.model.mixers(variant)) if m != variant}
 
 
 def _source(registry: Registry, variant: str) -> dict[str, Any] | None:
@@ -144,12 +158,37 @@ def _record(
         ),
         "settings": settings or {},
         "kv_layout": setup.model.kv_layout,
-        "kv_cache_values_per_token": setup.model.kv_cache_values(),
-        # What a recurrence carries instead of a KV cache: fixed, where the cache grows with every token.
-        "state_values": setup.model.state_values() if _recurrent(registry, variant) else None,
+        **_memory_per_layer(registry, variant, setup.model),
         **environment.provenance(),
         "executor": executor,
         "source": _source(registry, variant),
+        **(_hybrid(registry, variant, setup) if setup.model.layers else {}),
+    }
+
+
+def _memory_per_layer(registry: Registry, variant: str, model: ModelConfig) -> dict[str, int | None]:
+    """What inference keeps: a KV cache per token and, for a recurrence, its fixed state (what it carries
+    instead of a cache). A hybrid counts each of its layers once: caches for attention, states for recurrences."""
+    if not model.layers:
+        return {
+            "kv_cache_values_per_token": model.kv_cache_values(),
+            "state_values": model.state_values() if _recurrent(registry, variant) else None,
+        }
+    recurrent = sum(_recurrent(registry, mixer) for mixer in model.mixers(variant))
+    return {
+        "kv_cache_values_per_token": model.kv_cache_values(model.depth - recurrent),
+        "state_values": model.state_values(recurrent) if recurrent else None,
+    }
+
+
+def _hybrid(registry: Registry, variant: str, setup: TaskSetup) -> dict[str, Any]:
+    """A hybrid's record fields: the variant of each layer, and the options and source of the mixers other
+    than the run's variant."""
+    others = _layer_options(setup, variant)
+    return {
+        "mixers": setup.model.mixers(variant),
+        "layer_options": others,
+        "layer_sources": {mixer: _source(registry, mixer) for mixer in others},
     }
 
 

@@ -19,7 +19,7 @@ from ..core.errors import UserError
 from ..core.registry import Registry
 from .jobs import TrainJob
 from .presets import Protocol, load_named_yaml, load_train_preset, with_settings
-from .protocol import checked, run_settings
+from .protocol import checked, points, run_settings
 from .runs import check_fits
 
 STUDIES = Path(__file__).parents[1] / "presets" / "studies"
@@ -79,6 +79,16 @@ def load_study(name: str) -> Study:
     return load_named_yaml(name, STUDIES, "study", Study)
 
 
+def of_tasks(study: Study, tasks: list[str] | None) -> Study:
+    """`study` restricted to `tasks` (None: all of its own); a task it lacks is refused in one line."""
+    if tasks is None:
+        return study
+    unknown = [task for task in tasks if task not in study.tasks]
+    if unknown or not tasks:
+        raise UserError(f"study {study.name} has tasks {', '.join(study.tasks)}; not {', '.join(unknown) or 'none'}")
+    return study.model_copy(update={"tasks": [task for task in study.tasks if task in tasks]})
+
+
 def study_jobs(study: Study, registry: Registry, device: str, out: Path, plugins: tuple[str, ...]) -> list[TrainJob]:
     """Every run of the study, checked up front: each arm's settings and each variant's K/V layout
     (UserError with one line before anything trains)."""
@@ -116,13 +126,13 @@ def study_protocol(study: Study, protocol: Protocol) -> Protocol:
     return protocol
 
 
-def study_command(name: str, out: Path, device: str, parallel: int, protocol_args: list[str] | None = None) -> str:
+def study_command(name: str, out: Path, device: str, parallel: int, args: list[str] | None = None) -> str:
     """The command that remakes a study into `out`; `--parallel` is kept, since runs sharing the cores make
-    their steps/s, which a remake should match, and so are --lrs and --seeds."""
+    their steps/s, which a remake should match, and so are `args` (its --tasks, --lrs and --seeds)."""
     return shlex.join(
         ["attnbench", "study", name, "--out", str(out), "--device", device]
         + (["--parallel", str(parallel)] if parallel > 1 else [])
-        + (protocol_args or [])
+        + (args or [])
     )
 
 
@@ -133,7 +143,9 @@ def arm_of(study: Study, record: dict[str, Any], protocol: dict[str, Any] | None
     for arm in study.arms:
         settings = study.settings(record.get("task", ""), arm)
         candidates = (
-            [run_settings(protocol["train"], settings, lr) for lr in protocol["lrs"]] if protocol else [settings]
+            [run_settings(protocol["train"], settings, lr, wd) for lr, wd in points(protocol)]
+            if protocol
+            else [settings]
         )
         if any(json.dumps(c, sort_keys=True) == made for c in candidates):
             return arm.label

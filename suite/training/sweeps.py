@@ -1,5 +1,6 @@
 """The settings `suite` trains a task at: the preset's own setup, or one per sequence length (by the task's
-length rule, `at_length` in tasks/*.py) and model width, for accuracy against length.
+length rule, `at_length` in tasks/*.py) and model width, for accuracy against length, or the preset's
+variations of the task's parameters, one at a time (MAD's settings).
 
 A setting is a set of `--set` overrides, so each of its runs is an ordinary training run whose record and
 stored command carry them; only what differs from the preset is set, so the preset's own length is the
@@ -37,6 +38,10 @@ def task_settings(
     for name, values in (("lengths", lengths), ("widths", widths)):
         if any(v <= 0 for v in values) or len(set(values)) != len(values):
             raise UserError(f"{name}: expected distinct positive integers, got {values}")
+    if setup.variations:
+        if lengths or widths:
+            raise UserError(f"{task}: the preset varies {', '.join(setup.variations)}; give lengths or variations")
+        return _variations(preset, task)
     if not lengths and not widths:
         return [Setting()]
     rule = get_task(task).at_length
@@ -52,6 +57,18 @@ def task_settings(
             settings = {section: values for section, values in settings.items() if values}
             _check(preset, task, label, settings)
             found.append(Setting(label, settings))
+    return found
+
+
+def _variations(preset: TrainPreset, task: str) -> list[Setting]:
+    """The preset's own setting, then each varied parameter at each of its values, the others at the preset's
+    (as MAD varies its tasks' difficulty: one change at a time from the baseline)."""
+    found = [Setting()]
+    for key, values in preset.tasks[task].variations.items():
+        for value in values:
+            setting = Setting(f"{key}={value}", {"params": {key: value}})
+            _check(preset, task, setting.label, setting.settings)
+            found.append(setting)
     return found
 
 
