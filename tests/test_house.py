@@ -65,7 +65,11 @@ def test_a_family_adds_a_check_from_its_own_module_where_its_order_puts_it(scrat
 
 
 def test_tasks_are_found_by_scanning_their_folder(monkeypatch, tmp_path):
-    assert task_registry.task_names() == ["image", "listops", "mqar", "pathfinder", "pathx", "retrieval", "text"]
+    assert task_registry.task_names() == [
+        "image", "listops", "mad-compression", "mad-selective-copying", "mad-fuzzy-in-context-recall",
+        "mad-memorization", "mad-in-context-recall", "mad-noisy-in-context-recall", "mqar", "pathfinder", "pathx",
+        "retrieval", "text",
+    ]  # fmt: skip
     with pytest.raises(DataFormatError, match="unknown task 'sudoku' \\(one of image, listops"):
         task_registry.load_task("sudoku")
     # A new task is one file in the folder: here a folder added to the package's path, with a module that
