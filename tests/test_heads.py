@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import shlex
 import signal
 import subprocess
@@ -267,6 +268,10 @@ def test_a_study_trains_runs_in_parallel_into_one_folder(capsys, tmp_path):
     starts = [end - r["wall_s"] for end, r in zip(ends, records, strict=True)]
     assert starts[0] < ends[1] + 1 and starts[1] < ends[0] + 1
     assert "--parallel 2" in (out / "README.md").read_text()
+    # The study leaves threads to torch: two runs at once share the cores, and each is still its arm's.
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    assert all(r["threads"] == threads and f"train.threads={threads}" in r["command"] for r in records)
+    assert {arm: row["seeds"] for arm, row in _study_rows(out).items()} == {"MHA": "1", "MQA": "1"}
     code, _, err = cli(capsys, "study", _mini_study(tmp_path, 60), "--out", str(out), "--parallel", "2",
                        "--executor", "ray")  # fmt: skip
     assert code == 2 and "--parallel is for the local executor" in err and err.count("\n") == 1

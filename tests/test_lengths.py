@@ -13,7 +13,7 @@ import pytest
 from attnbench.suite.analysis.accuracy import mean_interval
 from attnbench.suite.cli import main
 from attnbench.suite.core.errors import UserError
-from attnbench.suite.outputs.summary import length_frame
+from attnbench.suite.outputs.summary import length_frame, lengths_vary
 from attnbench.suite.runs.records import read_records
 from attnbench.suite.training.presets import load_train_preset
 from attnbench.suite.training.sweeps import task_settings
@@ -85,6 +85,17 @@ def test_the_length_table_is_the_mean_and_interval_over_seeds_with_the_runs_time
     assert table.loc[32, ["test_acc", "low", "high"]].tolist() == pytest.approx([60.0, expected.low, expected.high])
     assert table.loc[32, "step_ms"] == pytest.approx(1000 / 20.0) and table.loc[32, "peak_mib"] == 32
     assert table.loc[64, "seeds"] == 0 and table.loc[64, "failed"] == "oom" and math.isnan(table.loc[64, "test_acc"])
+
+
+def test_only_one_setting_per_length_is_a_length_sweep():
+    def run(n, params):
+        return {"task": "t", "variant": "sdpa", "model": {"dim": 32}, "max_len": n, "settings": {"params": params}}
+
+    # A length sweep: each N its own parameters (MQAR's pairs grow with N).
+    assert lengths_vary(pd.DataFrame([run(32, {}), run(64, {"seq_len": 64, "num_kv_pairs": 8})]))
+    # MAD's variations: a longer sequence is one of them, the vocabulary change stays at the baseline's N.
+    assert not lengths_vary(pd.DataFrame([run(32, {}), run(32, {"vocab_size": 64}), run(64, {"seq_len": 64})]))
+    assert not lengths_vary(pd.DataFrame([run(32, {}), run(32, {})]))
 
 
 def test_a_tiny_protocol_at_two_lengths_writes_verdicts_per_length_and_the_chart(capsys, tmp_path):

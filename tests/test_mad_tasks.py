@@ -224,18 +224,26 @@ def test_the_mad_presets_hold_mads_settings_model_and_grid():
     assert sum(len(task_settings(full, task)) for task in full.tasks) == 66
     assert all(len(task_settings(cpu, task)) == 1 for task in cpu.tasks)
     assert points(full.protocol) == [(lr, wd) for lr in (1e-4, 5e-4, 1e-3) for wd in (0.0, 0.1)]
-    for preset in (full, cpu):
+    # MAD's shape at width 128; cpu-mad halves the width and keeps the head dim (8).
+    for preset, dim, heads in ((full, 128, 16), (cpu, 64, 8)):
         for setup in preset.tasks.values():
             model = setup.model
-            assert (model.dim, model.depth, model.heads, model.positions, model.mlp) == (128, 2, 16, "rotary", "swiglu")
+            assert (model.dim, model.depth, model.heads, model.positions, model.mlp) == (
+                dim,
+                2,
+                heads,
+                "rotary",
+                "swiglu",
+            )
             assert setup.train.schedule == "constant" and setup.train.grad_clip is None
 
 
-def test_the_cpu_mad_preset_plans_its_protocol(capsys, tmp_path):
-    code, out, err = cli(capsys, "suite", "--preset", "cpu-mad", "--tasks", "mad-selective-copying", "--variants",
-                         "sdpa,gla", "--dry-run", "--out", str(tmp_path / "run"))  # fmt: skip
-    # Per variant: 2 learning rates at seed 0, then seeds 1 and 2 at the choice.
-    assert code == 0 and "8 runs, about" in out and "Nothing was trained" in out, err
+def test_the_cpu_mad_preset_plans_its_protocol_on_all_six_tasks(capsys, tmp_path):
+    code, out, err = cli(capsys, "suite", "--preset", "cpu-mad", "--variants", "sdpa", "--dry-run",
+                         "--out", str(tmp_path / "run"))  # fmt: skip
+    # Without --tasks, the preset's six; per task: 2 learning rates at seed 0, then seeds 1 and 2 at the choice.
+    assert code == 0 and "24 runs, about" in out and "Nothing was trained" in out, err
+    assert all(task in out for task in MAD_TASKS)
     assert not (tmp_path / "run").exists()
 
 

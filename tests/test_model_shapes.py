@@ -53,6 +53,11 @@ def test_a_hybrid_trains_and_its_record_names_every_layer(capsys, tmp_path):
     assert "already recorded" in out and len(read_records(tmp_path)) == 1
     code, _, _ = cli(capsys, *argv[:7], "--set", "model.layers=sdpa,linear-elu", *argv[9:])
     assert code == 0 and [r["mixers"] for r in read_records(tmp_path)][-1] == ["sdpa", "linear-elu"]
+    # The run's table and charts name each pattern, not the --variant its layers replaced.
+    code, _, err = cli(capsys, "report", str(tmp_path))
+    table = (tmp_path / "accuracy.md").read_text()
+    assert code == 0 and "| linear-elu+sdpa |" in table and "| sdpa+linear-elu |" in table, err
+    assert "| sdpa " not in table.replace("| sdpa+", "")
 
 
 def test_a_hybrid_counts_caches_for_attention_layers_and_states_for_recurrences(capsys, tmp_path):

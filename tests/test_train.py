@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from attnbench.suite.cli import main
 from attnbench.suite.core.registry import load_registry
@@ -188,6 +189,22 @@ def test_suite_with_a_preset_file_trains_from_that_file(capsys, tmp_path, monkey
     (record,) = read_records(tmp_path / "run")
     assert code == 0 and record["status"] == "ok", err
     assert record["preset"] == "mine"
+
+
+def test_suite_without_tasks_trains_the_presets_suite_tasks_else_all_of_them(capsys, tmp_path):
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "suite" / "presets" / "train" / "tiny.yaml").read_text())
+    assert shipped["suite_tasks"] == ["mqar", "listops"]
+    tasks = {name: shipped["tasks"][name] for name in ("mqar", "mad-compression")}
+    preset = tmp_path / "mine.yaml"
+    preset.write_text(yaml.safe_dump({"name": "mine", "tasks": tasks}))
+    code, _, err = cli(capsys, "suite", "--variants", "sdpa", "--seeds", "0", "--preset", str(preset),
+                       "--out", str(tmp_path / "run"))  # fmt: skip
+    assert code == 0, err
+    assert sorted(r["task"] for r in read_records(tmp_path / "run")) == ["mad-compression", "mqar"]
+    preset.write_text(yaml.safe_dump({"name": "mine", "tasks": tasks, "suite_tasks": ["mqar", "listops"]}))
+    code, _, err = cli(capsys, "suite", "--variants", "sdpa", "--preset", str(preset), "--out", str(tmp_path / "x"))
+    assert code == 2 and "suite_tasks names listops, which the preset has no setup for" in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "x").exists()
 
 
 def test_suite_trains_in_parallel_into_one_table(capsys, tmp_path):

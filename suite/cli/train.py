@@ -136,7 +136,9 @@ def _print_preset(preset: TrainPreset, task: str | None) -> None:
 
 
 def suite_command(
-    tasks: Annotated[str, typer.Option(help="Comma-separated tasks.")] = "mqar,listops",
+    tasks: Annotated[
+        str | None, typer.Option(help="Comma-separated tasks (default: the preset's suite_tasks, else all its tasks).")
+    ] = None,
     variants: Annotated[
         str, typer.Option(help="Comma-separated variants.")
     ] = "sdpa,linear-elu,performer,sliding-window",
@@ -198,7 +200,11 @@ def suite_command(
     device = resolve_device(device)
     out = out or default_run_folder(f"tasks-{setups.name}", device)
     protocol = _protocol(setups.protocol, lrs, seeds, weight_decays)
-    grid = (csv(tasks), csv(variants), protocol.seeds if protocol.lrs else csv(seeds or "0,1", int))
+    grid = (
+        csv(tasks) if tasks else setups.default_tasks(),
+        csv(variants),
+        protocol.seeds if protocol.lrs else csv(seeds or "0,1", int),
+    )
     reference = preset_reference(preset)
     sweep_lengths, sweep_widths = csv(lengths, int), csv(widths, int)
     # A task the preset lacks is named by suite_jobs.
@@ -359,6 +365,7 @@ def study(
     95% intervals and verdicts against the first arm."""
     from ..outputs.study_report import write_study
     from ..runs.folders import default_run_folder
+    from ..training.jobs import sharing_cores
     from ..training.presets import load_train_preset
     from ..training.study import load_study, of_tasks, study_command, study_jobs, study_protocol
 
@@ -369,6 +376,8 @@ def study(
     if seeds is not None and not protocol.lrs:
         raise UserError("--seeds are the protocol's: give --lrs too (a study's own seeds are in its YAML)")
     jobs = study_jobs(plan, registry(plugin), device, out, plugin_paths(plugin))
+    if executor[0] == "local":
+        jobs = [sharing_cores(job, parallel) for job in jobs]
     if dry_run:
         _print_plan(jobs, protocol, load_train_preset(plan.preset))
         return

@@ -7,6 +7,7 @@ points (three by default): ~2 for the memory of exact attention that materialise
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -296,9 +297,16 @@ def ragged_suffix(lengths: str, layout: str) -> str:
 ARTICLE_CLAIM_POINTS = 5.8  # the seed article: linear attention "loses 5.8 points on tasks beyond 1,000 tokens"
 
 
+def mixer_label(record: dict[str, Any]) -> str:
+    """A training record's variant, or for a hybrid model its layer pattern ('gla+gla+gla+sdpa')."""
+    mixers = record.get("mixers") or [record["variant"]]
+    return record["variant"] if set(mixers) == {record["variant"]} else "+".join(mixers)
+
+
 def train_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per finished training record."""
-    rows = [r for r in records if r.get("kind") == "train"]
+    """One row per finished training record; a hybrid's `variant` is its layer pattern, so tables and charts
+    name it."""
+    rows = [r | {"variant": mixer_label(r)} for r in records if r.get("kind") == "train"]
     return pd.DataFrame(rows)
 
 
@@ -324,8 +332,14 @@ def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def lengths_vary(df: pd.DataFrame) -> bool:
-    """Whether some task of training frame `df` was trained at more than one sequence length."""
-    return "max_len" in df and not df.empty and bool(df.groupby("task")["max_len"].nunique().max() > 1)
+    """Whether some task of training frame `df` was trained at more than one sequence length, one setting of its
+    parameters per length and width (MAD's variations change other parameters at one length: not a length sweep)."""
+    if "max_len" not in df or df.empty or not df.groupby("task")["max_len"].nunique().max() > 1:
+        return False
+    settings = df["settings"] if "settings" in df else pd.Series([{}] * len(df), index=df.index)
+    params = settings.map(lambda s: json.dumps(s.get("params", {}) if isinstance(s, dict) else {}, sort_keys=True))
+    frame = df.assign(params=params, dim=df["model"].map(lambda m: m.get("dim")))
+    return bool(frame.groupby(["task", "max_len", "dim"])["params"].nunique().max() == 1)
 
 
 def length_frame(df: pd.DataFrame) -> pd.DataFrame:

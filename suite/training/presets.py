@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ...tasks import get_task
 from ..core.errors import UserError, first_problem
@@ -107,6 +107,19 @@ class TrainPreset(BaseModel):
     tasks: dict[str, TaskSetup]
     departures: list[str] = Field(default_factory=list, description="where the preset differs from its source")
     protocol: Protocol = Field(default_factory=Protocol, description="how `suite` measures accuracy (protocol.py)")
+    suite_tasks: list[str] = Field(
+        default_factory=list, description="the tasks `suite` trains without --tasks (default: all of them)"
+    )
+
+    @model_validator(mode="after")
+    def _suite_tasks_known(self) -> TrainPreset:
+        if unknown := [t for t in self.suite_tasks if t not in self.tasks]:
+            raise ValueError(f"suite_tasks names {', '.join(unknown)}, which the preset has no setup for")
+        return self
+
+    def default_tasks(self) -> list[str]:
+        """What `suite` trains when --tasks is not given."""
+        return self.suite_tasks or list(self.tasks)
 
 
 def preset_rows(setup: TaskSetup) -> list[tuple[str, str]]:

@@ -139,7 +139,10 @@ def study_command(name: str, out: Path, device: str, parallel: int, args: list[s
 def arm_of(study: Study, record: dict[str, Any], protocol: dict[str, Any] | None = None) -> str | None:
     """The label of the arm a training record belongs to (by its overrides, under `protocol` at any of its
     learning rates), or None."""
-    made = json.dumps(record.get("settings") or {}, sort_keys=True)
+    made = record.get("settings") or {}
+    # `--parallel` adds train.threads to runs whose arm leaves it to torch: the arm is the same.
+    train = {k: v for k, v in made.get("train", {}).items() if k != "threads"}
+    unthreaded = {k: v for k, v in made.items() if k != "train"} | ({"train": train} if train else {})
     for arm in study.arms:
         settings = study.settings(record.get("task", ""), arm)
         candidates = (
@@ -147,6 +150,8 @@ def arm_of(study: Study, record: dict[str, Any], protocol: dict[str, Any] | None
             if protocol
             else [settings]
         )
-        if any(json.dumps(c, sort_keys=True) == made for c in candidates):
-            return arm.label
+        for candidate in candidates:
+            ours = made if "threads" in candidate.get("train", {}) else unthreaded
+            if json.dumps(candidate, sort_keys=True) == json.dumps(ours, sort_keys=True):
+                return arm.label
     return None
