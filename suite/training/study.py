@@ -143,6 +143,7 @@ def arm_of(study: Study, record: dict[str, Any], protocol: dict[str, Any] | None
     # `--parallel` adds train.threads to runs whose arm leaves it to torch: the arm is the same.
     train = {k: v for k, v in made.get("train", {}).items() if k != "threads"}
     unthreaded = {k: v for k, v in made.items() if k != "train"} | ({"train": train} if train else {})
+    made_text, unthreaded_text = json.dumps(made, sort_keys=True), json.dumps(unthreaded, sort_keys=True)
     for arm in study.arms:
         settings = study.settings(record.get("task", ""), arm)
         candidates = (
@@ -151,7 +152,7 @@ def arm_of(study: Study, record: dict[str, Any], protocol: dict[str, Any] | None
             else [settings]
         )
         for candidate in candidates:
-            ours = made if "threads" in candidate.get("train", {}) else unthreaded
-            if json.dumps(candidate, sort_keys=True) == json.dumps(ours, sort_keys=True):
+            ours = made_text if "threads" in candidate.get("train", {}) else unthreaded_text
+            if json.dumps(candidate, sort_keys=True) == ours:
                 return arm.label
     return None
