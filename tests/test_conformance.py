@@ -42,6 +42,8 @@ BROKEN = {
         "padding": "changes with the padding keys' values",
         "key-lengths": "lengths=[45, 29, 1]",
     },
+    "future_blocks.py": {"selection-future": "the selection can pick a future block or token"},
+    "gate_before_softmax.py": {"output-gate": "a gate applied before the softmax"},
 }
 # The dtype a plugin is checked in where float32 would not show its bug.
 BROKEN_DTYPE = {"fp32_output.py": torch.bfloat16}
@@ -168,6 +170,14 @@ EXACT_CPU = _cpu_builtins("exact")
 EAGER = {"flex": {"compile": False}}
 EFFICIENT_CPU = _cpu_builtins("linear", "low-rank")
 SPARSE = _cpu_builtins("sparse")
+MODIFIED = _cpu_builtins("modified")
+
+
+def _eager(name: str) -> dict:
+    """{"compile": False} for a variant on FlexAttention (its Options have `compile`), else no options."""
+    return {"compile": False} if "compile" in load_registry().get(name).Options.model_fields else {}
+
+
 # The recurrences: their chunked forms in float32 by default (half inputs are computed in float32, and their
 # own tests bound half precision); bfloat16, and the *-loop series (their definition as the fast form), slow.
 RECURRENT = [n for n in EFFICIENT_CPU if load_registry().get(n).info.recurrent]
@@ -207,7 +217,13 @@ def test_compiled_flex_passes(dtype):
 def test_sparse_builtins_pass(name):
     # Eager FlexAttention: the same masks and math as the compiled kernel (which the sparse
     # variant tests and the slow test below run), without a compile per checked shape.
-    assert not _failures(name, "cpu", torch.float32, {"compile": False})
+    assert not _failures(name, "cpu", torch.float32, _eager(name))
+
+
+@pytest.mark.parametrize("name", MODIFIED)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_modified_softmaxes_pass(name, dtype):
+    assert not _failures(name, "cpu", dtype, _eager(name))
 
 
 @pytest.mark.slow
@@ -222,6 +238,8 @@ def test_the_cpu_lists_hold_what_runs_here():
     assert {"naive", "sdpa", "sdpa-math", "sdpa-flash", "chunked", "flex"} <= set(EXACT_CPU)
     assert {"linear-elu", "performer", "linformer", "nystrom"} <= set(EFFICIENT_CPU)
     assert {"sliding-window", "strided", "fixed", "longformer", "bigbird"} <= set(SPARSE)
+    assert {"nsa", "moba", "dsa", "sink-window"} <= set(SPARSE)
+    assert {"gated", "gated-head", "diff", "sigmoid", "forgetting", "sink-logit"} <= set(MODIFIED)
 
 
 def test_unsupported_inputs_are_skipped_not_failed():

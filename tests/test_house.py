@@ -22,7 +22,7 @@ from attnbench.variants.exact.naive import NaiveAttention
 from attnbench.variants.linear.elu import LinearEluAttention
 
 REPO = Path(__file__).resolve().parents[1]
-GROUPS = ("causality", "gradients", "hygiene", "padding", "recurrence", "shapes", "values")
+GROUPS = ("causality", "gradients", "hygiene", "padding", "recurrence", "selection", "shapes", "values")
 
 
 @pytest.fixture

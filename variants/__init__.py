@@ -1,6 +1,6 @@
 """Built-in attention variants, found by scanning the family folders: a variant is its file.
 
-Every module under ``exact/``, ``linear/``, ``sparse/`` and ``lowrank/`` is imported once and each
+Every module under ``exact/``, ``linear/``, ``sparse/``, ``lowrank/`` and ``modified/`` is imported once and each
 `Variant` subclass it defines with its own ``info`` is registered under ``info.name``: adding a
 built-in takes a new file and nothing else. A variant module must not import an optional package
 at module level (import it where it is used), so the scan never needs one.
@@ -16,7 +16,7 @@ import pkgutil
 from .contract import Variant, VariantInfo
 
 # Folder order is listing and colour order: the exact family first (it gets tab10's ten colours).
-FAMILIES = ("exact", "linear", "sparse", "lowrank")
+FAMILIES = ("exact", "linear", "sparse", "lowrank", "modified")
 
 
 def defined_variants(module: object) -> list[type]:

@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
-from .gates import GateInput, make_gates
+from .gates import OUTPUT_GATE, GateInput, check_gates, heads_first, make_gates
 from .inputs import accumulate_dtype, check_packed, check_qkv, per_sequence, softmax_scale
 from .softmax import softmax_attention, softmax_weights
 
@@ -31,6 +31,7 @@ from .softmax import softmax_attention, softmax_weights
 __all__ = [
     "DEFAULT_TOLERANCE",
     "FAMILIES",
+    "OUTPUT_GATE",
     "AttentionSpec",
     "GateInput",
     "Options",
@@ -39,15 +40,17 @@ __all__ = [
     "VariantInfo",
     "accumulate_dtype",
     "attend",
+    "check_gates",
     "check_packed",
     "check_qkv",
+    "heads_first",
     "missing_packages",
     "per_sequence",
     "reference",
     "softmax_scale",
 ]
 
-FAMILIES = ("exact", "linear", "sparse", "low-rank")
+FAMILIES = ("exact", "linear", "sparse", "low-rank", "modified")
 
 # Relative-norm error ||out - ref|| / ||ref|| allowed against the float64 definition, per input dtype.
 DEFAULT_TOLERANCE: Mapping[torch.dtype, float] = {
@@ -144,6 +147,9 @@ class VariantInfo:
     # True for a recurrence over a carried state (linear/recurrence.py): forward also takes
     # initial_state and return_state, and its definition is a loop over time, O(N) in memory.
     recurrent: bool = False
+    # True when the keys a query attends are chosen from the content (q, k or an indexer), not by position
+    # alone (NSA, MoBA, DSA): `check` then lures the selection with attractive future keys.
+    selects: bool = False
     tolerance: Mapping[torch.dtype, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
 
     def __post_init__(self) -> None:
@@ -276,10 +282,9 @@ def reference(
     """The variant's definition on float64 copies of the inputs, with the gates `attend` gives it (the
     same draw, in float64)."""
     q64, k64, v64 = q.double(), k.double(), v.double()
-    if gates is not None:
-        extra = {name: g.double() for name, g in gates.items()}
-    else:
-        extra = make_gates(variant.info.gates, q64, k64) if variant.info.gates else {}
+    if gates is None:  # drawn in the inputs' dtype, as attend draws them, then widened: the same values
+        gates = make_gates(variant.info.gates, q, k) if variant.info.gates else {}
+    extra = {name: g.double() for name, g in gates.items()}
     if key_lengths is None:
         return variant.reference(q64, k64, v64, **extra)
     return variant.reference(q64, k64, v64, key_lengths, **extra)

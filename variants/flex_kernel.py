@@ -94,11 +94,14 @@ class FlexKernel:
         v: torch.Tensor,
         key_lengths: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
+        score_mod: Callable | None = None,
     ) -> torch.Tensor:
+        """Attention under the mask; `score_mod(score, b, h, q_idx, kv_idx)` changes each kept score first
+        (FlexAttention's, as FoX adds its forget-gate bias)."""
         _, h, hkv, nq, nk, _ = check_qkv(q, k, v)
         compiled = can_compile(q.device.type) if self._compile is None else self._compile
         block_mask = self._block_mask(nq, nk, q.device, key_lengths, cu_seqlens)
         with warnings.catch_warnings():
             # Eager flex warns that it is unfused; that is the documented point of compile=False.
             warnings.filterwarnings("ignore", message=".*flex_attention.*")
-            return _flex(compiled)(q, k, v, block_mask=block_mask, enable_gqa=hkv != h)
+            return _flex(compiled)(q, k, v, score_mod=score_mod, block_mask=block_mask, enable_gqa=hkv != h)

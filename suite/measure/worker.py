@@ -170,6 +170,8 @@ def reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> di
     scores = 0 if variant.info.recurrent else 3 * 8 * point.heads * pairs
     need = scores + 8 * (2 * q.numel() + k.numel() + v.numel())
     if need > point.reference_max_bytes:
+        if point.causal and variant.info.family in BLOCKED_FAMILIES and not point.ragged and "cu_seqlens" not in layout:
+            return blocked_reference_error(variant, point, q, k, v, layout)
         return {"error_note": f"float64 reference needs ~{need / 2**30:.1f} GiB, over the limit"}
     # A recurrence's definition is a Python loop over time touching its whole state each step.
     state_steps = point.seq * point.batch * point.heads * point.head_dim**2 if variant.info.recurrent else 0
@@ -200,6 +202,47 @@ def reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> di
             exact = definition(exact_softmax, q64, k64, v64)
             result["error_vs_softmax"] = ((out - exact).norm() / exact.norm()).item()
     return result
+
+
+# Families whose causal outputs for a block of queries are those of the sequence cut after the block's last
+# query (a query depends on the keys up to its position, and on their positions, not on Nk): exact softmax,
+# position patterns, and the selections, whose kept share follows the query's position (sparse/selection.py).
+BLOCKED_FAMILIES = ("exact", "sparse")
+BLOCKS_CHECKED = 3
+
+
+def blocked_reference_error(variant: Variant, point: Point, q, k, v, layout: dict) -> dict[str, Any]:
+    """The float64 definition where the whole does not fit: on three blocks of queries (the first, a middle
+    one, the last), each against the keys up to its last query. The error is over the rows checked."""
+    nq, nk = point.q_len, point.seq
+    per_row = 3 * 8 * point.batch * point.heads * nk + 8 * (k.numel() + v.numel()) // max(nq, 1)
+    rows = max(1, min(nq // BLOCKS_CHECKED, int(point.reference_max_bytes // per_row)))
+    starts = sorted({0, (nq - rows) // 2, nq - rows})
+    gates = layout.get("gates", {})
+    kinds = {g.name: g for g in variant.info.gates}
+    with torch.no_grad():
+        out = attend(variant, q, k, v, **layout).double()
+        got, want = [], []
+        for start in starts:
+            stop = start + rows
+            keys = stop + nk - nq
+            sliced = {
+                name: (g[:, :, start:stop] if kinds[name].queries else g[:, :, :keys]).double()
+                for name, g in gates.items()
+            }
+            q64, k64, v64 = (t.detach().double() for t in (q[:, :, start:stop], k[:, :, :keys], v[:, :, :keys]))
+            want.append(variant.reference(q64, k64, v64, **sliced))
+            got.append(out[:, :, start:stop])
+        got_all, want_all = torch.cat(got, dim=2), torch.cat(want, dim=2)
+        error = ((got_all - want_all).norm() / want_all.norm()).item()
+    tolerance = variant.info.tolerance_for(parse_dtype(point.dtype))
+    return {
+        "error": error,
+        "tolerance": tolerance,
+        "correct": bool(error <= tolerance),
+        "error_queries": len(starts) * rows,
+        "error_note": f"float64 definition on {len(starts)} blocks of {rows} queries of {nq}",
+    }
 
 
 def ragged_record(point: Point, pairs) -> dict[str, Any]:
@@ -283,6 +326,15 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
         else:
             total = point.batch * pairs(point.q_len, point.seq)
         flops = attention_flops(1, point.heads, 1, 1, point.head_dim, mode=point.mode, pairs=total)
+        if kept is not None:  # the share of (query, key) pairs attended, beside the point's time
+            everything = (
+                sum(n * n for n in record["seq_lengths"]) if point.ragged else point.batch * point.q_len * point.seq
+            )
+            record["kept_fraction"] = total / everything
+        # A content selection scores candidates first: 2 D FLOPs a (query, candidate) pair, forward only.
+        selection = getattr(variant, "selection_pairs", None)
+        if selection is not None:
+            flops += 2.0 * point.batch * point.heads * point.head_dim * selection(point.q_len, point.seq)
         record |= {"flops": flops, "tflops": flops / (timing.median_ms * 1e-3) / 1e12}
 
     def after() -> dict[str, Any]:

@@ -112,6 +112,8 @@ class BenchRecord(_Record, PointFields):
     error: float | None = None
     error_vs_softmax: float | None = None
     error_note: str | None = None
+    error_queries: int | None = None  # long N: the queries whose float64 definition was checked, in blocks
+    kept_fraction: float | None = None  # sparse: (query, key) pairs attended over all Nq x Nk
     tolerance: float | None = None
     correct: bool | None = None  # error against the variant's own definition within its tolerance
     sdpa_backend: str | None = None
@@ -163,6 +165,9 @@ class TrainRecord(_Record):
     layer_options: dict[str, dict[str, Any]] | None = None  # a hybrid: its other mixers' options
     layer_sources: dict[str, Any] | None = None  # a hybrid: its other mixers' sources
     parameters: int | None = None  # trainable numbers in the model
+    # Per mixer, its attention layer's linear maps (q, kv, out, and the gate layer's that make a gated or
+    # selecting variant's extra inputs), 'name: in -> out'.
+    projections: dict[str, list[str]] | None = None
 
 
 SCHEMAS: dict[str, type[_Record]] = {"bench": BenchRecord, "train": TrainRecord}

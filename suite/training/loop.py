@@ -29,7 +29,7 @@ from ..core.registry import Registry
 from ..measure.memory import PeakTracker
 from .checkpoints import load_checkpoint, save_checkpoint
 from .evaluation import evaluate, loss_and_hits
-from .model import TaskModel
+from .model import TaskModel, layer_projections
 from .presets import TaskSetup, TrainSettings
 
 
@@ -212,6 +212,7 @@ def train(
         "tokens_per_s": steps * tokens_per_step / state["train_s"],
         "peak_bytes": peak,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "projections": layer_projections(model),
         "curve": state["curve"],
         "threads": torch.get_num_threads(),
         "padding_masked": model.masks_padding if data.kind in ("classify", "pair") else None,

@@ -232,6 +232,21 @@ class SelfAttention(nn.Module):
         return self.out(o.transpose(1, 2).reshape(b, n, self.heads * self.head_dim))
 
 
+def layer_projections(model: nn.Module) -> dict[str, list[str]]:
+    """Per mixer, the linear maps of its attention layer (the first of its layers): q, kv, out and those of
+    the gate layer that makes a variant's extra inputs (NSA's branch gates, a forget gate, an indexer), as
+    'name: in -> out'. Records name them: what a gated or selecting variant was given to work with."""
+    found: dict[str, list[str]] = {}
+    for layer in model.modules():
+        if isinstance(layer, SelfAttention) and layer.core.info.name not in found:
+            found[layer.core.info.name] = [
+                f"{name}: {linear.in_features} -> {linear.out_features}"
+                for name, linear in layer.named_modules()
+                if isinstance(linear, nn.Linear)
+            ]
+    return found
+
+
 class Block(nn.Module):
     """Pre-LN Transformer block."""
 

@@ -25,8 +25,9 @@ from pydantic import Field
 from torch import nn
 
 from ..contract import GateInput, VariantInfo
+from ..gates import heads_first
 from .fla import FlaKernel, time_first
-from .recurrence import Gates, LoopForm, RecurrentOptions, RecurrentVariant, State, heads_first, loop_info
+from .recurrence import Gates, LoopForm, RecurrentOptions, RecurrentVariant, State, loop_info
 
 # fla's l2norm adds this under the square root, so a zero row (a padding key) stays zero, without NaN.
 L2_EPS = 1e-6

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..contract import GateInput, VariantInfo
+from ..gates import heads_first
 from .deltanet import (
     BETA,
     FLA_TOLERANCE,
@@ -29,7 +30,7 @@ from .deltanet import (
     chunked_delta_rule,
     l2_normalise,
 )
-from .recurrence import Gates, LoopForm, State, heads_first, loop_info
+from .recurrence import Gates, LoopForm, State, loop_info
 
 DECAY = GateInput(
     name="g",

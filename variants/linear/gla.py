@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..contract import GateInput, VariantInfo
+from ..gates import heads_first
 from .fla import FlaKernel, time_first
-from .recurrence import Gates, LoopForm, RecurrentVariant, State, heads_first, loop_info
+from .recurrence import Gates, LoopForm, RecurrentVariant, State, loop_info
 from .retnet import FLA_TOLERANCE, across_chunks, to_chunks
 
 # Tokens per sub-chunk: the per-channel decay of the diagonal blocks costs (sub x D_k) per token.

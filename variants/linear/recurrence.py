@@ -86,7 +86,7 @@ class RecurrentVariant(Variant):
         if set(gates) != set(declared):
             raise ValueError(f"{self.info.name} takes gates {sorted(declared)}; got {sorted(gates)}")
         for name, gate in declared.items():
-            gate.check(gates[name], b, h, nk, d)
+            gate.check(gates[name], b, h, hkv, nq, nk, d)
         if hkv != h:
             k, v = k.repeat_interleave(h // hkv, 1), v.repeat_interleave(h // hkv, 1)
         # The queries are the last Nq positions: earlier positions get zero queries, and with Nq > Nk the
@@ -184,14 +184,6 @@ def last_queries(out: torch.Tensor, nq: int) -> torch.Tensor:
     if nq > n:
         return torch.cat([out.new_zeros(*out.shape[:2], nq - n, out.shape[-1]), out], dim=2)
     return out[:, :, n - nq :]
-
-
-def heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """A projection's output as a gate: (B, N, H) -> (B, H, N), or (B, N, H * D) -> (B, H, N, D)."""
-    b, n, width = x.shape
-    if width == heads:
-        return x.transpose(1, 2)
-    return x.view(b, n, heads, width // heads).transpose(1, 2)
 
 
 def _neutral_past(gate: torch.Tensor, real: torch.Tensor, law: str) -> torch.Tensor:

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..contract import GateInput, VariantInfo
+from ..gates import heads_first
 from .fla import FlaKernel
-from .recurrence import Gates, LoopForm, RecurrentVariant, State, heads_first, loop_info
+from .recurrence import Gates, LoopForm, RecurrentVariant, State, loop_info
 
 # Tokens per block of the within-chunk decays: pairwise inside one, factored between them (fla's BC is 16;
 # 8 does less elementwise work in torch).
