@@ -239,7 +239,7 @@ def test_the_cpu_lists_hold_what_runs_here():
     assert {"linear-elu", "performer", "linformer", "nystrom"} <= set(EFFICIENT_CPU)
     assert {"sliding-window", "strided", "fixed", "longformer", "bigbird"} <= set(SPARSE)
     assert {"nsa", "moba", "dsa", "sink-window"} <= set(SPARSE)
-    assert {"gated", "gated-head", "diff", "sigmoid", "forgetting", "sink-logit"} <= set(MODIFIED)
+    assert {"gated", "gated-head", "diff", "sigmoid", "forgetting", "sink-logit", "sage"} <= set(MODIFIED)
 
 
 def test_unsupported_inputs_are_skipped_not_failed():
