@@ -155,7 +155,7 @@ def test_diff_pairs_each_half_with_its_own_group_head():
     assert torch.allclose(attend(grouped, q, k, v), attend(full, q, *repeated), atol=1e-12)
 
 
-@pytest.mark.parametrize("variant", ["nsa", "moba", "dsa", "gated", "forgetting"])
+@pytest.mark.parametrize("variant", ["nsa", "moba", "dsa", "gated"])
 def test_the_new_variants_train_and_name_their_projections(variant, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--task", "mqar", "--variant", variant, "--preset", "tiny", "--out", str(tmp_path)])
@@ -164,8 +164,7 @@ def test_the_new_variants_train_and_name_their_projections(variant, tmp_path, ca
     assert record["status"] == "ok" and record["test_acc"] is not None
     names = [p.split(":")[0] for p in record["projections"][variant]]
     assert {"q", "kv", "out"} <= set(names)
-    own = {"nsa": "gate_layer.g_proj", "dsa": "gate_layer.wq", "gated": "gate_layer.gate_proj",
-           "forgetting": "gate_layer.fgate_proj"}  # fmt: skip
+    own = {"nsa": "gate_layer.g_proj", "dsa": "gate_layer.wq", "gated": "gate_layer.gate_proj"}
     if variant in own:
         assert own[variant] in names
     else:  # MoBA chooses with the attention's own keys: no projection of its own
