@@ -88,12 +88,13 @@ def make_gates(
 
 
 def check_gates(
-    declared: tuple[GateInput, ...], gates: dict[str, torch.Tensor], q: torch.Tensor, k: torch.Tensor
+    owner: str, declared: tuple[GateInput, ...], gates: dict[str, torch.Tensor], q: torch.Tensor, k: torch.Tensor
 ) -> None:
-    """ValueError unless `gates` holds exactly the declared gates, each of its declared shape."""
+    """ValueError, naming the variant `owner`, unless `gates` holds exactly the declared gates, each of its
+    declared shape."""
     names = {g.name for g in declared}
     if set(gates) != names:
-        raise ValueError(f"takes gates {sorted(names)}; got {sorted(gates)}")
+        raise ValueError(f"{owner} takes gates {sorted(names)}; got {sorted(gates)}")
     b, h, nq, d = q.shape
     for gate in declared:
         gate.check(gates[gate.name], b, h, k.shape[1], nq, k.shape[-2], d)

@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 from pydantic import Field
 
-from ..contract import Options, Unsupported, Variant, VariantInfo, accumulate_dtype, check_qkv
+from ..contract import Options, Unsupported, Variant, VariantInfo, accumulate_dtype, check_gates, check_qkv
 from ..masks import key_mask
 
 State = torch.Tensor  # (B, H, D_k, D_v)
@@ -82,11 +82,8 @@ class RecurrentVariant(Variant):
         b, h, hkv, nq, nk, d = check_qkv(q, k, v)
         if not self.spec.causal:
             raise Unsupported(f"{self.info.name} is a causal recurrence")
+        check_gates(self.info.name, self.info.gates, gates, q, k)
         declared = {g.name: g for g in self.info.gates}
-        if set(gates) != set(declared):
-            raise ValueError(f"{self.info.name} takes gates {sorted(declared)}; got {sorted(gates)}")
-        for name, gate in declared.items():
-            gate.check(gates[name], b, h, hkv, nq, nk, d)
         if hkv != h:
             k, v = k.repeat_interleave(h // hkv, 1), v.repeat_interleave(h // hkv, 1)
         # The queries are the last Nq positions: earlier positions get zero queries, and with Nq > Nk the

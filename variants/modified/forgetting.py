@@ -69,7 +69,7 @@ class ForgettingAttention(Variant):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_f: torch.Tensor) -> torch.Tensor:
         check_qkv(q, k, v)
-        check_gates(self.info.gates, {"log_f": log_f}, q, k)
+        check_gates(self.info.name, self.info.gates, {"log_f": log_f}, q, k)
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, log_f))
         if needs_grad and q.device.type == "cpu":
             acc = accumulate_dtype(q.dtype)

@@ -74,7 +74,7 @@ class GatedAttention(Variant):
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_lengths: torch.Tensor | None = None, **gates
     ) -> torch.Tensor:
-        check_gates(self.info.gates, gates, q, k)
+        check_gates(self.info.name, self.info.gates, gates, q, k)
         out = self.attention(q, k, v, key_lengths=key_lengths)
         return (out * self._gate(gates[OUTPUT_GATE]).to(out.dtype)).to(q.dtype)
 

@@ -169,7 +169,7 @@ class DsaAttention(Variant):
     ) -> torch.Tensor:
         check_qkv(q, k, v)
         gates = {"index_q": index_q, "index_k": index_k, "index_w": index_w}
-        check_gates(self.info.gates, gates, q, k)
+        check_gates(self.info.name, self.info.gates, gates, q, k)
         acc = accumulate_dtype(q.dtype)
         q_, k_, v_ = q.to(acc), k.to(acc), v.to(acc)
         return torch.cat([self._attend(q_, k_, v_, gates, rows) for rows in self._rows(q.shape[2])], dim=2).to(q.dtype)

@@ -157,7 +157,7 @@ class NsaAttention(Variant):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, branch_gates: torch.Tensor) -> torch.Tensor:
         check_qkv(q, k, v)
-        check_gates(self.info.gates, {"branch_gates": branch_gates}, q, k)
+        check_gates(self.info.name, self.info.gates, {"branch_gates": branch_gates}, q, k)
         if selection_forward_is_dense(q, k, v, branch_gates):
             acc = accumulate_dtype(q.dtype)
             return self.reference(q.to(acc), k.to(acc), v.to(acc), branch_gates.to(acc)).to(q.dtype)
