@@ -238,7 +238,7 @@ def test_the_cpu_lists_hold_what_runs_here():
     assert {"naive", "sdpa", "sdpa-math", "sdpa-flash", "chunked", "flex"} <= set(EXACT_CPU)
     assert {"linear-elu", "performer", "linformer", "nystrom"} <= set(EFFICIENT_CPU)
     assert {"sliding-window", "strided", "fixed", "longformer", "bigbird"} <= set(SPARSE)
-    assert {"nsa", "moba", "dsa", "sink-window"} <= set(SPARSE)
+    assert {"nsa", "moba", "dsa", "sink-window", "cache-streaming", "cache-h2o", "cache-snapkv"} <= set(SPARSE)
     assert {"gated", "gated-head", "diff", "sigmoid", "forgetting", "sink-logit", "sage"} <= set(MODIFIED)
 
 

@@ -150,6 +150,9 @@ class VariantInfo:
     # True when the keys a query attends are chosen from the content (q, k or an indexer), not by position
     # alone (NSA, MoBA, DSA): `check` then lures the selection with attractive future keys.
     selects: bool = False
+    # True for a KV-cache policy (sparse/cache_policy.py): the tokens before the queries are cut to a budget,
+    # then attended (`evict`, then `attend_cache`); decoding times the attention over the cut cache.
+    evicts: bool = False
     tolerance: Mapping[torch.dtype, float] = field(default_factory=lambda: dict(DEFAULT_TOLERANCE))
 
     def __post_init__(self) -> None:

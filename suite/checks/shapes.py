@@ -9,6 +9,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ...variants.contract import attend
+from ...variants.gates import make_gates
 from ..core.errors import one_line
 from .checker import Checker, CheckFailed, Skipped
 from .registry import check
@@ -81,10 +82,13 @@ def check_gqa_native(c: Checker) -> str:
     b, h, _hkv, _nq, nk, d = shape = (1, 8, 2, 24, 40, 16)
     variant = c.build(shape, causal=c.modes()[0])
     q, k, v = c.inputs(shape, salt=13)
+    # The gates drawn outside the trace: a per-key input of every query head (a cache policy's prompt
+    # queries) has K/V's repeated size, and is the harness's, not the variant's.
+    gates = make_gates(variant.info.gates, q, k) if variant.info.gates else None
     with torch.no_grad():
         try:
             with _OutputShapes() as trace:
-                attend(variant, q, k, v)
+                attend(variant, q, k, v, gates=gates)
         except NotImplementedError as err:
             if "HigherOrderOperator" not in str(err):
                 raise

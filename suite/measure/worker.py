@@ -99,6 +99,8 @@ def _call_plan(variant: Variant, point: Point, q, k, v, layout: dict):
     """
     if point.mode == "fwd" and variant.info.recurrent and point.q_len < point.seq and not point.ragged:
         return _carried_state_plan(variant, point, q, k, v, layout.get("gates", {}))
+    if point.mode == "fwd" and variant.info.evicts and not point.ragged:
+        return _cut_cache_plan(variant, q, k, v, layout.get("gates", {}))
     if point.mode == "fwd":
 
         def forward(_: None) -> torch.Tensor:
@@ -139,6 +141,28 @@ def _carried_state_plan(variant: Variant, point: Point, q, k, v, gates: dict):
             return variant(q, k_new, v_new, initial_state=state, **new_gates)
 
     return (lambda: None), step
+
+
+def _cut_cache_plan(variant: Variant, q, k, v, gates: dict):
+    """Decoding with a KV-cache policy: the prompt's cache is cut once, untimed (at prefill, where the sources
+    cut it), and each timed call attends over the cut cache."""
+    with torch.no_grad():
+        cut_k, cut_v = variant.evict(k, v, q.shape[2], gates.get("prompt_q"))
+
+    def step(_: None) -> torch.Tensor:
+        with torch.no_grad():
+            return variant.attend_cache(q, cut_k, cut_v)
+
+    return (lambda: None), step
+
+
+def cache_record(variant: Variant, point: Point, dtype: torch.dtype) -> dict[str, int]:
+    """A KV-cache policy's cache after the cut beside the whole cache (one layer, K and V)."""
+    per_token = 2 * point.batch * point.kv_heads * point.head_dim * (torch.finfo(dtype).bits // 8)
+    return {
+        "kept_cache_bytes": per_token * variant.cache_tokens(point.q_len, point.seq),
+        "kv_cache_bytes": per_token * point.seq,
+    }
 
 
 def state_record(variant: Variant, point: Point, dtype: torch.dtype) -> dict[str, int]:
@@ -312,6 +336,8 @@ def measure(point: Point) -> tuple[dict[str, Any], Any]:
     }
     if cls.info.recurrent:
         record |= state_record(variant, point, parse_dtype(point.dtype))
+    if cls.info.evicts:
+        record |= cache_record(variant, point, parse_dtype(point.dtype))
     # FLOPs are softmax attention's count over the pairs computed: every pair for exact variants,
     # the kept pairs for sparse ones; in a ragged or packed batch, the real pairs only (so padded and
     # packed forms of one batch compare in TFLOP/s). Linear and low-rank forms do other work: no count.

@@ -119,6 +119,7 @@ class BenchRecord(_Record, PointFields):
     sdpa_backend: str | None = None
     state_bytes: int | None = None  # a recurrence's state, one layer (what decoding carries instead of a cache)
     kv_cache_bytes: int | None = None  # beside it: the K/V cache one attention layer keeps at the same N
+    kept_cache_bytes: int | None = None  # a KV-cache policy's cache after its cut, one layer (K and V)
     clock: str | None = None
     memory_method: str | None = None
 

@@ -203,6 +203,11 @@ class SelfAttention(nn.Module):
         if cfg.short_conv is not None:  # k and v convolved as one: a depthwise convolution keeps them apart
             self.q_conv = ShortConvolution(self.heads * self.head_dim, cfg.short_conv)
             self.kv_conv = ShortConvolution(2 * self.kv_heads * self.head_dim, cfg.short_conv)
+        if core.info.evicts:  # a model's forward sees the whole sequence: there is no prompt cache to cut
+            raise UserError(
+                f"variant {core.info.name} is a KV-cache policy for decoding: a model trains with the whole "
+                "cache (train sdpa; bench the policy with --preset kv-cache)"
+            )
         self.core = core
         self.rotates = cfg.positions == "rotary" and core.info.family != "linear"
         # Gated and delta-rule variants: their gates from x, by the projections of their original layer.
