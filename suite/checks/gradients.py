@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...variants.contract import Unsupported, attend, reference
+from ...variants.gates import make_gates
 from .checker import GRADIENT_SHAPES, Checker, Skipped, shape_label
 from .registry import check
 
@@ -23,14 +24,17 @@ def check_gradients(c: Checker) -> str:
                 continue
             q, k, v = (t.requires_grad_() for t in c.inputs(shape, salt=8))
             grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(8)).to(c.device, c.dtype)
+            # One draw of the gates, in the inputs' dtype, for both forms (a float64 draw of its own would be
+            # other values at half precision: another selection for a variant that selects).
+            gates = make_gates(variant.info.gates, q, k) if variant.info.gates else None
             try:
-                out = attend(variant, q, k, v)
+                out = attend(variant, q, k, v, gates=gates)
             except Unsupported:
                 continue
             c.check_output(out, q)
             got = torch.autograd.grad(out, (q, k, v), grad)
             q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-            want = torch.autograd.grad(reference(variant, q64, k64, v64), (q64, k64, v64), grad.double())
+            want = torch.autograd.grad(reference(variant, q64, k64, v64, gates=gates), (q64, k64, v64), grad.double())
             for name, g, w in zip(("dq", "dk", "dv"), got, want, strict=True):
                 errors[f"{name} at {shape_label(shape, causal)}"] = c.error(g, w)
     return c.within(errors, "gradient")

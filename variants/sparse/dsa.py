@@ -9,9 +9,10 @@ the indexer's heads are the query heads of the group, so a group shares one top-
 flash-linear-attention's fla/ops/dsa/naive.py shares it.
 
 Definition (`reference`): the indexer's top-k as a (B, H, Nq, Nk) mask, then the masked softmax.
-Fast form: queries in chunks, the indexer and the masked softmax dense within a chunk: both are
-O(N^2) work here (the gain of DSA is a kernel that gathers only the chosen tokens, FlashMLA's sparse
-decoding, not written here); its memory is a chunk's rows, not (Nq, Nk).
+Fast form: queries in chunks; within a chunk the indexer's scores and the attention's scores are dense
+(O(N^2) work here: the gain of DSA is a kernel that gathers only the chosen tokens, FlashMLA's sparse
+decoding, not written here), the top-k is taken per run of rows that keep equally many, and the softmax
+runs over the chosen tokens only; its memory is a chunk's rows, not (Nq, Nk).
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def dsa_choice(
     index_w: torch.Tensor,
     start: int,
     options: DsaOptions,
-) -> torch.Tensor:
-    """(B, H_kv, rows, Nk') bool: the tokens each K/V group keeps for the queries at positions start,
-    start + 1, ... (their indexer queries (B, H, rows, D) and weights (B, H, rows); the indexer keys
-    (B, H_kv, Nk', D) up to the last of them)."""
+) -> list[tuple[slice, torch.Tensor]]:
+    """The tokens each K/V group keeps for the queries at positions start, start + 1, ... (their indexer
+    queries (B, H, rows, D) and weights (B, H, rows); the indexer keys (B, H_kv, Nk', D) up to the last of
+    them): runs of rows that keep equally many, each (its rows, (B, H_kv, run, count) long token indices,
+    in no order). Rows that keep nothing (before every key) are in no run."""
     b, h, rows, _ = index_q.shape
     hkv, num_keys = index_k.shape[1], index_k.shape[2]
     g = h // hkv
@@ -60,18 +62,49 @@ def dsa_choice(
     scores = scores[:, :, 0] if g == 1 else scores.sum(2)
     pos = torch.arange(rows, device=index_q.device) + start
     visible = torch.arange(num_keys, device=index_q.device)[None, :] <= pos[:, None]
-    counts = kept_count(pos + 1, options.keep, options.top_k, 1).expand(b, hkv, rows)
     # ReLU's exact zeros tie: the later token ranks first, by a nudge far below any non-zero score's ulp.
     scores += torch.arange(num_keys, device=scores.device, dtype=scores.dtype) * (RECENCY / max(num_keys, 1))
     scores.masked_fill_(~visible, float("-inf"))
-    most = int(counts.max()) if counts.numel() else 0
-    kept = torch.zeros(b, hkv, rows, num_keys + 1, dtype=torch.bool, device=scores.device)
-    if most > 0:
-        best = scores.topk(min(most, num_keys), dim=-1)  # best first
-        slot = torch.arange(best.indices.shape[-1], device=scores.device)
-        use = (slot < counts[..., None]) & torch.isfinite(best.values)
-        kept.scatter_(-1, torch.where(use, best.indices, num_keys), True)
-    return kept[..., :num_keys]
+    # A count grows with the position only, so equal counts come in runs of rows; a run's top-k needs no order
+    # (a sorted top-k of the largest count, cut per row, costs half as much again on a CPU).
+    counts = kept_count(pos + 1, options.keep, options.top_k, 1).tolist()
+    runs, first = [], 0
+    for row in range(1, rows + 1):
+        if row == rows or counts[row] != counts[first]:
+            if counts[first] > 0:
+                chosen = scores[:, :, first:row].topk(counts[first], dim=-1, sorted=False).indices
+                runs.append((slice(first, row), chosen))
+            first = row
+    return runs
+
+
+def kept_mask(
+    index_q: torch.Tensor, index_k: torch.Tensor, index_w: torch.Tensor, start: int, options: DsaOptions
+) -> torch.Tensor:
+    """(B, H_kv, rows, Nk') bool: dsa_choice's tokens as a mask over the keys."""
+    b, rows = index_q.shape[0], index_q.shape[2]
+    hkv, num_keys = index_k.shape[1], index_k.shape[2]
+    kept = torch.zeros(b, hkv, rows, num_keys, dtype=torch.bool, device=index_q.device)
+    for span, chosen in dsa_choice(index_q, index_k, index_w, start, options):
+        kept[:, :, span].scatter_(-1, chosen, True)
+    return kept
+
+
+def chosen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, runs: list[tuple[slice, torch.Tensor]], scale: float
+) -> torch.Tensor:
+    """Queries (B, H, rows, D) over their chosen tokens (dsa_choice's runs) among k, v (B, H_kv, Nk', D): the
+    scores dense, the softmax over each row's chosen tokens only, scattered back as the weights of one product
+    with v (a softmax over whole masked rows costs 8 times the exponentials at keep 1/8). Rows in no run: zeros."""
+    b, h, rows, d = q.shape
+    hkv, num_keys = k.shape[1], k.shape[2]
+    g = h // hkv
+    scores = ((q.reshape(b, hkv, g * rows, d) * scale) @ k.mT).view(b, hkv, g, rows, num_keys)
+    probs = torch.zeros_like(scores)
+    for span, chosen in runs:
+        at = chosen[:, :, None].expand(b, hkv, g, *chosen.shape[2:])
+        probs[:, :, :, span].scatter_(-1, at, scores[:, :, :, span].gather(-1, at).softmax(-1))
+    return (probs.view(b, hkv, g * rows, num_keys) @ v).view(b, h, rows, d)
 
 
 class DsaIndexer(nn.Module):
@@ -144,16 +177,14 @@ class DsaAttention(Variant):
         keys = max(0, min(nk, rows.stop + nk - nq))
         if keys == 0:  # every query of the rows comes before every key
             return q.new_zeros(*q.shape[:2], rows.stop - rows.start, v.shape[-1])
-        kept = dsa_choice(
+        runs = dsa_choice(
             gates["index_q"][:, :, rows],
             gates["index_k"][:, :, :keys],
             gates["index_w"][:, :, rows],
             start,
             self.options,
         )
-        group = q.shape[1] // k.shape[1]
-        kept = kept if group == 1 else kept.repeat_interleave(group, dim=1)
-        return masked_attention(q[:, :, rows], k[:, :, :keys], v[:, :, :keys], kept, softmax_scale(q.shape[-1]))
+        return chosen_attention(q[:, :, rows], k[:, :, :keys], v[:, :, :keys], runs, softmax_scale(q.shape[-1]))
 
     def _rows(self, nq: int) -> list[slice]:
         return [slice(i, min(i + CHUNK_ROWS, nq)) for i in range(0, nq, CHUNK_ROWS)]
@@ -188,7 +219,7 @@ class DsaAttention(Variant):
         nq, nk = q.shape[2], k.shape[2]
         kept = [
             F.pad(
-                dsa_choice(
+                kept_mask(
                     index_q[:, :, rows],
                     index_k[:, :, : max(0, rows.stop + nk - nq)],
                     index_w[:, :, rows],
