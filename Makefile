@@ -63,8 +63,9 @@ lint: $(STAMP) $(LINT_STAMP)
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/lint-imports
 
+# The slowest tests are listed after the run: CI runs this within its time limit.
 test: lint $(TEST_STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" --durations=15
 
 test-all: lint $(TEST_STAMP)
 	$(PY) -m pytest

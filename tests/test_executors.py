@@ -109,6 +109,9 @@ def test_suite_trains_through_ray_and_writes_the_accuracy_table(tmp_path, capsys
     assert "| linear-elu |" in (tmp_path / "accuracy.md").read_text()
 
 
+# Slow (a minute: a Ray cluster and six runs): the default run covers its parts, the two stages on the local
+# executor (test_protocol.py) and a suite through Ray (above).
+@pytest.mark.slow
 def test_the_accuracy_protocol_runs_both_stages_through_ray(tmp_path, capsys):
     """The sweep, then the seeds at the choice, each run a Ray task."""
     pytest.importorskip("ray")
