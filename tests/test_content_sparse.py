@@ -253,3 +253,18 @@ def test_the_gradient_check_gives_both_forms_one_half_precision_draw_of_the_inde
     from attnbench.suite.checks.gradients import check_gradients
 
     assert "gradient" in check_gradients(Checker(DsaAttention, "cpu", torch.float16))
+
+
+@pytest.mark.parametrize("cls", [MobaAttention, NsaAttention])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_the_fast_forms_by_chunks_of_queries_are_the_whole(cls, shape, monkeypatch):
+    from attnbench.variants.sparse import selection
+
+    q, k, v = _inputs(*shape)
+    variant = cls(AttentionSpec(shape[1], D, shape[2], causal=True, options={"block_size": 8, "keep": 0.3}))
+    gates = make_gates(variant.info.gates, q, k, seed=6)
+    whole = attend(variant, q.float(), k.float(), v.float(), gates={n: g.float() for n, g in gates.items()})
+    monkeypatch.setattr(selection, "QUERY_CHUNK", 16)  # chunks that cut blocks, and (Nq > Nk) come before keys
+    chunked = attend(variant, q.float(), k.float(), v.float(), gates={n: g.float() for n, g in gates.items()})
+    assert torch.allclose(chunked, whole, atol=1e-6)
+    assert torch.allclose(chunked.double(), variant.reference(q, k, v, **gates), atol=1e-5)

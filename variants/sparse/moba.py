@@ -24,6 +24,7 @@ from .selection import (
     SELECTION_DTYPE,
     SelectionOptions,
     blocks_to_keys,
+    by_query_chunks,
     causal_keys,
     choice_mask,
     chosen_block_attention,
@@ -100,6 +101,9 @@ class MobaAttention(Variant):
         if selection_forward_is_dense(q, k, v):
             acc = accumulate_dtype(q.dtype)
             return self.reference(q.to(acc), k.to(acc), v.to(acc)).to(q.dtype)
+        return by_query_chunks(self._chosen_blocks, q, k, v, {}, ())
+
+    def _chosen_blocks(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         index = moba_choice(q, k, self.options)  # past blocks; the own one is attended there
         return chosen_block_attention(q, k, v, index, self.options.block_size, softmax_scale(q.shape[-1]))
 

@@ -32,6 +32,7 @@ from .selection import (
     SELECTION_DTYPE,
     SelectionOptions,
     blocks_to_keys,
+    by_query_chunks,
     causal_keys,
     choice_mask,
     chosen_block_attention,
@@ -161,6 +162,9 @@ class NsaAttention(Variant):
         if selection_forward_is_dense(q, k, v, branch_gates):
             acc = accumulate_dtype(q.dtype)
             return self.reference(q.to(acc), k.to(acc), v.to(acc), branch_gates.to(acc)).to(q.dtype)
+        return by_query_chunks(self._branches, q, k, v, {"branch_gates": branch_gates}, self.info.gates)
+
+    def _branches(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, branch_gates: torch.Tensor) -> torch.Tensor:
         size, scale = self.options.block_size, softmax_scale(q.shape[-1])
         h, hkv = q.shape[1], k.shape[1]
         own = positions(q.shape[2], k.shape[2], q.device) // size

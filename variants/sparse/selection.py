@@ -22,15 +22,20 @@ work is the kept pairs, its memory O(Nq * D) beside the (Nq, chosen) indices.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from pydantic import Field, model_validator
 
 from ..contract import Options
+from ..gates import GateInput
 from ..inputs import accumulate_dtype
 
 # The float32 in which selections are scored (see the module docstring).
 SELECTION_DTYPE = torch.float32
+# Queries per pass of a block selection's fast form: its (query, chosen) indices and their sorts are made per
+# pass, so its memory grows with N through the chosen count (a share of N), not with Nq times that count.
+QUERY_CHUNK = 4096
 
 
 class SelectionOptions(Options):
@@ -247,6 +252,33 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     if real < nq:
         out = torch.cat([out.new_zeros(b, h, nq - real, d), out], dim=2)
     return out.to(q.dtype)
+
+
+def by_query_chunks(
+    call: Callable[..., torch.Tensor],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gates: dict[str, torch.Tensor],
+    declared: tuple[GateInput, ...],
+) -> torch.Tensor:
+    """``call(q, k, v, **gates)`` on chunks of QUERY_CHUNK queries, each against the keys up to its last query,
+    concatenated: a chunk's outputs are those of the sequence cut after its last query (module docstring).
+    Per-query gates are cut to the chunk's queries, the others to its keys; a chunk before every key: zeros."""
+    nq, nk = q.shape[2], k.shape[2]
+    if nq <= QUERY_CHUNK:
+        return call(q, k, v, **gates)
+    per_query = {g.name for g in declared if g.queries}
+    outs = []
+    for start in range(0, nq, QUERY_CHUNK):
+        stop = min(start + QUERY_CHUNK, nq)
+        keys = stop + nk - nq
+        if keys <= 0:
+            outs.append(q.new_zeros(*q.shape[:2], stop - start, v.shape[-1]))
+            continue
+        part = {name: g[:, :, start:stop] if name in per_query else g[:, :, :keys] for name, g in gates.items()}
+        outs.append(call(q[:, :, start:stop], k[:, :, :keys], v[:, :, :keys], **part))
+    return torch.cat(outs, dim=2)
 
 
 def selection_forward_is_dense(*tensors: torch.Tensor) -> bool:
