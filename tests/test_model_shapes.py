@@ -40,18 +40,20 @@ def test_each_layer_gets_its_own_variant_and_options():
 
 
 def test_a_hybrid_trains_and_its_record_names_every_layer(capsys, tmp_path):
+    # The tiny preset has one layer: a pattern of two builds both (the command, as written).
     argv = ["train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny", "--set", "model.layers=linear-elu,sdpa",
-            "--set", "model.depth=2", "--out", str(tmp_path)]  # fmt: skip
+            "--out", str(tmp_path)]  # fmt: skip
     code, _, err = cli(capsys, *argv)
     (record,) = read_records(tmp_path)
     assert code == 0 and record["status"] == "ok", err
     assert record["mixers"] == ["linear-elu", "sdpa"] and record["model"]["layers"] == ["linear-elu", "sdpa"]
+    assert record["model"]["depth"] == 2
     assert record["layer_options"] == {"linear-elu": {}}
     assert record["layer_sources"]["linear-elu"]["module"] == "attnbench.variants.linear.elu"
     assert "model.layers" in record["command"]
     code, out, _ = cli(capsys, *argv)  # the same hybrid resumes as recorded; another pattern is another run
     assert "already recorded" in out and len(read_records(tmp_path)) == 1
-    code, _, _ = cli(capsys, *argv[:7], "--set", "model.layers=sdpa,linear-elu", *argv[9:])
+    code, _, _ = cli(capsys, *argv[:7], "--set", "model.layers=sdpa,linear-elu", *argv[9:])  # the same --out
     assert code == 0 and [r["mixers"] for r in read_records(tmp_path)][-1] == ["sdpa", "linear-elu"]
     # The run's table and charts name each pattern, not the --variant its layers replaced.
     code, _, err = cli(capsys, "report", str(tmp_path))
@@ -74,7 +76,7 @@ def test_a_plugin_can_be_a_layer_and_a_bad_layer_is_one_line(capsys, tmp_path, p
     code, _, err = cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny",
                        "--plugin", str(plugins / "previous_two.py"), "--set", "model.layers=previous-two,sdpa",
                        "--out", str(tmp_path / "ok"))  # fmt: skip
-    assert code == 0 and read_records(tmp_path / "ok")[0]["mixers"] == ["previous-two"], err
+    assert code == 0 and read_records(tmp_path / "ok")[0]["mixers"] == ["previous-two", "sdpa"], err
     code, _, err = cli(capsys, "train", "--task", "mqar", "--variant", "sdpa", "--preset", "tiny",
                        "--set", "model.layers=nope,sdpa", "--out", str(tmp_path / "bad"))  # fmt: skip
     assert code != 0 and "unknown variant 'nope'" in err and err.count("\n") == 1

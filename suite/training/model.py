@@ -69,8 +69,8 @@ class ModelConfig(BaseModel):
     layers: list[str] | None = Field(
         None,
         min_length=1,
-        description="a hybrid: the variant of each layer, a pattern repeated to the depth ('gla,sdpa'); None: the "
-        "run's variant in every layer",
+        description="a hybrid: the variant of each layer, a pattern repeated to the depth ('gla,sdpa'; a pattern "
+        "longer than the depth sets the depth to its length); None: the run's variant in every layer",
     )
 
     @field_validator("layers", mode="before")
@@ -78,6 +78,13 @@ class ModelConfig(BaseModel):
     def _split_layers(cls, value: Any) -> Any:
         """`--set model.layers=gla,sdpa` gives one string: its comma-separated names."""
         return [name.strip() for name in value.split(",")] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _every_named_layer(self) -> ModelConfig:
+        # `--set model.layers=linear-elu,sdpa` on a 1-layer preset asks for both layers, not the first alone.
+        if self.layers is not None and len(self.layers) > self.depth:
+            self.depth = len(self.layers)
+        return self
 
     @model_validator(mode="after")
     def _heads_fit(self) -> ModelConfig:
