@@ -11,9 +11,6 @@ three medians and the two ratios, then asserts the target.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import pytest
 import torch
 
@@ -24,18 +21,8 @@ from attnbench.variants.gates import make_gates
 B, H, N, D = 1, 8, 4096, 64
 
 
-def median_s(call, repeats: int) -> float:
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 @pytest.mark.parametrize("name", ["gla", "deltanet"])
-def test_chunked_is_near_sdpa_and_far_from_its_loop(name):
+def test_chunked_is_near_sdpa_and_far_from_its_loop(name, median_s):
     registry = load_registry()
     spec = AttentionSpec(num_heads=H, head_dim=D, causal=True)
     variant, loop, sdpa = (registry.build(n, spec) for n in (name, f"{name}-loop", "sdpa"))

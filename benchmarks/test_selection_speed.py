@@ -15,8 +15,6 @@ queries of a 64-query block choose between them nearly every block they can see.
 from __future__ import annotations
 
 import math
-import statistics
-import time
 
 import pytest
 import torch
@@ -42,18 +40,8 @@ def _setup(name: str, n: int):
     return variant, sdpa, q, k, v, gates
 
 
-def median_s(call, repeats: int) -> float:
-    call()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 @pytest.mark.parametrize("name", ["moba", "nsa"])
-def test_faster_than_causal_sdpa_at_16384(name):
+def test_faster_than_causal_sdpa_at_16384(name, median_s):
     variant, sdpa, q, k, v, gates = _setup(name, 16384)
     with torch.no_grad():
         selected = median_s(lambda: attend(variant, q, k, v, gates=gates), repeats=3)

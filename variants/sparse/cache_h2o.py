@@ -18,9 +18,8 @@ from .cache_policy import (
     PROMPT_QUERIES,
     CacheOptions,
     CachePolicy,
-    grouped_scores,
     policy_info,
-    prompt_attention,
+    received_attention,
 )
 
 
@@ -53,10 +52,7 @@ class H2OCache(CachePolicy):
     def choose(self, k: torch.Tensor, keep: int, prompt_q: torch.Tensor | None) -> torch.Tensor:
         b, hkv, prompt = k.shape[:3]
         recent = int(keep * self.options.recent)
-        received = prompt_q.new_zeros(b, prompt_q.shape[1], prompt, dtype=torch.float32)
-        for rows, weights in prompt_attention(prompt_q, k, range(prompt)):
-            received[..., : rows.stop] += weights.sum(2)
-        older = grouped_scores(received, hkv)[..., : prompt - recent]
+        older = received_attention(prompt_q, k, range(prompt))[..., : prompt - recent]
         heavy = older.topk(keep - recent, dim=-1).indices.sort(-1).values
         tail = torch.arange(prompt - recent, prompt, device=k.device).expand(b, hkv, recent)
         return torch.cat([heavy, tail], dim=-1)

@@ -90,6 +90,16 @@ def prompt_attention(
         yield part, scores.masked_fill_(ahead, float("-inf")).softmax(-1)
 
 
+def received_attention(prompt_q: torch.Tensor, k: torch.Tensor, rows: range) -> torch.Tensor:
+    """(B, H_kv, P) float32: the causal softmax weight each prompt token gets from the prompt queries `rows`,
+    summed over them and over each K/V group's query heads (what H2O and SnapKV rank tokens by)."""
+    b, h, prompt = prompt_q.shape[0], prompt_q.shape[1], k.shape[2]
+    received = prompt_q.new_zeros(b, h, prompt, dtype=torch.float32)
+    for part, weights in prompt_attention(prompt_q, k, rows):
+        received[..., : part.stop] += weights.sum(2)
+    return grouped_scores(received, k.shape[1])
+
+
 class CachePolicy(Variant):
     """Attention over a prompt cache cut to a budget by `choose`; the subclass says which tokens it keeps."""
 

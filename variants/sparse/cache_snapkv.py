@@ -18,9 +18,8 @@ from .cache_policy import (
     PROMPT_QUERIES,
     CacheOptions,
     CachePolicy,
-    grouped_scores,
     policy_info,
-    prompt_attention,
+    received_attention,
 )
 
 
@@ -55,10 +54,7 @@ class SnapKVCache(CachePolicy):
         tail = torch.arange(prompt - window, prompt, device=k.device).expand(b, hkv, window)
         if window == keep:
             return tail
-        observed = prompt_q.new_zeros(b, prompt_q.shape[1], prompt, dtype=torch.float32)
-        for rows, weights in prompt_attention(prompt_q, k, range(prompt - window, prompt)):
-            observed[..., : rows.stop] += weights.sum(2)
-        older = grouped_scores(observed, hkv)[..., : prompt - window]
+        older = received_attention(prompt_q, k, range(prompt - window, prompt))[..., : prompt - window]
         kernel = self.options.kernel
         pooled = F.avg_pool1d(older.flatten(0, 1)[:, None], kernel, stride=1, padding=kernel // 2)
         pooled = pooled.view(b, hkv, -1)[..., : prompt - window]
