@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -32,7 +33,13 @@ def cached(name: str, params: dict, seed: int, build: Callable[[], TaskData], ca
             path.unlink(missing_ok=True)
     data = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(asdict(data), tmp)
-    tmp.replace(path)
+    # One temporary file per writer: parallel runs building the same dataset each rename a whole file
+    # into place, where a shared temporary name let one rename away the file another was about to rename.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(asdict(data), tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return data

@@ -145,6 +145,28 @@ def test_mqar_is_deterministic_and_cached(tmp_path):
     assert not torch.equal(first.train.tokens, other.train.tokens)
 
 
+def test_two_runs_building_one_dataset_at_once_both_get_it(tmp_path, monkeypatch):
+    # The race of two parallel runs: a second writer builds and stores the same dataset between the
+    # first writer's save and its rename (a study's --parallel 2 lost a run to this).
+    from attnbench.tasks import cache
+
+    params = {"vocab_size": 32, "seq_len": 32, "num_kv_pairs": 4, "train_size": 20, "val_size": 5, "test_size": 5}
+    save, calls = torch.save, []
+
+    def save_then_let_another_writer_in(obj, f):
+        save(obj, f)
+        calls.append(f)
+        if len(calls) == 1:
+            load_task("mqar", params, cache_dir=tmp_path)
+
+    monkeypatch.setattr(cache.torch, "save", save_then_let_another_writer_in)
+    first = load_task("mqar", params, cache_dir=tmp_path)
+    assert len(calls) == 2
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.glob("mqar-*.pt")).name]
+    assert torch.equal(load_task("mqar", params, cache_dir=tmp_path).train.tokens, first.train.tokens)
+
+
 def test_bad_task_params_are_named():
     with pytest.raises(DataFormatError, match="task mqar: num_kv_pair"):
         load_task("mqar", {"num_kv_pair": 3})
