@@ -260,17 +260,22 @@ def test_unsupported_inputs_are_skipped_not_failed():
     assert "needs Nq == Nk" in results["causal-alignment"].detail
 
 
-# FlexAttention-based variants (flex and the sparse family): one compile per checked shape, so the
-# default GPU run checks them eagerly and the slow one compiled.
-FLEX_BASED = {"flex", *SPARSE}
+# FlexAttention-based variants (those with a `compile` option): one compile per checked shape, so the
+# default GPU run checks them eagerly and the slow one compiled. The others take no such option.
+FLEX_BASED = [n for n in builtin() if _eager(n)]
 CUDA_NAMES = [n for n in builtin() if n != "naive"]
+
+
+def test_only_flex_based_variants_are_given_the_compile_option():
+    assert {"flex", "sliding-window", "bigbird"} <= set(FLEX_BASED)
+    assert not {"nsa", "moba", "moba-fla", "sage", "sdpa"} & set(FLEX_BASED)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", CUDA_NAMES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_builtins_pass(name, dtype):
-    assert not _failures(name, "cuda", dtype, {"compile": False} if name in FLEX_BASED else None)
+    assert not _failures(name, "cuda", dtype, _eager(name) or None)
 
 
 @pytest.mark.gpu

@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
+from attnbench.variants import fla_release
 from attnbench.variants.contract import AttentionSpec, attend, reference
 from attnbench.variants.gates import make_gates
-from attnbench.variants.linear import fla
 from attnbench.variants.linear.deltanet import (
     DeltaNetAttention,
     FlaDeltaNetAttention,
@@ -324,8 +324,8 @@ def test_the_fla_chunk_size_is_one_fla_takes():
     [("0.5.1", "older than 0.5.2"), (None, "does not say its version"), ("0.5.2", None), ("0.6.0+cu124", None)],
 )
 def test_fla_releases_before_the_floor_are_refused(monkeypatch, version, words):
-    monkeypatch.setattr(fla, "_installed_version", lambda: version)
-    reason = fla.release_problem(FlaDeltaNetAttention.fla_minimum, FlaDeltaNetAttention.fla_older)
+    monkeypatch.setattr(fla_release, "installed_version", lambda: version)
+    reason = fla_release.release_problem(FlaDeltaNetAttention.fla_minimum, FlaDeltaNetAttention.fla_older)
     assert reason is None if words is None else words in reason
 
 

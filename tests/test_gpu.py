@@ -72,6 +72,39 @@ def test_linear_fla_equals_its_definition():
     assert _rel(variant(q, k, v), ref) < 3e-2
 
 
+@pytest.mark.parametrize(("name", "hkv"), [("moba-fla", 4), ("nsa-fla", 1)])
+def test_fla_sparse_kernels_equal_their_definitions(name, hkv):
+    """fla's parallel_moba and parallel_nsa at 16 blocks of 64 keys: within the declared tolerance of the dense
+    float64 definition (the selection recomputed there from the same inputs)."""
+    _available(name)
+    spec = AttentionSpec(num_heads=16, num_kv_heads=hkv, head_dim=64, causal=True)
+    variant = load_registry().build(name, spec).cuda()
+    q, k, v = (t.detach() for t in _inputs(16, hkv, 1024, 1024, 64))
+    gates = {"branch_gates": torch.rand(2, 16, 1024, 3, device="cuda")} if name == "nsa-fla" else {}
+    with torch.no_grad():
+        out = variant(q, k, v, **{n: g.to(q.dtype) for n, g in gates.items()})
+    ref = variant.reference(*(t.double() for t in (q, k, v)), **{n: g.double() for n, g in gates.items()})
+    assert _rel(out, ref) < variant.info.tolerance_for(torch.bfloat16)
+
+
+def test_sage_triton_errs_as_the_emulation_of_its_arithmetic():
+    """The sageattention kernel and `sage` (its INT8 QK^T and FP16 PV emulated) against float64 softmax: cosine
+    similarity and relative L1, as the SageAttention papers report them, within a factor 2 of each other."""
+    _available("sage-triton", torch.float16)
+    spec = AttentionSpec(num_heads=16, num_kv_heads=16, head_dim=128, causal=False)
+    registry = load_registry()
+    q, k, v = (t.detach() for t in _inputs(16, 16, 2048, 2048, 128, torch.float16))
+    k = k + 2.0  # a shared offset, as the papers' real keys have: what the smoothing is for
+    ref = softmax_attention(q.double(), k.double(), v.double())
+    errors = {}
+    for name in ("sage-triton", "sage"):
+        out = registry.build(name, spec).cuda()(q, k, v).double()
+        cosine = torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0).item()
+        errors[name] = ((out - ref).abs().sum() / ref.abs().sum()).item()
+        assert cosine > 0.999
+    assert 0.5 < errors["sage-triton"] / errors["sage"] < 2.0
+
+
 def test_sdpa_keeps_a_fused_kernel_for_decoding_shapes():
     """Nq < Nk under causality goes as torch's causal_lower_right bias, which the fused kernels take."""
     from attnbench.suite.measure.sdpa_trace import sdpa_backend

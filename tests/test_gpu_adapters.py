@@ -13,7 +13,14 @@ import sys
 
 import pytest
 import torch
-from gpu_fakes import fake_flash_attn, fake_xformers
+from gpu_fakes import (
+    fake_flash_attn,
+    fake_parallel_moba,
+    fake_parallel_nsa,
+    fake_sageattn,
+    fake_xformers,
+    module_tree,
+)
 
 from attnbench.suite.core.registry import load_registry
 from attnbench.variants.contract import AttentionSpec
@@ -149,3 +156,90 @@ def test_the_gpu_preset_sweeps_linear_fla_causal_only():
 
     points = [p for p in expand(load_preset("gpu"), "cuda") if p.variant == "linear-fla"]
     assert points and all(p.causal and p.dtype != "float16" for p in points)
+
+
+# ----- the modern sparse kernels (fla's parallel_moba and parallel_nsa) and sageattention -----
+
+
+def _kernel_inputs(h, hkv, n, d=16, b=2, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = ((b, h, n, d), (b, hkv, n, d), (b, hkv, n, d))
+    return [torch.randn(*s, generator=gen, dtype=torch.float64) for s in shapes]
+
+
+@pytest.mark.parametrize(("hkv", "top_k"), [(4, 3), (1, 2), (2, 5)])
+def test_moba_fla_against_the_documented_api_equals_moba(monkeypatch, hkv, top_k):
+    for name, module in module_tree(**{"fla.ops.moba": {"parallel_moba": fake_parallel_moba}}).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    q, k, v = _kernel_inputs(4, hkv, n=45)
+    spec = AttentionSpec(num_heads=4, num_kv_heads=hkv, head_dim=16, causal=True,
+                         options={"block_size": 8, "top_k": top_k})  # fmt: skip
+    registry = load_registry()
+    out = registry.build("moba-fla", spec)(q, k, v)
+    torch.testing.assert_close(out, registry.build("moba", spec).reference(q, k, v))
+
+
+def test_moba_fla_refuses_top_k_one_and_unequal_lengths():
+    registry = load_registry()
+    with pytest.raises(ValueError, match="top_k"):  # fla's topk = 1 is full causal attention
+        registry.build("moba-fla", AttentionSpec(num_heads=4, head_dim=16, causal=True, options={"top_k": 1}))
+    from attnbench.variants.contract import Unsupported
+
+    variant = registry.build("moba-fla", AttentionSpec(num_heads=4, head_dim=16, causal=True))
+    with pytest.raises(Unsupported, match="as many queries as keys"):
+        variant(*_inputs(4, 4, nq=3, nk=11))
+
+
+@pytest.mark.parametrize("options", [{"block_size": 8, "window": 8}, {"block_size": 8, "window": 5, "top_k": 4}])
+def test_nsa_fla_against_the_documented_api_equals_nsa(monkeypatch, options):
+    for name, module in module_tree(**{"fla.ops.nsa": {"parallel_nsa": fake_parallel_nsa}}).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    q, k, v = _kernel_inputs(32, 2, n=70)
+    spec = AttentionSpec(num_heads=32, num_kv_heads=2, head_dim=16, causal=True, options=options)
+    gates = torch.rand(2, 32, 70, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    registry = load_registry()
+    out = registry.build("nsa-fla", spec)(q, k, v, branch_gates=gates)
+    torch.testing.assert_close(out, registry.build("nsa", spec).reference(q, k, v, branch_gates=gates))
+
+
+def test_nsa_fla_refuses_the_shapes_fla_cannot_take():
+    from attnbench.variants.contract import Unsupported
+
+    registry = load_registry()
+    small_group = registry.build("nsa-fla", AttentionSpec(num_heads=8, num_kv_heads=1, head_dim=16, causal=True))
+    gates = torch.rand(2, 8, 64, 3, dtype=torch.float64)
+    with pytest.raises(Unsupported, match="16 or more query heads per K/V head"):
+        small_group(*_kernel_inputs(8, 1, n=64), branch_gates=gates)
+    spec = AttentionSpec(num_heads=16, num_kv_heads=1, head_dim=16, causal=True, options={"block_size": 8})
+    too_many = registry.build("nsa-fla", spec)  # keep 1/8 of 512 blocks: 64 > block_size / 2
+    with pytest.raises(Unsupported, match="at most block_size / 2 = 4 blocks"):
+        too_many.block_counts(4096, 4096)
+
+
+@pytest.mark.parametrize(("causal", "hkv"), [(True, 8), (False, 2)])
+def test_sage_triton_against_the_documented_api_leaves_the_keys_alone(monkeypatch, causal, hkv):
+    for name, module in module_tree(**{"sageattention": {"sageattn": fake_sageattn}}).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    q, k, v = _kernel_inputs(8, hkv, n=33, d=64)
+    k = k + 3.0  # an offset the smoothing removes
+    kept = k.clone()
+    spec = AttentionSpec(num_heads=8, num_kv_heads=hkv, head_dim=64, causal=causal)
+    out = load_registry().build("sage-triton", spec)(q, k, v)
+    assert torch.equal(k, kept)  # the package's smooth_k would have subtracted the mean from k itself
+    groups = 8 // hkv
+    want = softmax_attention(q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), causal=causal)
+    torch.testing.assert_close(out, want)
+
+
+def test_sage_triton_refuses_head_dims_the_kernels_lack():
+    from attnbench.variants.contract import Unsupported
+
+    variant = load_registry().build("sage-triton", AttentionSpec(num_heads=4, head_dim=16, causal=False))
+    with pytest.raises(Unsupported, match="head dim 64, 96 or 128"):
+        variant(*_inputs(4, 4, nq=5, nk=5))
+
+
+@pytest.mark.parametrize("name", ["moba-fla", "nsa-fla", "sage-triton"])
+def test_the_modern_kernels_say_why_they_cannot_run_here(name):
+    reason = load_registry().unavailable_reason(name, "cpu", torch.float16)
+    assert reason == "runs on cuda only"

@@ -37,7 +37,7 @@ def test_gpu_dry_run_on_cpu_prints_the_plan_in_seconds(capsys, tmp_path, monkeyp
     assert code == 0 and time.perf_counter() - started < 30
     lines = out.splitlines()
     points = len(expand(load_preset("gpu"), "cuda"))
-    assert f"{points} points, 20 variants" in out
+    assert f"{points} points, 32 variants" in out
     assert any(line.startswith("device: cuda, an assumed H100-class GPU (not on this machine") for line in lines)
     assert any(line.split()[:2] == ["xformers", "package"] for line in lines)  # unavailable, with the reason
     assert "predicted out of memory (> 80.0 GiB): 0 points" in out
@@ -178,7 +178,7 @@ def test_the_torch_requirement_admits_a_containers_pre_release():
 def test_the_gpu_kernels_install_from_wheels_without_replacing_torch(capsys, monkeypatch, tmp_path):
     from attnbench.suite.core import kernels
 
-    assert kernels.gpu_extra() == ["xformers", "flash-linear-attention", "flash-attn"]
+    assert kernels.gpu_extra() == ["xformers", "flash-linear-attention", "flash-attn", "sageattention"]
     command = kernels.pip_command("xformers", tmp_path / "c.txt", python="py")
     assert command == ["py", "-m", "pip", "install", "-q", "--only-binary=:all:", "-c", str(tmp_path / "c.txt"),
                        "xformers"]  # fmt: skip
@@ -196,7 +196,7 @@ def test_the_gpu_kernels_install_from_wheels_without_replacing_torch(capsys, mon
     monkeypatch.setattr(kernels.subprocess, "run", pip)
     kernels.install_gpu_kernels()
     out = capsys.readouterr().out.splitlines()
-    assert calls == [f"torch=={torch.__version__}\n"] * 3  # every install pinned to the torch already here
+    assert calls == [f"torch=={torch.__version__}\n"] * 4  # every install pinned to the torch already here
     assert out[2] == (f"flash-attn: not installed, no wheel for torch {torch.__version__} here "
                       "(ERROR: No matching distribution found for flash-attn)")  # fmt: skip
 

@@ -11,10 +11,9 @@ import types
 import pytest
 import torch
 
-from attnbench.variants import builtin
+from attnbench.variants import builtin, fla_release
 from attnbench.variants.contract import AttentionSpec, attend, reference
 from attnbench.variants.gates import make_gates
-from attnbench.variants.linear import fla
 from attnbench.variants.linear.gla import FlaGlaAttention, GlaAttention
 from attnbench.variants.linear.retnet import FlaRetNetAttention, RetNetAttention, retention_log_decay
 
@@ -180,8 +179,8 @@ def test_fla_variants_say_why_they_cannot_run_on_cpu(cls):
 @pytest.mark.parametrize(("version", "problem"), [("0.1.2", "older than 0.2"), ("0.2.0", None), ("0.5.2", None),
                                                   (None, "does not say its version")])  # fmt: skip
 def test_fla_releases_with_head_first_inputs_are_refused(monkeypatch, version, problem):
-    monkeypatch.setattr(fla, "_installed_version", lambda: version)
-    got = fla.release_problem(FlaGlaAttention.fla_minimum, FlaGlaAttention.fla_older)
+    monkeypatch.setattr(fla_release, "installed_version", lambda: version)
+    got = fla_release.release_problem(FlaGlaAttention.fla_minimum, FlaGlaAttention.fla_older)
     assert got is None if problem is None else problem in got
 
 
@@ -189,8 +188,8 @@ def test_an_fla_that_does_not_import_is_refused_with_its_error(monkeypatch):
     def broken():
         raise ImportError("libcudart.so.12: cannot open shared object file")
 
-    monkeypatch.setattr(fla, "_installed_version", broken)
-    assert "does not import (ImportError: libcudart.so.12" in fla.release_problem((0, 2), "")
+    monkeypatch.setattr(fla_release, "installed_version", broken)
+    assert "does not import (ImportError: libcudart.so.12" in fla_release.release_problem((0, 2), "")
 
 
 def _fake_chunk(q, k, v, g, scale=None, initial_state=None, output_final_state=False, cu_seqlens=None):

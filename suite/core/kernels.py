@@ -37,7 +37,7 @@ def torch_pin() -> str:
 def install_gpu_kernels() -> int:
     """Install each package of the `gpu` extra that has a wheel for this torch; print one line per package."""
     if not torch.cuda.is_available():
-        print("no CUDA device: the optional GPU kernels (xformers, flash-attn, fla) are not installed")
+        print("no CUDA device: the optional GPU kernels (xformers, flash-attn, fla, sageattention) are not installed")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         constraints = Path(tmp) / "constraints.txt"

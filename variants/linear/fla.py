@@ -15,26 +15,15 @@ refused: fla stores the running key sum of the normaliser in the input dtype, wh
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 
 import torch
 
 from ..contract import Unsupported, VariantInfo, check_qkv
+from ..fla_release import installed_version, release_problem, version_tuple
 from .elu import LinearEluAttention, elu_features
 
 MIN_VERSION = (0, 5, 1)
-
-
-def version_tuple(text: str) -> tuple[int, ...]:
-    """(0, 5, 1) from '0.5.1', '0.5.1.dev3' or '0.6.0+cu124': the leading numeric fields."""
-    parts = []
-    for field in text.split("+")[0].split("."):
-        digits = "".join(c for c in field if c.isdigit()) if field[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
 
 
 def version_problem(version: str | None) -> str | None:
@@ -46,28 +35,6 @@ def version_problem(version: str | None) -> str | None:
             f"fla {version} is older than 0.5.1 (normaliser over heads before 0.4, head_first before 0.5, "
             "a wrong dk in 0.5.0)"
         )
-    return None
-
-
-@functools.cache
-def _installed_version() -> str | None:
-    import fla
-
-    return getattr(fla, "__version__", None)
-
-
-def release_problem(minimum: tuple[int, ...], why: str) -> str | None:
-    """Why the installed fla cannot serve a kernel that needs release `minimum` (it does not import, does not
-    say its version, or is older: `why` says what the older ones get wrong), or None."""
-    try:
-        version = _installed_version()
-    except (ImportError, OSError) as err:  # a build for another torch or triton
-        first = (str(err).strip().splitlines() or [""])[0]
-        return f"fla is installed but does not import ({type(err).__name__}: {first})"
-    if version is None:
-        return "fla does not say its version (fla.__version__): cannot tell its layout and arguments"
-    if version_tuple(version) < minimum:
-        return f"fla {version} is older than {'.'.join(map(str, minimum))} ({why})"
     return None
 
 
@@ -136,7 +103,7 @@ class FlaLinearAttention(LinearEluAttention):
         reason = super().unavailable_reason(device, dtype)
         if reason is None and importlib.util.find_spec("fla") is not None:
             try:
-                reason = version_problem(_installed_version())
+                reason = version_problem(installed_version())
             except (ImportError, OSError) as err:  # a build for another torch or triton
                 first = (str(err).strip().splitlines() or [""])[0]
                 reason = f"fla is installed but does not import ({type(err).__name__}: {first})"
