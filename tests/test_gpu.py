@@ -72,19 +72,24 @@ def test_linear_fla_equals_its_definition():
     assert _rel(variant(q, k, v), ref) < 3e-2
 
 
-@pytest.mark.parametrize(("name", "hkv"), [("moba-fla", 4), ("nsa-fla", 1)])
-def test_fla_sparse_kernels_equal_their_definitions(name, hkv):
-    """fla's parallel_moba and parallel_nsa at 16 blocks of 64 keys: within the declared tolerance of the dense
-    float64 definition (the selection recomputed there from the same inputs)."""
+@pytest.mark.parametrize(("name", "hkv", "options"), [("moba-fla", 4, {}), ("nsa-fla", 1, {"top_k": 8})])
+def test_fla_sparse_kernels_equal_their_definitions(name, hkv, options):
+    """fla's parallel_moba and parallel_nsa at 16 blocks of 64 keys (nsa-fla choosing 5 blocks beyond its 3
+    forced): the dense float64 definition within moba's and nsa's own bf16 tolerance. Each block's keys are
+    offset along a direction of its own, so the blocks' scores stand apart and the bf16 rounding of fla's
+    selection cannot tip a near tie (the tolerance of the variants allows those on random inputs)."""
     _available(name)
-    spec = AttentionSpec(num_heads=16, num_kv_heads=hkv, head_dim=64, causal=True)
+    spec = AttentionSpec(num_heads=16, num_kv_heads=hkv, head_dim=64, causal=True, options=options)
     variant = load_registry().build(name, spec).cuda()
     q, k, v = (t.detach() for t in _inputs(16, hkv, 1024, 1024, 64))
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    offsets = 2 * torch.randn(2, hkv, 16, 1, 64, generator=gen, device="cuda")
+    k = (k.view(2, hkv, 16, 64, 64) + offsets.to(k.dtype)).view(k.shape)
     gates = {"branch_gates": torch.rand(2, 16, 1024, 3, device="cuda")} if name == "nsa-fla" else {}
     with torch.no_grad():
         out = variant(q, k, v, **{n: g.to(q.dtype) for n, g in gates.items()})
     ref = variant.reference(*(t.double() for t in (q, k, v)), **{n: g.double() for n, g in gates.items()})
-    assert _rel(out, ref) < variant.info.tolerance_for(torch.bfloat16)
+    assert _rel(out, ref) < 3e-2
 
 
 def test_sage_triton_errs_as_the_emulation_of_its_arithmetic():

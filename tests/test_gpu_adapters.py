@@ -179,7 +179,7 @@ def test_moba_fla_against_the_documented_api_equals_moba(monkeypatch, hkv, top_k
     torch.testing.assert_close(out, registry.build("moba", spec).reference(q, k, v))
 
 
-def test_moba_fla_refuses_top_k_one_and_unequal_lengths():
+def test_moba_fla_refuses_top_k_one_unequal_lengths_and_odd_head_dims():
     registry = load_registry()
     with pytest.raises(ValueError, match="top_k"):  # fla's topk = 1 is full causal attention
         registry.build("moba-fla", AttentionSpec(num_heads=4, head_dim=16, causal=True, options={"top_k": 1}))
@@ -188,15 +188,18 @@ def test_moba_fla_refuses_top_k_one_and_unequal_lengths():
     variant = registry.build("moba-fla", AttentionSpec(num_heads=4, head_dim=16, causal=True))
     with pytest.raises(Unsupported, match="as many queries as keys"):
         variant(*_inputs(4, 4, nq=3, nk=11))
+    odd = registry.build("moba-fla", AttentionSpec(num_heads=4, head_dim=12, causal=True))
+    with pytest.raises(Unsupported, match="multiple of 8 up to 256, got 12"):
+        odd(*_kernel_inputs(4, 4, n=16, d=12))
 
 
-@pytest.mark.parametrize("options", [{"block_size": 8, "window": 8}, {"block_size": 8, "window": 5, "top_k": 4}])
+@pytest.mark.parametrize("options", [{"block_size": 16, "window": 16}, {"block_size": 16, "window": 5, "top_k": 5}])
 def test_nsa_fla_against_the_documented_api_equals_nsa(monkeypatch, options):
     for name, module in module_tree(**{"fla.ops.nsa": {"parallel_nsa": fake_parallel_nsa}}).items():
         monkeypatch.setitem(sys.modules, name, module)
-    q, k, v = _kernel_inputs(32, 2, n=70)
+    q, k, v = _kernel_inputs(32, 2, n=150)
     spec = AttentionSpec(num_heads=32, num_kv_heads=2, head_dim=16, causal=True, options=options)
-    gates = torch.rand(2, 32, 70, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    gates = torch.rand(2, 32, 150, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     registry = load_registry()
     out = registry.build("nsa-fla", spec)(q, k, v, branch_gates=gates)
     torch.testing.assert_close(out, registry.build("nsa", spec).reference(q, k, v, branch_gates=gates))
@@ -210,17 +213,22 @@ def test_nsa_fla_refuses_the_shapes_fla_cannot_take():
     gates = torch.rand(2, 8, 64, 3, dtype=torch.float64)
     with pytest.raises(Unsupported, match="16 or more query heads per K/V head"):
         small_group(*_kernel_inputs(8, 1, n=64), branch_gates=gates)
-    spec = AttentionSpec(num_heads=16, num_kv_heads=1, head_dim=16, causal=True, options={"block_size": 8})
-    too_many = registry.build("nsa-fla", spec)  # keep 1/8 of 512 blocks: 64 > block_size / 2
-    with pytest.raises(Unsupported, match="at most block_size / 2 = 4 blocks"):
+    spec = AttentionSpec(num_heads=16, num_kv_heads=1, head_dim=16, causal=True, options={"block_size": 16})
+    too_many = registry.build("nsa-fla", spec)  # keep 1/8 of 256 blocks: 32 > block_size / 2
+    with pytest.raises(Unsupported, match="at most block_size / 2 = 8 blocks, this selection needs 32"):
         too_many.block_counts(4096, 4096)
+    assert int(too_many.block_counts(1024, 1024).max()) == 8  # 1/8 of 64 blocks: the most the kernel sorts
+    for size in (8, 48):
+        spec = AttentionSpec(num_heads=16, num_kv_heads=1, head_dim=16, causal=True, options={"block_size": size})
+        with pytest.raises(Unsupported, match="a power of two, 16 or more"):
+            registry.build("nsa-fla", spec).block_counts(256, 256)
 
 
-@pytest.mark.parametrize(("causal", "hkv"), [(True, 8), (False, 2)])
-def test_sage_triton_against_the_documented_api_leaves_the_keys_alone(monkeypatch, causal, hkv):
+@pytest.mark.parametrize(("causal", "hkv", "n"), [(True, 8, 200), (False, 2, 128)])
+def test_sage_triton_against_the_documented_api_leaves_the_keys_alone(monkeypatch, causal, hkv, n):
     for name, module in module_tree(**{"sageattention": {"sageattn": fake_sageattn}}).items():
         monkeypatch.setitem(sys.modules, name, module)
-    q, k, v = _kernel_inputs(8, hkv, n=33, d=64)
+    q, k, v = _kernel_inputs(8, hkv, n=n, d=64)
     k = k + 3.0  # an offset the smoothing removes
     kept = k.clone()
     spec = AttentionSpec(num_heads=8, num_kv_heads=hkv, head_dim=64, causal=causal)
@@ -231,12 +239,37 @@ def test_sage_triton_against_the_documented_api_leaves_the_keys_alone(monkeypatc
     torch.testing.assert_close(out, want)
 
 
-def test_sage_triton_refuses_head_dims_the_kernels_lack():
+def test_sage_triton_refuses_the_shapes_its_kernels_get_wrong():
     from attnbench.variants.contract import Unsupported
 
-    variant = load_registry().build("sage-triton", AttentionSpec(num_heads=4, head_dim=16, causal=False))
+    registry = load_registry()
+    variant = registry.build("sage-triton", AttentionSpec(num_heads=4, head_dim=16, causal=False))
     with pytest.raises(Unsupported, match="head dim 64, 96 or 128"):
         variant(*_inputs(4, 4, nq=5, nk=5))
+    plain = registry.build("sage-triton", AttentionSpec(num_heads=4, head_dim=64, causal=False))
+    with pytest.raises(Unsupported, match="padded keys in the softmax unless Nk % 64 == 0; got 100"):
+        plain(*_kernel_inputs(4, 4, n=100, d=64))
+    causal = registry.build("sage-triton", AttentionSpec(num_heads=4, head_dim=64, causal=True))
+    with pytest.raises(Unsupported, match=r"N % 128 is 1\.\.64; got 130"):
+        causal(*_kernel_inputs(4, 4, n=130, d=64))
+
+
+@pytest.mark.parametrize(("version", "words"), [("1.0.6", None), ("2.2.0", "is not 1.x")])
+def test_sage_triton_takes_the_1x_release_only(monkeypatch, version, words):
+    from attnbench.variants.modified import sage_triton
+
+    monkeypatch.setattr(sage_triton.metadata, "version", lambda name: version)
+    reason = sage_triton.release_problem()
+    assert reason is None if words is None else words in reason
+
+
+@pytest.mark.parametrize(("version", "words"), [("2.8.3", None), ("2.6.3", "flash-attn 2.6.3 is older than 2.7")])
+def test_moba_fla_needs_flash_attn_2_7(monkeypatch, version, words):
+    from attnbench.variants import fla_release
+
+    monkeypatch.setattr(fla_release.metadata, "version", lambda name: version)
+    reason = fla_release.distribution_problem("flash-attn", (2, 7), "its 2.7 internals")
+    assert reason is None if words is None else words in reason
 
 
 @pytest.mark.parametrize("name", ["moba-fla", "nsa-fla", "sage-triton"])

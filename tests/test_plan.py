@@ -178,7 +178,7 @@ def test_the_torch_requirement_admits_a_containers_pre_release():
 def test_the_gpu_kernels_install_from_wheels_without_replacing_torch(capsys, monkeypatch, tmp_path):
     from attnbench.suite.core import kernels
 
-    assert kernels.gpu_extra() == ["xformers", "flash-linear-attention", "flash-attn", "sageattention"]
+    assert kernels.gpu_extra() == ["xformers", "flash-linear-attention", "flash-attn", "sageattention<2"]
     command = kernels.pip_command("xformers", tmp_path / "c.txt", python="py")
     assert command == ["py", "-m", "pip", "install", "-q", "--only-binary=:all:", "-c", str(tmp_path / "c.txt"),
                        "xformers"]  # fmt: skip

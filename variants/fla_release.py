@@ -1,9 +1,11 @@
 """Which flash-linear-attention (fla) release is installed, and whether a kernel can use it: fla's call
-signatures and semantics changed between releases, so each adapter names the first release it trusts."""
+signatures and semantics changed between releases, so each adapter names the first release it trusts
+(and of the packages fla calls into, as flash-attn)."""
 
 from __future__ import annotations
 
 import functools
+from importlib import metadata
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -37,4 +39,16 @@ def release_problem(minimum: tuple[int, ...], why: str) -> str | None:
         return "fla does not say its version (fla.__version__): cannot tell its layout and arguments"
     if version_tuple(version) < minimum:
         return f"fla {version} is older than {'.'.join(map(str, minimum))} ({why})"
+    return None
+
+
+def distribution_problem(name: str, minimum: tuple[int, ...], why: str) -> str | None:
+    """Why the installed distribution `name` (as pip names it) is too old for a kernel, or None (also where
+    its metadata cannot be read: the import then says what is wrong)."""
+    try:
+        version = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+    if version_tuple(version) < minimum:
+        return f"{name} {version} is older than {'.'.join(map(str, minimum))} ({why})"
     return None

@@ -7,8 +7,11 @@ chunks by q . mean(chunk keys), merged in one softmax. Its `topk` counts the own
 
 So this is moba at a fixed `top_k` (moba's `keep` share varies per query, which the kernel cannot
 take), self-attention only (Nq = Nk), grouped K/V heads repeated. `top_k = 1` is refused: fla then
-falls back to full causal attention, where MoBA's definition attends the own chunk alone. CUDA only,
-float16 and bfloat16 (flash-attn's varlen kernels underneath).
+falls back to full causal attention, where MoBA's definition attends the own chunk alone. The batch
+goes one sequence per call: fla scores every query of a packed batch against every chunk of it, so a
+packed batch of B would cost B times the gate work. CUDA only, float16 and bfloat16, head dim a
+multiple of 8 up to 256 (fla calls flash-attn's internal varlen kernels, which do not pad), flash-attn
+2.7 or later (fla passes its 2.7 arguments and unpacks its 2.7 returns).
 """
 
 from __future__ import annotations
@@ -17,27 +20,29 @@ import torch
 from pydantic import Field
 
 from ..contract import Unsupported, VariantInfo, check_qkv
-from ..fla_release import release_problem
+from ..fla_release import distribution_problem, release_problem
 from .moba import MobaAttention, MobaOptions
 
-FLA_MINIMUM = (0, 5, 1)  # the first release with fla.ops.moba (April 2026)
+# fla.ops.moba landed in April 2026, inside 0.5.0's tag; builds from March also called themselves 0.5.0.
+FLA_MINIMUM = (0, 5, 1)
+FLASH_ATTN_MINIMUM = (2, 7)
 
 
 class MobaFlaOptions(MobaOptions):
     top_k: int | None = Field(3, ge=2, description="chunks each query keeps, its own counted (MoBA's 3)")
 
 
-def packed(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """(B, H, N, D) inputs as fla's packed (1, B * N, H, D), K/V heads repeated to the query heads, and the
-    sequences' int32 boundaries (B + 1,)."""
-    b, h, hkv, nq, nk, _ = check_qkv(q, k, v)
+def sequences(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
+    """(B, H, N, D) inputs in fla's (B, T, H, D) layout, K/V heads repeated to the query heads; refused with
+    the reason where the kernels cannot take them."""
+    _, h, hkv, nq, nk, d = check_qkv(q, k, v)
     if nq != nk:
         raise Unsupported("fla's parallel_moba takes self-attention only (as many queries as keys)")
+    if d % 8 or d > 256:
+        raise Unsupported(f"fla's parallel_moba needs head dim a multiple of 8 up to 256, got {d}")
     if hkv != h:
         k, v = k.repeat_interleave(h // hkv, 1), v.repeat_interleave(h // hkv, 1)
-    tokens = [t.transpose(1, 2).reshape(1, b * nq, h, t.shape[-1]) for t in (q, k, v)]
-    bounds = torch.arange(0, (b + 1) * nq, nq, dtype=torch.int32, device=q.device)
-    return tokens, bounds
+    return [t.transpose(1, 2).contiguous() for t in (q, k, v)]
 
 
 class MobaFlaAttention(MobaAttention):
@@ -60,22 +65,32 @@ class MobaFlaAttention(MobaAttention):
             "a fixed top_k (default 3, MoBA's; at least 2): fla's topk = 1 is full causal attention, not the own "
             "chunk alone",
             "the chunks' mean keys are taken in the input dtype before fla scores the gate in float32 (moba: "
-            "float32 throughout), so near ties may choose differently",
-            "grouped K/V heads are repeated (the kernel takes equal head counts); a batch is packed as one "
-            "sequence with boundaries",
+            "float32 throughout), so near ties may choose another chunk: the tolerance (fp16 3e-2, bf16 8e-2, "
+            "moba's 5e-3 and 3e-2) allows the few rows that do on random inputs",
+            "grouped K/V heads are repeated (the kernel takes equal head counts); one call per sequence of the "
+            "batch (a packed batch would score every query against every sequence's chunks)",
         ),
+        tolerance={torch.float16: 3e-2, torch.bfloat16: 8e-2},
     )
     Options = MobaFlaOptions
 
     @classmethod
     def unavailable_reason(cls, device: str, dtype: torch.dtype | None = None) -> str | None:
-        """The base checks (fla installed among them), then its release."""
-        return super().unavailable_reason(device, dtype) or release_problem(FLA_MINIMUM, "no fla.ops.moba")
+        """The base checks (fla and flash-attn installed among them), then their releases."""
+        return (
+            super().unavailable_reason(device, dtype)
+            or release_problem(FLA_MINIMUM, "no fla.ops.moba")
+            or distribution_problem("flash-attn", FLASH_ATTN_MINIMUM, "fla's MoBA calls its 2.7 internals")
+        )
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        b, h, n = q.shape[:3]
-        tokens, bounds = packed(q, k, v)
+        qs, ks, vs = sequences(q, k, v)
         from fla.ops.moba import parallel_moba  # here: the package is optional
 
-        out = parallel_moba(*tokens, bounds, n, self.options.block_size, self.options.top_k)
-        return out.reshape(b, n, h, -1).transpose(1, 2)
+        n = qs.shape[1]
+        bounds = torch.tensor([0, n], dtype=torch.int32, device=q.device)  # flash-attn's varlen boundaries: int32
+        size, top_k = self.options.block_size, self.options.top_k
+        outs = [
+            parallel_moba(qs[i : i + 1], ks[i : i + 1], vs[i : i + 1], bounds, n, size, top_k) for i in range(len(qs))
+        ]
+        return torch.cat(outs).transpose(1, 2)

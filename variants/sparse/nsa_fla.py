@@ -23,15 +23,24 @@ from ..gates import check_gates
 from .nsa import FORCED, NsaAttention
 from .selection import kept_count, positions
 
-FLA_MINIMUM = (0, 4, 0)  # the first and last two blocks forced (August 2025; before: the current block only)
+# The first and last two blocks are forced since August 2025 (the current block alone before), and the
+# forward kernels' token offsets are 64-bit since 0.5.2 (int32 before: wrong past 2^31 elements).
+FLA_MINIMUM = (0, 5, 2)
 MIN_GROUP = 16
+MIN_BLOCK = 16  # the kernels' tl.dot tiles
+
+
+def power_of_two_at_least(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
 
 def fla_nsa_arguments(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, branch_gates: torch.Tensor,
                       counts: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict]:  # fmt: skip
     """parallel_nsa's tensors for (B, H, N, D) inputs and nsa's (B, H, Nq, 3) gates: q, k, v in (B, T, H, D),
     g_cmp, g_slc, g_swa in (B, TQ, HQ), and `counts` (Nq,) as block_counts (B, TQ, H_kv)."""
-    b, h, hkv, nq, nk, _ = check_qkv(q, k, v)
+    b, h, hkv, nq, nk, d = check_qkv(q, k, v)
+    if d > 256 or (d > 128 and q.is_cuda and torch.cuda.get_device_capability(q.device)[0] != 9):
+        raise Unsupported(f"fla's NSA kernels take head dim up to 256 on Hopper, 128 elsewhere; got {d}")
     if nq != nk:
         raise Unsupported("nsa-fla takes self-attention only (as many queries as keys): fla takes fewer queries "
                           "than keys only since mid-2026")  # fmt: skip
@@ -65,28 +74,34 @@ class NsaFlaAttention(NsaAttention):
             "16 or more query heads per K/V head, a power of two, and at most block_size / 2 selected blocks per "
             "query (the kernels' tiles); other shapes are refused with the reason",
             "block importance is ranked from scores in the input dtype (nsa: float32), so near ties may choose "
-            "differently",
+            "another block: the tolerance (fp16 3e-2, bf16 8e-2) allows the few rows that do on random inputs",
+            "the branch outputs are mixed by the gates in the input dtype (nsa: in the accumulate dtype)",
             "the sliding branch is flash-attn's windowed kernel, which fla's call needs installed",
             "self-attention only (Nq = Nk): fla takes fewer queries than keys only since its mid-2026 cached inference",
         ),
         gates=NsaAttention.info.gates,
+        tolerance={torch.float16: 3e-2, torch.bfloat16: 8e-2},
     )
 
     @classmethod
     def unavailable_reason(cls, device: str, dtype: torch.dtype | None = None) -> str | None:
         """The base checks (fla installed among them), then its release."""
         return super().unavailable_reason(device, dtype) or release_problem(
-            FLA_MINIMUM, "its top-k forced the current block alone, not the first and last two"
+            FLA_MINIMUM, "int32 token offsets in its forward kernels; before 0.3.2 the current block alone forced"
         )
 
     def block_counts(self, num_queries: int, num_keys: int) -> torch.Tensor:
-        """(Nq,) blocks each query selects, the forced ones counted: the definition's counts."""
-        own = positions(num_queries, num_keys, "cpu") // self.options.block_size
+        """(Nq,) blocks each query selects, the forced ones counted: the definition's counts, within the kernels'
+        limits (a block of a power of two, 16 or more keys; its bitonic top-k sorts block_size / 2 slots)."""
+        size = self.options.block_size
+        if size < MIN_BLOCK or size & (size - 1):
+            raise Unsupported(f"fla's NSA kernels take a block_size of a power of two, 16 or more; got {size}")
+        own = positions(num_queries, num_keys, "cpu") // size
         counts = kept_count(own + 1, self.options.keep, self.options.top_k, FORCED)
-        if int(counts.max()) > self.options.block_size // 2:
+        if 2 * power_of_two_at_least(int(counts.max())) > size:
             raise Unsupported(
-                f"fla's NSA top-k keeps at most block_size / 2 = {self.options.block_size // 2} blocks, this "
-                f"selection needs {int(counts.max())}"
+                f"fla's NSA top-k keeps at most block_size / 2 = {size // 2} blocks, this selection needs "
+                f"{int(counts.max())}"
             )
         return counts
 
@@ -96,6 +111,7 @@ class NsaFlaAttention(NsaAttention):
         tensors, kwargs = fla_nsa_arguments(q, k, v, branch_gates.to(q.dtype), counts)
         from fla.ops.nsa import parallel_nsa  # here: the package is optional
 
+        # The window branch is flash-attn's with its default scale, 1/sqrt(D): the scale passed here.
         out = parallel_nsa(*tensors, **kwargs, block_size=self.options.block_size, window_size=self.options.window,
                            scale=softmax_scale(q.shape[-1]))  # fmt: skip
         return out.transpose(1, 2)
