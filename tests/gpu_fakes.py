@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.machinery
 import itertools
 import math
+import sys
 import types
 
 import torch
@@ -129,6 +130,12 @@ def module_tree(**leaves: dict[str, object]) -> dict[str, types.ModuleType]:
         for key, value in attributes.items():
             setattr(modules[dotted], key, value)
     return modules
+
+
+def install(monkeypatch, modules: dict[str, types.ModuleType]) -> None:
+    """Put stand-in modules into sys.modules for one test (monkeypatch restores what was there)."""
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
 
 
 def fake_parallel_moba(q, k, v, cu_seqlens, max_seqlen, chunk_size, topk):

@@ -9,7 +9,6 @@ grouping and causal alignment are tested without a GPU. The gpu-marked tests run
 from __future__ import annotations
 
 import importlib.machinery
-import sys
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from gpu_fakes import (
     fake_parallel_nsa,
     fake_sageattn,
     fake_xformers,
+    install,
     module_tree,
 )
 
@@ -53,8 +53,7 @@ def test_xformers_layout_is_4d_without_grouping_and_5d_forward_only_with_it(h, h
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("hkv", [8, 2])
 def test_xformers_adapter_forward_and_backward_against_the_documented_api(monkeypatch, causal, hkv):
-    for name, module in fake_xformers().items():
-        monkeypatch.setitem(sys.modules, name, module)
+    install(monkeypatch, fake_xformers())
     spec = AttentionSpec(num_heads=8, num_kv_heads=hkv, head_dim=16, causal=causal)
     variant = load_registry().build("xformers", spec)
     q, k, v = _inputs(8, hkv, grad=True)
@@ -169,8 +168,7 @@ def _kernel_inputs(h, hkv, n, d=16, b=2, seed=0):
 
 @pytest.mark.parametrize(("hkv", "top_k"), [(4, 3), (1, 2), (2, 5)])
 def test_moba_fla_against_the_documented_api_equals_moba(monkeypatch, hkv, top_k):
-    for name, module in module_tree(**{"fla.ops.moba": {"parallel_moba": fake_parallel_moba}}).items():
-        monkeypatch.setitem(sys.modules, name, module)
+    install(monkeypatch, module_tree(**{"fla.ops.moba": {"parallel_moba": fake_parallel_moba}}))
     q, k, v = _kernel_inputs(4, hkv, n=45)
     spec = AttentionSpec(num_heads=4, num_kv_heads=hkv, head_dim=16, causal=True,
                          options={"block_size": 8, "top_k": top_k})  # fmt: skip
@@ -195,8 +193,7 @@ def test_moba_fla_refuses_top_k_one_unequal_lengths_and_odd_head_dims():
 
 @pytest.mark.parametrize("options", [{"block_size": 16, "window": 16}, {"block_size": 16, "window": 5, "top_k": 5}])
 def test_nsa_fla_against_the_documented_api_equals_nsa(monkeypatch, options):
-    for name, module in module_tree(**{"fla.ops.nsa": {"parallel_nsa": fake_parallel_nsa}}).items():
-        monkeypatch.setitem(sys.modules, name, module)
+    install(monkeypatch, module_tree(**{"fla.ops.nsa": {"parallel_nsa": fake_parallel_nsa}}))
     q, k, v = _kernel_inputs(32, 2, n=150)
     spec = AttentionSpec(num_heads=32, num_kv_heads=2, head_dim=16, causal=True, options=options)
     gates = torch.rand(2, 32, 150, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -226,8 +223,7 @@ def test_nsa_fla_refuses_the_shapes_fla_cannot_take():
 
 @pytest.mark.parametrize(("causal", "hkv", "n"), [(True, 8, 200), (False, 2, 128)])
 def test_sage_triton_against_the_documented_api_leaves_the_keys_alone(monkeypatch, causal, hkv, n):
-    for name, module in module_tree(**{"sageattention": {"sageattn": fake_sageattn}}).items():
-        monkeypatch.setitem(sys.modules, name, module)
+    install(monkeypatch, module_tree(**{"sageattention": {"sageattn": fake_sageattn}}))
     q, k, v = _kernel_inputs(8, hkv, n=n, d=64)
     k = k + 3.0  # an offset the smoothing removes
     kept = k.clone()

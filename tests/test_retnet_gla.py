@@ -3,13 +3,11 @@ gradients; the definitions against the papers' parallel forms; the fla adapters 
 
 from __future__ import annotations
 
-import importlib.machinery
-import sys
 import time
-import types
 
 import pytest
 import torch
+from gpu_fakes import install, module_tree
 
 from attnbench.variants import builtin, fla_release
 from attnbench.variants.contract import AttentionSpec, attend, reference
@@ -210,11 +208,8 @@ def _fake_chunk(q, k, v, g, scale=None, initial_state=None, output_final_state=F
 
 @pytest.mark.parametrize("cls", FLA_VARIANTS)
 def test_fla_adapters_against_the_documented_api(monkeypatch, cls):
-    for name in ("fla", "fla.ops", "fla.ops.simple_gla", "fla.ops.gla"):
-        module = types.ModuleType(name)
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-        module.chunk_simple_gla = module.chunk_gla = _fake_chunk
-        monkeypatch.setitem(sys.modules, name, module)
+    leaves = {"fla.ops.simple_gla": {"chunk_simple_gla": _fake_chunk}, "fla.ops.gla": {"chunk_gla": _fake_chunk}}
+    install(monkeypatch, module_tree(**leaves))
     variant = _build(cls, chunk=64)
     q, k, v, gates, state = _inputs(cls, 30, nq=26, dtype=torch.float32)
     lengths = torch.tensor([30, 21])

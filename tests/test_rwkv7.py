@@ -3,13 +3,11 @@ rwkv7-fla's call of fla's chunk_rwkv7 against a stand-in computing what fla docu
 
 from __future__ import annotations
 
-import importlib.machinery
-import sys
 import time
-import types
 
 import pytest
 import torch
+from gpu_fakes import install, module_tree
 
 from attnbench.variants.contract import AttentionSpec
 from attnbench.variants.gates import make_gates
@@ -140,11 +138,7 @@ def fake_chunk_rwkv7(r, w, k, v, a, b, scale=1.0, initial_state=None, output_fin
 
 
 def test_fla_call_against_the_documented_kernel(monkeypatch):
-    for name in ("fla", "fla.ops", "fla.ops.rwkv7"):
-        module = types.ModuleType(name)
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-        module.chunk_rwkv7 = fake_chunk_rwkv7
-        monkeypatch.setitem(sys.modules, name, module)
+    install(monkeypatch, module_tree(**{"fla.ops.rwkv7": {"chunk_rwkv7": fake_chunk_rwkv7}}))
     fla_variant, variant = build(cls=FlaRwkv7), build()
     q, k, v, gates = inputs(variant, 30, 45, dtype=torch.float32)
     lengths = torch.tensor([45, 20])
